@@ -1,0 +1,1 @@
+"""mcl_video.evaluation"""
