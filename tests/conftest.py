@@ -19,7 +19,8 @@ def shared_path(*parts: str) -> Path:
     """Path inside ../shared, or skip the calling test with the reason."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the project's ../shared data folder; present in CI, absent in a user's clone)")
+        reason = "the project's ../shared data folder: present in CI, absent in a user's clone"
+        pytest.skip(f"needs {path} ({reason})")
     return path
 
 
