@@ -1,0 +1,77 @@
+"""Retrieval recall and kNN accuracy on hand-built features with known answers."""
+
+import numpy as np
+import pytest
+
+from mcl_video.evaluation.retrieval import cosine_similarity, knn_accuracy, retrieval_recall
+
+
+def _angles(deg):
+    """2-D unit vectors at the given angles (degrees): cosine similarity = cos(angle difference)."""
+    rad = np.deg2rad(np.asarray(deg, dtype=np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1)
+
+
+# gallery on the circle; class labels chosen so the rank of the first same-class hit is known
+TRAIN_DEG = [0, 10, 20, 30, 40, 90, 180]
+TRAIN_Y = [0, 1, 1, 1, 2, 2, 3]
+
+
+def test_cosine_similarity_is_scale_invariant():
+    a = _angles([0, 60]) * np.array([[3.0], [0.5]])
+    b = _angles([0, 90])
+    np.testing.assert_allclose(cosine_similarity(a, b), [[1, 0], [0.5, np.cos(np.deg2rad(30))]], atol=1e-12)
+
+
+def test_retrieval_recall_known_ranks():
+    # query at 0 deg: neighbours by angle 0,10,20,30,40,90,180 -> labels 0,1,1,1,2,2,3
+    # q0 label 0 -> hit at rank 1; q1 label 2 -> first 2 at rank 5; q2 label 3 -> rank 7 (last)
+    test_x = _angles([0, 0, 0])
+    test_y = [0, 2, 3]
+    r = retrieval_recall(test_x, test_y, _angles(TRAIN_DEG), TRAIN_Y, ks=(1, 4, 5, 7, 20))
+    assert r == {1: pytest.approx(1 / 3), 4: pytest.approx(1 / 3), 5: pytest.approx(2 / 3), 7: 1.0, 20: 1.0}
+
+
+def test_retrieval_recall_perfect_and_zero():
+    x = _angles([0, 90, 180])
+    assert retrieval_recall(x, [0, 1, 2], x, [0, 1, 2], ks=(1,)) == {1: 1.0}
+    assert retrieval_recall(x, [5, 5, 5], x, [0, 1, 2], ks=(1, 3)) == {1: 0.0, 3: 0.0}
+
+
+def test_knn_weighted_vs_majority():
+    # query at 0 deg, k=3: neighbours at 0 (label 0), 10 and 20 (label 1).
+    # majority -> class 1 (2 votes vs 1); weighted with small temperature -> class 0 (exp(1/t) dominates)
+    test_x = _angles([0])
+    train_x = _angles([0, 10, 20])
+    train_y = [0, 1, 1]
+    assert knn_accuracy(test_x, [1], train_x, train_y, k=3, vote="majority") == 1.0
+    assert knn_accuracy(test_x, [0], train_x, train_y, k=3, vote="weighted", temperature=0.01) == 1.0
+    # large temperature: weights ~ equal, so weighted becomes the majority
+    assert knn_accuracy(test_x, [1], train_x, train_y, k=3, vote="weighted", temperature=100.0) == 1.0
+
+
+def test_knn_majority_tie_goes_to_closer_class():
+    # k=2: one neighbour of each class; class 1 is nearer (5 deg) than class 0 (30 deg)
+    test_x = _angles([0])
+    train_x = _angles([30, 5])
+    assert knn_accuracy(test_x, [1], train_x, [0, 1], k=2, vote="majority") == 1.0
+
+
+def test_knn_accuracy_on_separable_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 5
+    train_y = np.repeat(np.arange(4), 10)
+    test_y = np.repeat(np.arange(4), 5)
+    train_x = centres[train_y] + rng.normal(size=(40, 4))
+    test_x = centres[test_y] + rng.normal(size=(20, 4))
+    assert knn_accuracy(test_x, test_y, train_x, train_y, k=5) == 1.0
+    assert retrieval_recall(test_x, test_y, train_x, train_y, ks=(1,))[1] == 1.0
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="differ in length"):
+        retrieval_recall(np.zeros((2, 3)), [0], np.zeros((2, 3)), [0, 1])
+    with pytest.raises(ValueError, match="feature dims"):
+        knn_accuracy(np.ones((1, 3)), [0], np.ones((2, 4)), [0, 1])
+    with pytest.raises(ValueError, match="vote"):
+        knn_accuracy(np.ones((1, 3)), [0], np.ones((2, 3)), [0, 1], vote="soft")
