@@ -1,5 +1,22 @@
-"""mcl_video.motion"""
+"""mcl_video.motion: optical flow, motion-boundary maps (METHOD §1, §3, §4), the motion cache."""
 
 from mcl_video.motion.flow import FLOW_BACKENDS, FlowEstimator, compute_flow, read_flo
+from mcl_video.motion.maps import (
+    alignment_target,
+    boundary_derivatives,
+    clip_score,
+    motion_box,
+    window_map,
+)
 
-__all__ = ["FLOW_BACKENDS", "FlowEstimator", "compute_flow", "read_flo"]
+__all__ = [
+    "FLOW_BACKENDS",
+    "FlowEstimator",
+    "alignment_target",
+    "boundary_derivatives",
+    "clip_score",
+    "compute_flow",
+    "motion_box",
+    "read_flo",
+    "window_map",
+]

@@ -1,0 +1,106 @@
+"""Motion-boundary maps against the release's reference vectors and analytic cases (METHOD §1, §3, §4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mcl_video.motion import alignment_target, boundary_derivatives, clip_score, motion_box, window_map
+from mcl_video.motion.maps import area_weights, block_means, required_coverage
+
+
+@pytest.fixture
+def golden(shared):
+    return np.load(shared("reference", "motion_golden.npz"))
+
+
+def test_reference_alignment_target(golden):
+    st = alignment_target(golden["flow_u"], golden["flow_v"], (4, 7, 7))
+    assert st.shape == (4, 7, 7) and st.dtype == np.float32
+    np.testing.assert_allclose(st, golden["st_target"], rtol=1e-4, atol=1e-4 * golden["st_target"].max())
+
+
+def test_reference_window_map_and_clip_score(golden):
+    # border=8 on the 112 px reference field reproduces the release (it does not rescale the 8 px)
+    wm = window_map(golden["flow_u"], golden["flow_v"], (7, 7), border=8)
+    np.testing.assert_allclose(wm, golden["window_map"], rtol=1e-5, atol=1e-5 * golden["window_map"].max())
+    score = clip_score(golden["flow_u"], golden["flow_v"], border=8)
+    assert score == pytest.approx(float(golden["clip_score"]), rel=1e-5)
+    # a scaled border (4 px at 112) does not match: the 8 px are literal
+    assert clip_score(golden["flow_u"], golden["flow_v"], border=4) != pytest.approx(score, rel=1e-3)
+
+
+def test_reference_motion_box(golden):
+    rows, cols, cov = motion_box(golden["window_map"], (112, 112))
+    np.testing.assert_array_equal(rows, golden["motion_box_rows"])
+    np.testing.assert_array_equal(cols, golden["motion_box_cols"])
+    assert cov == float(golden["required_coverage"])
+
+
+def test_prewitt_matches_scipy_convolve():
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=(2, 3, 9, 11))
+    d = boundary_derivatives(u, v)
+    kx = np.array([[-1.0, 0, 1]] * 3)
+    for t in range(3):
+        np.testing.assert_allclose(d[0, t], ndimage.convolve(u[t], kx), atol=1e-12)
+        np.testing.assert_allclose(d[1, t], ndimage.convolve(u[t], kx.T), atol=1e-12)
+        np.testing.assert_allclose(d[3, t], ndimage.convolve(v[t], kx.T), atol=1e-12)
+
+
+def test_uniform_flow_has_zero_boundary():
+    u = np.full((6, 32, 32), 3.5, np.float32)
+    v = np.full((6, 32, 32), -1.25, np.float32)
+    assert np.all(alignment_target(u, v, (2, 4, 4)) == 0)
+    assert np.all(window_map(u, v, border=2) == 0)
+    assert clip_score(u, v) == 0.0
+
+
+def test_linear_ramp_has_analytic_boundary():
+    # u = a*x  ->  Kx*u = -6a everywhere inside (convolve flips the kernel), Ky*u = 0
+    a = 0.5
+    u = np.tile(a * np.arange(20.0), (2, 20, 1))
+    v = np.zeros_like(u)
+    st = alignment_target(u, v, (1, 2, 2))
+    # two frames summed before the magnitude: 2 * 6a in the interior; the reflected edge columns differ
+    inner = boundary_derivatives(u, v)[0, :, 5:-5, 5:-5]
+    np.testing.assert_allclose(inner, -6 * a)
+    assert st.shape == (1, 2, 2) and np.all(st > 0)
+
+
+def test_derivatives_summed_before_magnitude():
+    # a boundary that flips sign between two frames cancels in the sum (release semantics)
+    u = np.zeros((2, 16, 16))
+    u[0, :, 8:] = 1.0
+    u[1, :, 8:] = -1.0
+    assert np.all(alignment_target(u, np.zeros_like(u), (1, 2, 2)) == 0)
+    assert np.all(alignment_target(u, np.zeros_like(u), (2, 2, 2)) > 0)
+
+
+def test_block_means_area_weights():
+    x = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_allclose(block_means(x, (1, 2)), [[4.5, 6.5]])
+    w = area_weights(3, 2)  # cells of 1.5 px: [0, 1.5), [1.5, 3)
+    np.testing.assert_allclose(w, [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])
+    np.testing.assert_allclose(block_means(x, (1, 1), box=(1, 1, 2, 2)), [[7.5]])
+
+
+@pytest.mark.parametrize("area,cov", [(1, 0.9), (4, 0.9), (5, 0.8), (8, 0.8), (12, 0.7), (13, 0.0)])
+def test_required_coverage_table(area, cov):
+    assert required_coverage(area) == cov
+
+
+def test_motion_box_single_hot_cell_and_spread():
+    m = np.zeros((7, 7))
+    m[5:7, 0:2] = [[1.0, 2.0], [3.0, 4.0]]
+    m[0, 6] = 0.5  # fifth-best cell: outside the top 4 of 49
+    rows, cols, cov = motion_box(m, (240, 320))
+    np.testing.assert_allclose(rows, [5 * 240 / 7, 240])
+    np.testing.assert_allclose(cols, [0, 2 * 320 / 7])
+    assert cov == 0.9
+    # ties broken row-major: the first 4 zero cells of a zero map are in row 0 -> box 1 x 4 cells
+    rows, cols, cov = motion_box(np.zeros((7, 7)), (70, 70))
+    np.testing.assert_allclose(rows, [0, 10])
+    np.testing.assert_allclose(cols, [0, 40])
+    assert cov == 0.9
