@@ -15,10 +15,11 @@ does before quantising to uint8). Backends (``FLOW_BACKENDS``):
   (``weights=PATH``); nothing is downloaded. Runs batched pairs on the GPU when there is one.
 
 Backend options are passed as keyword arguments; OpenCV parameters use the setter names in snake case
-(``tvl1``: ``tau``, ``lambda_``, ``theta``, ``nscales``, ``warps``, ``epsilon``, ``inner_iterations``,
-``outer_iterations``, ``scale_step``, ``gamma``, ``median_filtering``; ``dis``: ``finest_scale``,
-``patch_size``, ``patch_stride``, ``gradient_descent_iterations``, ``variational_refinement_iterations``,
-...). ``threads=N`` sets OpenCV's (and, for RAFT on CPU, torch's) thread count while flow is computed.
+(``tvl1``: ``tau``, ``lambda_``, ``theta``, ``scales_number``, ``warpings_number``, ``epsilon``,
+``inner_iterations``, ``outer_iterations``, ``scale_step``, ``gamma``, ``median_filtering``;
+``dis``: ``finest_scale``, ``patch_size``, ``patch_stride``, ``gradient_descent_iterations``,
+``variational_refinement_iterations``, ...). ``threads=N`` sets OpenCV's (and, for RAFT on CPU,
+torch's) thread count while flow is computed.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class _RaftFlow:
     """torchvision RAFT from a local state dict: lists of ``H x W x 3`` uint8 -> list of ``H x W x 2``."""
 
     MODELS = ("raft_small", "raft_large")
+    MIN_SIDE = 128
 
     def __init__(self, weights: str | Path | None = None, model: str | None = None, iters: int = 12,
                  device: str | None = None):
@@ -187,12 +189,14 @@ class _RaftFlow:
         import torch
         import torch.nn.functional as F
 
-        def prepare(frames):  # B x 3 x H8 x W8 in [-1, 1], padded to a multiple of 8
-            x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
-            x = x / 127.5 - 1.0
-            return F.pad(x, (0, (-x.shape[3]) % 8, 0, (-x.shape[2]) % 8), mode="replicate")
-
         h, w = prevs[0].shape[:2]
+        # RAFT needs sides divisible by 8 and at least 128 (its 4-level correlation pyramid at 1/8)
+        pad_h, pad_w = (max(self.MIN_SIDE, -(-n // 8) * 8) - n for n in (h, w))
+
+        def prepare(frames):  # B x 3 x H' x W' in [-1, 1], replicate-padded at the bottom/right
+            x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
+            return F.pad(x / 127.5 - 1.0, (0, pad_w, 0, pad_h), mode="replicate")
+
         with torch.inference_mode():
             flow = self.net(prepare(prevs), prepare(nexts), num_flow_updates=self.iters)[-1]
         flow = flow[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
