@@ -27,9 +27,7 @@ def test_classification_metrics_exact_table():
     m = classification_metrics(scores, labels)
     assert m["top1"] == pytest.approx(3 / 5)
     assert m["top5"] == 1.0
-    np.testing.assert_array_equal(
-        m["confusion"], [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
-    )
+    np.testing.assert_array_equal(m["confusion"], [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]])
     assert m["per_class"][:3] == [1.0, 0.5, 0.5] and np.isnan(m["per_class"][3])
     assert m["mean_class_accuracy"] == pytest.approx(2 / 3)
     np.testing.assert_array_equal(m["predictions"], [0, 1, 1, 2, 0])

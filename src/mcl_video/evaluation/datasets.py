@@ -1,0 +1,162 @@
+"""Clips for evaluation: N uniformly spaced clips per video, centre or three spatial crops (METHOD §6).
+
+Items are dicts ``{"clips": V x 3 x T x S x S float, "label": int, "index": int, "video_id": str}``
+with ``V = num_clips x num_crops`` views, clip-major (all crops of clip 0, then clip 1, ...).
+A video that cannot be read is logged and its item is ``None``; :func:`collate_videos` drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROPS = {"center": 1, "three": 3, "random": 1}
+
+
+def clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: int) -> np.ndarray:
+    """Frame indices of ``num_clips`` uniformly spaced clips: ``num_clips x clip_len`` int64.
+
+    A clip spans ``(clip_len - 1) * stride + 1`` frames; starts are ``linspace(0, num_frames - span,
+    num_clips)`` rounded to integers. A video shorter than one span gets every clip at frame 0 with the
+    indices past the end replaced by the last frame (the release pads by repeating the last frame).
+    """
+    if num_frames < 1 or clip_len < 1 or stride < 1 or num_clips < 1:
+        raise ValueError(
+            f"clip_indices: need positive sizes, got num_frames={num_frames}, clip_len={clip_len}, "
+            f"stride={stride}, num_clips={num_clips}"
+        )
+    span = (clip_len - 1) * stride + 1
+    starts = np.rint(np.linspace(0, max(0, num_frames - span), num_clips)).astype(np.int64)
+    idx = starts[:, None] + np.arange(clip_len, dtype=np.int64)[None, :] * stride
+    return np.minimum(idx, num_frames - 1)
+
+
+def crop_offsets(height: int, width: int, size: int, crop: str) -> list[tuple[int, int]]:
+    """``(top, left)`` of the ``size x size`` crops: ``center`` -> 1 crop; ``three`` -> start, centre
+    and end of the long side (centred on the short side)."""
+    if height < size or width < size:
+        raise ValueError(f"crop_offsets: frame {height}x{width} is smaller than the crop {size}")
+    top, left = (height - size) // 2, (width - size) // 2
+    if crop == "center":
+        return [(top, left)]
+    if crop != "three":
+        raise ValueError(f"crop_offsets: crop must be 'center' or 'three', got {crop!r}")
+    if width >= height:
+        return [(top, 0), (top, left), (top, width - size)]
+    return [(0, left), (top, left), (height - size, left)]
+
+
+def normalize_clip(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``T x H x W x 3`` -> ImageNet-normalised float ``3 x T x H x W``."""
+    x = frames.permute(3, 0, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    return (x - mean) / std
+
+
+class EvalClipDataset(torch.utils.data.Dataset):
+    """N uniformly spaced clips per video for feature extraction and fine-tune testing.
+
+    Args:
+        video_root: folder the records' ``path`` is relative to.
+        records: ``VideoRecord``-like objects with ``path`` and ``label``.
+        clip_len, stride: frames per clip and the step between them.
+        num_clips: clips per video (uniformly spaced).
+        size: crop side; ``short_side`` (default ``size``) is the short side after resizing.
+        crop: ``"center"`` (1 crop), ``"three"`` (3 crops along the long side) or ``"random"``
+            (training for fine-tuning: one clip at a random start, a random crop position and a
+            random horizontal flip; ``num_clips`` is ignored).
+    """
+
+    def __init__(
+        self,
+        video_root: str | Path,
+        records: Sequence,
+        clip_len: int = 16,
+        stride: int = 2,
+        num_clips: int = 20,
+        size: int = 112,
+        crop: str = "center",
+        short_side: int | None = None,
+    ):
+        if crop not in CROPS:
+            raise ValueError(f"EvalClipDataset: crop must be one of {sorted(CROPS)}, got {crop!r}")
+        self.video_root = Path(video_root)
+        self.records = list(records)
+        self.clip_len, self.stride, self.size, self.crop = clip_len, stride, size, crop
+        self.num_clips = 1 if crop == "random" else num_clips
+        self.short_side = short_side or size
+        if self.short_side < size:
+            raise ValueError(f"EvalClipDataset: short_side {self.short_side} < crop size {size}")
+
+    @property
+    def views_per_video(self) -> int:
+        return self.num_clips * CROPS[self.crop]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict | None:
+        from mcl_video.data import VideoReadError, read_clip, read_video_info
+
+        rec = self.records[i]
+        path = self.video_root / rec.path
+        try:
+            n = read_video_info(path).num_frames
+            idx = self._indices(n)
+            frames = read_clip(path, idx.reshape(-1), resize_short=self.short_side)
+        except (VideoReadError, OSError) as err:
+            log.warning("skipping unreadable video %s: %s", path, err)
+            return None
+        frames = frames.view(len(idx), self.clip_len, *frames.shape[1:])  # clips x T x H x W x 3
+        views = [self._views(clip) for clip in frames]
+        return {
+            "clips": torch.stack([v for clip_views in views for v in clip_views]),
+            "label": int(rec.label),
+            "index": int(i),
+            "video_id": str(rec.path),
+        }
+
+    def _indices(self, num_frames: int) -> np.ndarray:
+        if self.crop != "random":
+            return clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)
+        span = (self.clip_len - 1) * self.stride + 1
+        start = int(torch.randint(0, max(1, num_frames - span + 1), ()).item())
+        idx = start + np.arange(self.clip_len, dtype=np.int64)[None, :] * self.stride
+        return np.minimum(idx, num_frames - 1)
+
+    def _views(self, clip: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 ``T x H x W x 3`` -> list of normalised ``3 x T x S x S`` crops."""
+        h, w = clip.shape[1:3]
+        s = self.size
+        if self.crop == "random":
+            top = int(torch.randint(0, h - s + 1, ()).item())
+            left = int(torch.randint(0, w - s + 1, ()).item())
+            view = normalize_clip(clip[:, top : top + s, left : left + s])
+            return [view.flip(-1) if torch.rand(()) < 0.5 else view]
+        return [normalize_clip(clip[:, t : t + s, lf : lf + s]) for t, lf in crop_offsets(h, w, s, self.crop)]
+
+
+def collate_videos(batch: list[dict | None]) -> dict | None:
+    """Stack items, dropping unreadable videos (``None``).
+
+    Returns ``{"clips": B x V x 3 x T x S x S, "label": B long, "index": B long, "video_id": [str]}``,
+    or ``None`` when every video of the batch was unreadable.
+    """
+    items = [b for b in batch if b is not None]
+    if not items:
+        return None
+    return {
+        "clips": torch.stack([b["clips"] for b in items]),
+        "label": torch.tensor([b["label"] for b in items], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in items], dtype=torch.long),
+        "video_id": [b["video_id"] for b in items],
+    }

@@ -1,0 +1,181 @@
+"""EvalClipDataset (clip tables, crops, unreadable videos) and extract_features (averaging, frozen
+check, rank split, .npz round trip) on tiny videos written with PyAV."""
+
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from mcl_video.evaluation.datasets import (
+    EvalClipDataset,
+    clip_indices,
+    collate_videos,
+    crop_offsets,
+    normalize_clip,
+)
+from mcl_video.evaluation.features import (
+    extract_features,
+    load_features,
+    merge_shards,
+    save_features,
+    shard_indices,
+)
+
+
+def write_video(path, num_frames=10, h=40, w=56, seed=0):
+    """A tiny MPEG-4 video; frame t is a random smooth colour field plus brightness 20*t."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 60, size=(1, 1, 3))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for t in range(num_frames):
+            img = np.broadcast_to(base + 18 * t, (h, w, 3)).astype(np.uint8)
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            ):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+class MeanColour(torch.nn.Module):
+    """Stand-in backbone: pooled features = per-channel mean and a learnable-free linear mix."""
+
+    num_features = 4
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Conv3d(3, 4, 1)
+        self.bn = torch.nn.BatchNorm3d(4)
+        torch.nn.init.constant_(self.proj.weight, 0.5)
+
+    def forward(self, x):  # B x 3 x T x H x W -> B x 4
+        return self.bn(self.proj(x)).mean(dim=(2, 3, 4))
+
+
+@pytest.fixture
+def videos(tmp_path):
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    write_video(root / "a" / "v0.mp4", num_frames=12, seed=0)
+    write_video(root / "a" / "v1.mp4", num_frames=5, seed=1)  # shorter than one clip span
+    (root / "a" / "broken.mp4").write_bytes(b"not a video at all" * 10)
+    write_video(root / "a" / "v3.mp4", num_frames=9, seed=3)
+    records = [
+        SimpleNamespace(path=f"a/{n}.mp4", label=lab)
+        for n, lab in (("v0", 0), ("v1", 1), ("broken", 1), ("v3", 2))
+    ]
+    return root, records
+
+
+def test_clip_indices_table():
+    # 20 frames, 4-frame clips at stride 2 span 7 frames: starts linspace(0, 13, 3) = 0, 6.5 -> 6, 13
+    np.testing.assert_array_equal(clip_indices(20, 4, 2, 3), [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]])
+    # short video (5 frames < span 7): every clip starts at 0, the tail repeats the last frame
+    np.testing.assert_array_equal(clip_indices(5, 4, 2, 2), [[0, 2, 4, 4], [0, 2, 4, 4]])
+    np.testing.assert_array_equal(clip_indices(7, 4, 2, 1), [[0, 2, 4, 6]])
+    with pytest.raises(ValueError, match="positive"):
+        clip_indices(0, 4, 2, 1)
+
+
+def test_crop_offsets_table():
+    assert crop_offsets(40, 56, 40, "center") == [(0, 8)]
+    assert crop_offsets(40, 56, 40, "three") == [(0, 0), (0, 8), (0, 16)]
+    assert crop_offsets(60, 40, 40, "three") == [(0, 0), (10, 0), (20, 0)]
+    with pytest.raises(ValueError, match="smaller"):
+        crop_offsets(30, 56, 40, "center")
+
+
+def test_normalize_clip_matches_imagenet_statistics():
+    frames = torch.full((2, 3, 3, 3), 255, dtype=torch.uint8)
+    x = normalize_clip(frames)
+    assert x.shape == (3, 2, 3, 3)
+    expected = [(1 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+    torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor(expected))
+
+
+def test_dataset_items_views_and_unreadable(videos, caplog):
+    root, records = videos
+    ds = EvalClipDataset(root, records, clip_len=4, stride=2, num_clips=2, size=32, crop="three")
+    item = ds[0]
+    assert item["clips"].shape == (6, 3, 4, 32, 32) and ds.views_per_video == 6
+    assert item["label"] == 0 and item["index"] == 0 and item["video_id"] == "a/v0.mp4"
+    # clip 0 = frames 0,2,4,6; clip 1 = frames 5,7,9,11 (brightness rises 18 per frame)
+    t_means = item["clips"][:, 0].mean(dim=(2, 3))  # views x T, red channel
+    assert (t_means[0, 1:] > t_means[0, :-1]).all()
+    assert t_means[3, 0] > t_means[0, 2]  # clip 1 starts after clip 0's third frame
+    assert ds[2] is None and "broken.mp4" in caplog.text
+    batch = collate_videos([ds[2], ds[1], ds[3]])
+    assert batch["clips"].shape == (2, 6, 3, 4, 32, 32)
+    assert batch["index"].tolist() == [1, 3] and batch["video_id"] == ["a/v1.mp4", "a/v3.mp4"]
+    assert collate_videos([None]) is None
+
+
+def test_random_crop_mode_for_finetuning(videos):
+    root, records = videos
+    ds = EvalClipDataset(
+        root, records, clip_len=4, stride=1, num_clips=5, size=24, crop="random", short_side=32
+    )
+    torch.manual_seed(0)
+    item = ds[3]
+    assert item["clips"].shape == (1, 3, 4, 24, 24)
+
+
+def test_extract_features_averages_views_and_keeps_backbone_frozen(videos):
+    root, records = videos
+    ds = EvalClipDataset(root, records, clip_len=4, stride=2, num_clips=2, size=32, crop="center")
+    net = MeanColour()
+    net.train()
+    out = extract_features(net, ds, batch_size=2)
+    assert net.training  # mode restored
+    assert out["features"].dtype == np.float32 and out["features"].shape == (3, 4)
+    assert out["ids"].tolist() == ["a/v0.mp4", "a/v1.mp4", "a/v3.mp4"]
+    assert out["labels"].tolist() == [0, 1, 2] and out["skipped"] == [2]
+    net.eval()
+    with torch.no_grad():
+        expected = net(ds[3]["clips"]).mean(dim=0)
+    np.testing.assert_allclose(out["features"][2], expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Drifting(MeanColour):
+    def forward(self, x):
+        self.bn.running_mean.add_(1.0)  # a hidden update: the frozen check must catch it
+        return super().forward(x)
+
+
+def test_extract_features_detects_a_changed_backbone(videos):
+    root, records = videos
+    ds = EvalClipDataset(root, records[:1], clip_len=4, stride=2, num_clips=1, size=32)
+    with pytest.raises(RuntimeError, match="bn.running_mean"):
+        extract_features(Drifting(), ds)
+
+
+def test_rank_split_covers_every_video_once(videos):
+    assert shard_indices(7, 0, 3) == [0, 3, 6] and shard_indices(7, 2, 3) == [2, 5]
+    assert sorted(i for r in range(3) for i in shard_indices(7, r, 3)) == list(range(7))
+    root, records = videos
+    ds = EvalClipDataset(root, records, clip_len=4, stride=2, num_clips=1, size=32)
+    net = MeanColour().eval()
+    shards = [extract_features(net, ds, rank=r, world_size=2) for r in (1, 0)]
+    assert shards[0]["indices"].tolist() == [1, 3] and shards[1]["skipped"] == [2]
+    merged = merge_shards(shards)
+    full = extract_features(net, ds)
+    assert merged["indices"].tolist() == [0, 1, 3] and merged["skipped"] == [2]
+    np.testing.assert_array_equal(merged["features"], full["features"])
+    np.testing.assert_array_equal(merged["ids"], full["ids"])
+
+
+def test_npz_round_trip(tmp_path):
+    res = {
+        "features": np.eye(2, 3, dtype=np.float32),
+        "labels": np.array([1, 0]),
+        "ids": np.array(["x/a.mp4", "y/b.avi"]),
+        "indices": np.array([0, 1]),
+    }
+    back = load_features(save_features(tmp_path / "f" / "train.npz", res))
+    for k in res:
+        np.testing.assert_array_equal(back[k], res[k])
