@@ -1,1 +1,20 @@
-"""mcl_video.training"""
+"""mcl_video.training: config, schedules, checkpoints, distributed helpers, the pretraining loop."""
+
+from mcl_video.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from mcl_video.training.config import ConfigError, PretrainConfig, load_config
+from mcl_video.training.loop import NonFiniteLossError, pretrain
+from mcl_video.training.schedule import TrainingSchedule, build_schedule, lr_schedule
+
+__all__ = [
+    "ConfigError",
+    "NonFiniteLossError",
+    "PretrainConfig",
+    "TrainingSchedule",
+    "build_schedule",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_config",
+    "lr_schedule",
+    "pretrain",
+]

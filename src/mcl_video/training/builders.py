@@ -1,0 +1,111 @@
+"""Build the pieces of a run from a `PretrainConfig`: the MCL model, the dataset, the optimizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mcl_video.training.config import ConfigError, PretrainConfig
+
+
+def model_config(config: PretrainConfig):
+    """The `MCLConfig` of a pretraining config (METHOD §4, §5)."""
+    from mcl_video.models import MCLConfig
+
+    return MCLConfig(
+        backbone=config.backbone,
+        backbone_options=dict(config.backbone_options),
+        feat_dim=config.feat_dim,
+        queue_size=config.queue_size,
+        temperature=config.temperature,
+        momentum=config.ema,
+        mask_same_video=config.mask_same_video,
+        use_intra=config.use_intra,
+        use_order=config.use_order,
+        use_mal=config.use_mal,
+        saliency=config.saliency,
+        motion_broken_negatives=config.motion_broken_negatives,
+        shuffle_bn=config.shuffle_bn,
+        sync_bn=config.sync_bn,
+    )
+
+
+def build_model(config: PretrainConfig) -> torch.nn.Module:
+    from mcl_video.models import MCL
+
+    return MCL(model_config(config))
+
+
+def feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
+    """`(T', H', W')` of the backbone's alignment layer for the config's clip length and size."""
+    from mcl_video.models import build_backbone
+
+    backbone = build_backbone(config.backbone, **config.backbone_options)
+    return tuple(backbone.feature_grid(config.clip_len, config.size))
+
+
+def _video_root(config: PretrainConfig) -> Path:
+    if config.video_root:
+        return Path(config.video_root)
+    return Path(config.data).parent / "videos"
+
+
+def dataset_options(config: PretrainConfig) -> dict:
+    """Sampling settings handed to the dataset's config (METHOD §2, §3); `sampling_options` adds more."""
+    return {
+        "clip_len": config.clip_len,
+        "stride": config.stride,
+        "size": config.size,
+        "motion_sampling": config.motion_sampling,
+        "motion_crop": config.motion_crop,
+        **config.sampling_options,
+    }
+
+
+def build_dataset(config: PretrainConfig):
+    """`MCLPretrainDataset` over the config's training split with its motion cache."""
+    from mcl_video.data import read_split
+    from mcl_video.motion import MotionCache
+    from mcl_video.sampling import MCLPretrainDataset
+
+    if not config.data:
+        raise ConfigError("config: data= (the annotation folder) is required, e.g. data=bench/annotations")
+    if not config.cache:
+        raise ConfigError("config: cache= (the motion cache from `mcl prepare`) is required")
+    root = _video_root(config)
+    records = read_split(config.dataset, config.data, split=config.split, subset="train",
+                         video_root=str(root))
+    if not records:
+        raise ConfigError(f"{config.data}: split {config.split} of {config.dataset} has no training videos")
+    cache = MotionCache(config.cache)
+    return MCLPretrainDataset(str(root), records, cache, _sampling_config(config), feature_grid(config))
+
+
+def _sampling_config(config: PretrainConfig):
+    """The dataset's config object, built from `dataset_options` (unknown options are an error)."""
+    import dataclasses
+
+    from mcl_video import sampling
+
+    cls = getattr(sampling, "PretrainSamplingConfig", None)
+    options = dataset_options(config)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return options
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ConfigError(f"config: sampling option(s) {unknown} are not fields of {cls.__name__} "
+                          f"({', '.join(sorted(names))})")
+    return cls(**options)
+
+
+def build_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD (release: momentum 0.9, wd 1e-4) or AdamW over the parameters that need gradients."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -1,0 +1,228 @@
+"""One strict pretraining config: a flat dataclass, a flat YAML per experiment, `key=value` overrides.
+
+    cfg = load_config("configs/ucf101_p3d50.yaml", ["data=/data/ucf101/annotations", "seed=1"])
+
+Unknown keys (in the file or on the command line) are an error with a did-you-mean suggestion. The
+resolved config, the git commit and the package versions go into the run folder (`config.yaml`,
+`env.json`) and into every checkpoint (`config_to_dict`, `environment_info`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import platform
+import subprocess
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the source and the fix."""
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of one pretraining run (METHOD §4, §7). Defaults are the release's UCF101 run."""
+
+    # data
+    dataset: str = "ucf101"  # ucf101 | hmdb51 | kinetics400 | folder (read_split's dataset names)
+    data: str = ""  # annotation directory (classInd.txt + trainlistNN.txt for ucf101)
+    video_root: str = ""  # folder the split's relative video paths start from ("" = <data>/../videos)
+    cache: str = ""  # motion cache written by `mcl prepare`
+    split: int = 1
+    out: str = "runs/pretrain"  # run folder: config.yaml, env.json, metrics.jsonl, tb/, ckpt-*.pt
+    # model (MCLConfig)
+    backbone: str = "p3d_resnet50"
+    backbone_options: dict = field(default_factory=dict)
+    feat_dim: int = 128
+    queue_size: int = 131072
+    temperature: float = 0.1
+    ema: float = 0.999  # momentum of the key encoder's EMA
+    mask_same_video: bool = True
+    use_intra: bool = True
+    use_order: bool = True
+    use_mal: bool = True
+    saliency: str = "gradient"  # gradient | gradcam
+    motion_broken_negatives: bool = False
+    shuffle_bn: bool = True
+    sync_bn: bool = False
+    # sampling (METHOD §2, §3)
+    clip_len: int = 16
+    stride: int = 2
+    size: int = 224
+    motion_sampling: bool = True
+    motion_crop: bool = True
+    sampling_options: dict = field(default_factory=dict)  # extra fields of the dataset's config
+    # optimisation
+    batch_size: int = 8  # per process
+    num_workers: int = 4
+    epochs: int = 200  # the schedules span `epochs`; max_steps only stops early
+    max_steps: int = 0  # 0: run all epochs
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    min_lr: float = 0.0  # the cosine schedule's value at the last step
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 5.0
+    warmup_steps: int = -1  # >= 0 overrides warmup_epochs
+    schedule: str = "cosine"  # cosine | constant
+    grad_accum: int = 1
+    grad_clip: float = 0.0  # 0: off
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    # loss weights (METHOD §4)
+    mal_weight_warmup: float = 2.0
+    mal_weight: float = 1.0
+    order_ramp: bool = True  # order weight 0 -> 1 linearly over training; False: constant 1
+    # bookkeeping
+    checkpoint_every: int = 1000  # optimizer steps; a checkpoint is always written at the end
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        _check_choice("schedule", self.schedule, ("cosine", "constant"))
+        _check_choice("precision", self.precision, ("fp32", "bf16", "fp16"))
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("saliency", self.saliency, ("gradient", "gradcam"))
+        for name in ("batch_size", "epochs", "grad_accum", "keep_checkpoints", "log_every",
+                     "checkpoint_every", "clip_len", "stride", "size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: {name}={getattr(self, name)} must be >= 1")
+        if self.max_steps < 0 or self.num_workers < 0:
+            raise ConfigError("config: max_steps and num_workers must be >= 0")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config: {name}={value!r} is not one of {', '.join(choices)}")
+
+
+def config_fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(PretrainConfig)}
+
+
+def _field_type(name: str) -> type:
+    hints = typing.get_type_hints(PretrainConfig)
+    tp = hints[name]
+    if isinstance(tp, types.UnionType):  # e.g. int | None
+        tp = next(a for a in tp.__args__ if a is not type(None))
+    return typing.get_origin(tp) or tp
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    names = list(config_fields())
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+    return ConfigError(f"{source}: unknown config key '{key}'{hint}")
+
+
+def coerce_value(key: str, value: Any, source: str = "config") -> Any:
+    """Convert `value` (a YAML value or a command-line string) to the type of field `key`."""
+    if key not in config_fields():
+        raise _unknown_key(key, source)
+    tp = _field_type(key)
+    if isinstance(value, str) and tp is not str:
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: cannot parse {key}={value!r}: {e}") from e
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "0", "yes", "no", "on", "off"):
+            return value.lower() in ("1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif tp is str:
+        return "" if value is None else str(value)
+    elif tp is dict and isinstance(value, dict):
+        return dict(value)
+    raise ConfigError(f"{source}: {key}={value!r} is not a valid {tp.__name__}")
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """`["seed=1", "resume=true"]` -> {"seed": 1, "resume": True}, typed by the dataclass fields."""
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"command line: override '{item}' must look like key=value (e.g. seed=1)")
+        out[key] = coerce_value(key, value, source="command line")
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read a flat YAML (may be None: the defaults), apply `key=value` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found (see configs/ for the shipped ones)")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a flat mapping of key: value")
+        values = {k: coerce_value(str(k), v, source=str(path)) for k, v in raw.items()}
+    values.update(parse_overrides(overrides))
+    return PretrainConfig(**values)
+
+
+def config_to_dict(config: PretrainConfig) -> dict[str, Any]:
+    """Plain dict (primitives and plain containers only: safe for `torch.load(weights_only=True)`)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> PretrainConfig:
+    return PretrainConfig(**{k: coerce_value(k, v, source) for k, v in values.items()})
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Git commit, Python/platform and versions of the packages a run depends on."""
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("mcl-video", "torch", "torchvision", "numpy", "av", "opencv-contrib-python-headless",
+                "scikit-learn", "scipy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"git_commit": _git_commit(), "python": sys.version.split()[0],
+            "platform": platform.platform(), "hostname": platform.node(), "packages": versions}
+
+
+def save_run_config(config: PretrainConfig, run_dir: Path, extra_env: dict | None = None) -> dict:
+    """Write `config.yaml` and `env.json` into the run folder; returns the env dict."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    env = {**environment_info(), **(extra_env or {})}
+    (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    return env

@@ -1,0 +1,72 @@
+"""Training logs: a tqdm bar, TensorBoard scalars and a JSON-lines metrics log (`metrics.jsonl`).
+
+Every `log_every` steps (and at the last step) the step's metrics are averaged over ranks (a collective:
+every rank calls `step`), then the main rank writes one JSON line and one TensorBoard scalar per metric
+(`train/<name>`): every loss term, the LR, the loss weights, pos_prob, the three MAL cosines,
+mal_flat_loss, steps/s and clips/s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mcl_video.training.distributed import all_reduce_mean
+
+SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
+
+
+class MetricLogger:
+    def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
+                 clips_per_step: int):
+        self.is_main, self.final_step = is_main, final_step
+        self.log_every, self.clips_per_step = config.log_every, clips_per_step
+        self.bar = self.writer = self.jsonl = None
+        self._step_times: list[float] = []
+        if not is_main:
+            return
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
+        if config.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=final_step, initial=start_step, unit="step", dynamic_ncols=True,
+                            desc="pretrain")
+
+    def step(self, step: int, epoch: int, metrics: dict[str, float], seconds: float) -> None:
+        """Record optimizer step `step` (1-based: steps done); collective every `log_every` steps."""
+        self._step_times.append(seconds)
+        if self.bar is not None:
+            self.bar.update(1)
+        if step % self.log_every and step != self.final_step:
+            return
+        names = sorted(metrics)
+        mean = all_reduce_mean(torch.tensor([metrics[k] for k in names], dtype=torch.float64))
+        values = dict(zip(names, mean.tolist()))
+        per_step = sum(self._step_times) / len(self._step_times)
+        self._step_times.clear()
+        values["steps_per_s"] = 1.0 / max(per_step, 1e-12)
+        values["clips_per_s"] = values["steps_per_s"] * self.clips_per_step
+        if not self.is_main:
+            return
+        record = {"step": step, "epoch": epoch, "time": round(time.time(), 3), **values}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{values[k]:.3g}" for k in SHOWN if k in values}, refresh=False)
+
+    def close(self) -> None:
+        for thing in (self.bar, self.writer, self.jsonl):
+            if thing is not None:
+                thing.close()

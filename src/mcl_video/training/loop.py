@@ -1,0 +1,268 @@
+"""The pretraining loop: `pretrain(config) -> run folder`, on one process or under torchrun.
+
+Per optimizer step: set the step's LR, run `grad_accum` micro-batches through
+`model(batch, order_weight, mal_weight)` (autocast for bf16/fp16), stop on a non-finite loss term,
+`optimizer.step()`, then `model.momentum_update()` (EMA key encoder). Checkpoints every
+`checkpoint_every` steps and at the end; `resume=true` continues exactly from the newest one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from mcl_video.training import checkpoint as ckpt
+from mcl_video.training.builders import build_dataset, build_model, build_optimizer
+from mcl_video.training.config import PretrainConfig, config_to_dict, save_run_config
+from mcl_video.training.distributed import (
+    DistEnv,
+    ResumableShardSampler,
+    all_gather_objects,
+    all_reduce_min,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
+from mcl_video.training.logger import MetricLogger
+from mcl_video.training.schedule import TrainingSchedule, build_schedule
+
+log = logging.getLogger(__name__)
+
+# the loss terms and monitors of the MCL forward (ARCHITECTURE.md); every one is logged
+LOSS_TERMS = ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob",
+              "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss")
+TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc costs a third of a step): "
+                 "apt-get install libgoogle-perftools4, then "
+                 "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 mcl pretrain ...")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised (on every rank) when a loss term is NaN/inf; no checkpoint is written from that state."""
+
+
+@dataclass
+class Run:
+    """Everything one training run carries between steps."""
+
+    config: PretrainConfig
+    env: DistEnv
+    run_dir: Path
+    model: torch.nn.Module  # the MCL module (unwrapped)
+    net: torch.nn.Module  # what the forward goes through: DDP wrapper or the model itself
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: TrainingSchedule
+    sampler: ResumableShardSampler
+    final_step: int
+    step: int = 0
+    saved_step: int = -1  # step of the newest checkpoint this run wrote or resumed from
+    run_env: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_context(config: PretrainConfig, device: torch.device):
+    """bf16/fp16 autocast on CUDA, bf16 on CPU; nothing for fp32."""
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    if config.precision == "fp16" and device.type != "cuda":
+        raise RuntimeError("precision=fp16 needs CUDA; on a CPU use precision=bf16 or fp32")
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _needs_unused_parameter_search(config: PretrainConfig) -> bool:
+    # heads of switched-off terms receive no gradient
+    return not (config.use_intra and config.use_order)
+
+
+def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, object]:
+    run_dir = Path(config.out)
+    run_env = {"world_size": env.world_size, "device": str(env.device)}
+    if env.is_main:
+        run_env = save_run_config(config, run_dir, run_env)
+    seed_everything(config.seed)  # identical model initialisation on every rank
+    model = model if model is not None else build_model(config)
+    dataset = dataset if dataset is not None else build_dataset(config)
+    model.to(env.device)
+    seed_everything(config.seed + env.rank)
+    sampler = ResumableShardSampler(len(dataset), config.batch_size, env.rank, env.world_size, config.seed)
+    schedule = build_schedule(config, sampler.batches_per_epoch // config.grad_accum)
+    final = min(schedule.total_steps, config.max_steps) if config.max_steps else schedule.total_steps
+    optimizer = build_optimizer(config, model)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "fp16")
+    run = Run(config, env, run_dir, model, model, optimizer, scaler, schedule, sampler, final,
+              run_env=run_env)
+    if config.resume:
+        _resume(run)
+    if env.distributed:
+        run.net = DistributedDataParallel(
+            model, device_ids=[env.device] if env.device.type == "cuda" else None,
+            broadcast_buffers=False, find_unused_parameters=_needs_unused_parameter_search(config))
+    return run, dataset
+
+
+def _resume(run: Run) -> None:
+    path = ckpt.latest_checkpoint(run.run_dir)
+    if path is None:
+        if run.env.is_main:
+            log.warning("resume=true but %s has no checkpoint: starting from step 0", run.run_dir)
+        return
+    state = ckpt.load_checkpoint(path, map_location="cpu")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.step = run.saved_step = int(state["step"])
+    rngs = state.get("rng") or []
+    if len(rngs) == run.env.world_size:
+        ckpt.restore_rng(rngs[run.env.rank])
+    else:
+        log.warning("%s was written by %d process(es), this run has %d: RNG streams are reseeded, "
+                    "so the continuation is not bit-exact", path, len(rngs), run.env.world_size)
+        seed_everything(run.config.seed + run.env.rank + run.step)
+    if run.env.is_main:
+        log.info("resumed from %s (step %d of %d)", path, run.step, run.final_step)
+
+
+def save_state(run: Run) -> Path | None:
+    """Checkpoint of the current step (collective: every rank calls it, the main rank writes)."""
+    rngs = all_gather_objects(ckpt.capture_rng())
+    path = None
+    if run.env.is_main:
+        epoch, step_in_epoch = divmod(run.step, run.schedule.steps_per_epoch)
+        state = {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {},
+            "step": run.step,
+            "epoch": epoch,
+            "batch_in_epoch": step_in_epoch * run.config.grad_accum,
+            "dataset_epoch": epoch,
+            "rng": rngs,
+            "config": config_to_dict(run.config),
+            "env": run.run_env,
+        }
+        path = ckpt.save_checkpoint(run.run_dir, state, run.config.keep_checkpoints)
+    run.saved_step = run.step
+    barrier()
+    return path
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _check_finite(out: dict, step: int) -> None:
+    """Stop every rank when any loss term is NaN/inf; the message names the term and the step."""
+    names = [k for k in LOSS_TERMS if k in out]
+    values = torch.stack([out[k].detach().float().reshape(()) for k in names])
+    finite = torch.isfinite(values)
+    ok = all_reduce_min(finite.all().to(torch.int32).reshape(1))
+    if int(ok.item()) == 1:
+        return
+    bad = [n for n, f in zip(names, finite.tolist()) if not f]
+    where = f"term(s) {', '.join(bad)} = {values[~finite].tolist()}" if bad else "a term on another rank"
+    raise NonFiniteLossError(
+        f"non-finite loss at step {step}: {where}. No checkpoint was written from this state; resume from "
+        "the last one with a lower lr, precision=fp32 or a longer warm-up")
+
+
+def train_step(run: Run, batches) -> dict[str, float]:
+    """One optimizer step over `grad_accum` micro-batches from the iterator `batches`."""
+    cfg, step = run.config, run.step
+    for group in run.optimizer.param_groups:
+        group["lr"] = float(run.schedule.lr[step])
+    weights = {"order_weight": float(run.schedule.order_weight[step]),
+               "mal_weight": float(run.schedule.mal_weight[step])}
+    run.optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for micro in range(cfg.grad_accum):
+        batch = _to_device(next(batches), run.env.device)
+        last = micro == cfg.grad_accum - 1
+        sync = contextlib.nullcontext() if last or run.net is run.model else run.net.no_sync()
+        with sync:
+            with autocast_context(cfg, run.env.device):
+                out = run.net(batch, **weights)
+            _check_finite(out, step)
+            run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
+        for k in LOSS_TERMS:
+            if k in out:
+                sums[k] = sums.get(k, 0.0) + float(out[k].detach().float()) / cfg.grad_accum
+    if cfg.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.model.momentum_update()
+    run.step += 1
+    return {**sums, "lr": float(run.schedule.lr[step]), **weights}
+
+
+def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoader:
+    run.sampler.set_epoch(epoch, start_batch=step_in_epoch * run.config.grad_accum)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    workers = run.config.num_workers
+    return DataLoader(
+        dataset, batch_size=run.config.batch_size, sampler=run.sampler, drop_last=True,
+        num_workers=workers, pin_memory=run.env.device.type == "cuda", persistent_workers=False,
+        # own generator: building a loader must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch * 1009 + run.env.rank),
+    )
+
+
+def _train(run: Run, dataset, logger: MetricLogger) -> None:
+    spe, cfg = run.schedule.steps_per_epoch, run.config
+    while run.step < run.final_step:
+        epoch, step_in_epoch = divmod(run.step, spe)
+        batches = iter(_epoch_loader(run, dataset, epoch, step_in_epoch))
+        for _ in range(step_in_epoch, spe):
+            if run.step >= run.final_step:
+                break
+            t0 = time.perf_counter()
+            metrics = train_step(run, batches)
+            logger.step(run.step, epoch, metrics, time.perf_counter() - t0)
+            if run.step % cfg.checkpoint_every == 0 and run.step < run.final_step:
+                save_state(run)
+
+
+def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, dataset=None) -> Path:
+    """Train MCL as configured; returns the run folder. `model`/`dataset` override the builders.
+
+    Under torchrun (WORLD_SIZE > 1) this starts and ends the process group itself, unless the caller
+    already started one.
+    """
+    started_here = not torch.distributed.is_initialized()
+    env = init_distributed(config.device)
+    try:
+        run, dataset = _setup(config, env, model, dataset)
+        if env.is_main and env.device.type == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
+            print(TCMALLOC_HINT, flush=True)
+        logger = MetricLogger(run.run_dir, env.is_main, run.step, run.final_step, config,
+                              clips_per_step=config.batch_size * config.grad_accum * env.world_size)
+        try:
+            _train(run, dataset, logger)
+        finally:
+            logger.close()
+        if run.saved_step != run.step:  # always one checkpoint at the end
+            save_state(run)
+        return run.run_dir
+    finally:
+        if started_here:
+            cleanup_distributed()
+

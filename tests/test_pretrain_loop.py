@@ -1,0 +1,186 @@
+"""The pretraining loop on a tiny stand-in of the MCL contract (and on the real MCL when present).
+
+`TinyMCL` / `ToyClips` below follow ARCHITECTURE.md (forward(batch, order_weight, mal_weight) -> dict,
+momentum_update(), queue buffers; dataset items q/k0/k1/k2/target/order/index/video_id, set_epoch) so the
+engine is tested independently of the real model; test_distributed.py imports them too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from mcl_video.training import (
+    NonFiniteLossError,
+    PretrainConfig,
+    list_checkpoints,
+    load_checkpoint,
+    pretrain,
+)
+from mcl_video.training.schedule import build_schedule
+
+T, S = 4, 8  # frames, pixels of the toy clips (feature grid = T x S x S)
+
+
+class TinyMCL(nn.Module):
+    """A few-hundred-parameter model with MCL's interface: EMA key encoder, queue, MAL via autograd.grad."""
+
+    def __init__(self, queue_size: int = 16, dim: int = 8, momentum: float = 0.9, nan_at_call: int = -1):
+        super().__init__()
+        self.conv, self.head = nn.Conv3d(3, 4, 3, padding=1), nn.Linear(4, dim)
+        self.order_head = nn.Linear(8, 2)
+        self.key_conv, self.key_head = copy.deepcopy(self.conv), copy.deepcopy(self.head)
+        for p in [*self.key_conv.parameters(), *self.key_head.parameters()]:
+            p.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.momentum, self.nan_at_call, self.calls, self.momentum_updates = momentum, nan_at_call, 0, 0
+
+    def _key(self, x):
+        return F.normalize(self.key_head(self.key_conv(x).relu().mean((2, 3, 4))), dim=1)
+
+    def forward(self, batch, order_weight=1.0, mal_weight=1.0):
+        x = self.conv(batch["q"])  # B x 4 x T x S x S: the alignment layer
+        feat = x.relu().mean((2, 3, 4))
+        feat = feat * (1 + 0.1 * torch.randn_like(feat))  # uses the global RNG, like shuffle-BN does
+        q = F.normalize(self.head(feat), dim=1)
+        with torch.no_grad():
+            keys = [self._key(batch[k]) for k in ("k0", "k1", "k2")]
+        l_pos = (q * keys[0]).sum(1)
+        neg = q @ self.queue.clone().t()  # the queue is updated in place below
+        loss_inter = sum(F.cross_entropy(torch.cat([(q * k).sum(1, keepdim=True), neg], 1) / 0.1,
+                                         torch.zeros(len(q), dtype=torch.long)) for k in keys) / 3
+        intra = torch.stack([l_pos, (q * keys[1]).sum(1)], 1) / 0.1
+        loss_intra = F.cross_entropy(intra, torch.zeros(len(q), dtype=torch.long))
+        loss_order = F.cross_entropy(self.order_head(torch.cat([feat, feat.detach()], 1)), batch["order"])
+        grad = torch.autograd.grad(l_pos.sum(), x, create_graph=True)[0]
+        sal = (grad.mean((3, 4), keepdim=True) * grad).sum(1).relu()  # B x T x S x S
+        cos = F.cosine_similarity(sal.flatten(1) + 1e-8, batch["target"].flatten(1), dim=1)
+        loss_mal = (1 - cos).mean()
+        self.calls += 1
+        if self.calls == self.nan_at_call:
+            loss_mal = loss_mal * float("nan")
+        loss = loss_inter + loss_intra + order_weight * loss_order + mal_weight * loss_mal
+        self._enqueue(torch.cat(keys))
+        zero = torch.zeros(())
+        return {"loss": loss, "loss_inter": loss_inter.detach(), "loss_intra": loss_intra.detach(),
+                "loss_order": loss_order.detach(), "loss_mal": loss_mal.detach(), "pos_prob": zero,
+                "mal_spatiotemporal": cos.mean().detach(), "mal_temporal": zero, "mal_spatial": zero,
+                "mal_flat_loss": zero}
+
+    @torch.no_grad()
+    def _enqueue(self, keys):
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, keys)
+            keys = torch.cat(parts)
+        n, ptr = len(keys), int(self.queue_ptr)
+        idx = (torch.arange(n) + ptr) % len(self.queue)
+        self.queue[idx] = keys.to(self.queue.dtype)  # keys are bf16 under autocast
+        self.queue_ptr.fill_((ptr + n) % len(self.queue))
+
+    @torch.no_grad()
+    def momentum_update(self):
+        self.momentum_updates += 1
+        pairs = zip([*self.conv.parameters(), *self.head.parameters()],
+                    [*self.key_conv.parameters(), *self.key_head.parameters()])
+        for p, k in pairs:
+            k.mul_(self.momentum).add_(p.detach(), alpha=1 - self.momentum)
+
+
+class ToyClips(torch.utils.data.Dataset):
+    """Items drawn from a generator keyed by (epoch, index): deterministic under any sharding."""
+
+    def __init__(self, n: int = 12):
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(1000 * self.epoch + i)
+        clip = torch.randn(3, T, S, S, generator=g)
+        item = {k: clip + 0.3 * torch.randn(3, T, S, S, generator=g) for k in ("q", "k0", "k1", "k2")}
+        item["target"] = torch.rand(T, S, S, generator=g)
+        item.update(order=torch.tensor(i % 2), index=torch.tensor(i), video_id=f"v{i:03d}")
+        return item
+
+
+def tiny_config(tmp_path, **kw) -> PretrainConfig:
+    base = dict(out=str(tmp_path / "run"), batch_size=4, num_workers=0, epochs=2, optimizer="sgd", lr=0.05,
+                warmup_steps=2, checkpoint_every=1000, keep_checkpoints=2, log_every=1, progress=False,
+                tensorboard=False, device="cpu", seed=3)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def _run(cfg, **model_kw):
+    torch.manual_seed(cfg.seed)
+    return pretrain(cfg, model=TinyMCL(**model_kw), dataset=ToyClips())
+
+
+def _final_model(run_dir):
+    return load_checkpoint(list_checkpoints(run_dir)[-1])["model"]
+
+
+def test_resume_mid_epoch_is_exact(tmp_path):
+    # 12 clips / batch 4 = 3 steps per epoch: stopping after 2 steps resumes mid-epoch
+    full = _final_model(_run(tiny_config(tmp_path / "a", max_steps=4)))
+    _run(tiny_config(tmp_path / "b", max_steps=2))
+    resumed_dir = _run(tiny_config(tmp_path / "b", max_steps=4, resume=True))
+    resumed = _final_model(resumed_dir)
+    assert [p.name for p in list_checkpoints(resumed_dir)] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
+    assert set(full) == set(resumed) and {"queue", "key_conv.weight", "key_head.bias"} <= set(full)
+    for k in full:
+        assert torch.allclose(full[k].float(), resumed[k].float(), atol=1e-6), k
+    assert not torch.equal(full["queue"], TinyMCL().queue)  # the queue did change during training
+
+
+def test_run_folder_logs_and_checkpoint_contents(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=3, tensorboard=True, checkpoint_every=1, keep_checkpoints=2)
+    run_dir = _run(cfg)
+    assert (run_dir / "config.yaml").is_file() and json.loads((run_dir / "env.json").read_text())["packages"]
+    assert any((run_dir / "tb").iterdir())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    lr = build_schedule(cfg, 3).lr
+    assert [r["lr"] for r in records] == pytest.approx(lr[:3].tolist())
+    assert records[0]["mal_weight"] == 2.0 and records[2]["mal_weight"] == 1.0  # warm-up: 2 steps
+    assert [r["order_weight"] for r in records] == pytest.approx([0, 1 / 6, 2 / 6])
+    for key in ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob", "mal_spatial",
+                "mal_temporal", "mal_spatiotemporal", "mal_flat_loss", "clips_per_s"):
+        assert key in records[0]
+    assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
+    state = load_checkpoint(list_checkpoints(run_dir)[-1])  # weights_only=True
+    assert state["step"] == 3 and state["epoch"] == 1 and state["batch_in_epoch"] == 0
+    assert state["config"]["lr"] == 0.05 and len(state["rng"]) == 1
+    assert "git_commit" in state["env"]
+
+
+def test_non_finite_loss_stops_without_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=5, checkpoint_every=1, keep_checkpoints=5)
+    with pytest.raises(NonFiniteLossError, match=r"step 2: term\(s\) loss, loss_mal"):
+        _run(cfg, nan_at_call=3)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000001.pt", "ckpt-00000002.pt"]
+
+
+def test_grad_accum_steps_and_momentum_updates(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=0, epochs=1, grad_accum=3, batch_size=2, optimizer="adamw")
+    model = TinyMCL()
+    pretrain(cfg, model=model, dataset=ToyClips())  # 6 batches per epoch -> 2 optimizer steps
+    assert model.calls == 6 and model.momentum_updates == 2
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["step"] == 2
+
+
+def test_bf16_autocast_on_cpu_runs(tmp_path):
+    run_dir = _run(tiny_config(tmp_path, max_steps=2, precision="bf16"))
+    assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 2
