@@ -41,6 +41,9 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".w
 _PTS_CONTAINERS = ("mov", "mp4", "matroska", "webm", "mpegts", "flv", "ogg")
 _TRUNCATION_SLACK_S = 0.5  # declared duration may exceed the last frame by this much (audio tails)
 
+# frames decoded by read_clip's seeking path since import (tests and benchmarks check efficiency with it)
+DECODE_STATS = {"clip_frames_decoded": 0}
+
 
 class VideoReadError(Exception):
     """A file that cannot be read as a video: missing, not a video, truncated or corrupt."""
@@ -337,6 +340,7 @@ def _decode_wanted(path, container, stream, index: _Index, wanted: list[int], re
 def _decode_run(container, stream, index, todo, frames, next_pos, position_of, resize_short) -> int:
     """Decode forward from the current point until ``todo[0]`` needs a new seek; pops satisfied items."""
     for frame in container.decode(stream):
+        DECODE_STATS["clip_frames_decoded"] += 1
         if position_of is not None:
             pos = position_of.get(frame.pts)
             if pos is None:
