@@ -1,0 +1,423 @@
+"""The built-in motion benchmark: synthetic videos whose classes differ ONLY by motion.
+
+Each video shows one moving sprite (random shape, colour, size, speed and phase) over a random static
+textured background with a few static distractor sprites, filmed by a slowly panning camera (the scene
+is rendered once on a larger canvas and a moving window is cropped). The class is the sprite's motion;
+every class is closed under horizontal flipping (directional classes draw both directions), so flip
+augmentation never changes a label. Appearance (the ``shape`` label, colours, background) is drawn
+independently of the class, so a representation that scores well must have captured motion.
+
+Coordinates: ``x`` is the column, ``y`` the row (downwards), in pixels. Scene (canvas) coordinates are
+fixed to the background; a frame shows the canvas window whose top-left corner is ``camera[t]``, so the
+sprite appears at ``scene - camera``.
+
+Everything is deterministic for a seed: video ``i`` (class-major, train before test) draws all of its
+parameters from ``numpy.random.default_rng([seed, i])``, so the number of workers never changes results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+MOTION_CLASSES: tuple[str, ...] = (
+    "HorizontalOscillation", "VerticalOscillation", "CircularOrbit", "Spin",
+    "ScalePulse", "Bounce", "ZigZag", "StraightLine",
+)
+SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "ring", "star")
+_SUPERSAMPLE = 3   # sub-samples per pixel side for anti-aliased sprite edges
+_MARK_FROM = 0.35  # the part of a sprite with local u >= this is shaded, so spinning discs show rotation
+_GROUP = 4         # clips per UCF101-style group (gNN); train and test never share a group
+
+
+@dataclass
+class SynthConfig:
+    """Options of :func:`make_benchmark` (and of ``mcl synth``). Ranges are ``(min, max)``, inclusive."""
+
+    classes: int = 8
+    train_per_class: int = 64
+    test_per_class: int = 16
+    frames: int = 48
+    size: int = 96
+    seed: int = 0
+    sprite_size: tuple[float, float] = (0.15, 0.3)  # sprite diameter as a fraction of the frame side
+    background_contrast: float = 0.5                # 0 = flat background, 1 = full-range texture
+    distractors: tuple[int, int] = (1, 3)           # static sprites of the same kinds
+    pan_speed: float = 0.5                          # maximum camera speed, px/frame
+    period: tuple[float, float] = (8.0, 16.0)       # frames per cycle of periodic motions
+    grayscale: bool = False                         # remove colour cues
+    fps: int = 25
+    crf: int = 18
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+
+    def __post_init__(self) -> None:
+        self.sprite_size = tuple(float(v) for v in self.sprite_size)
+        self.distractors = tuple(int(v) for v in self.distractors)
+        self.period = tuple(float(v) for v in self.period)
+        checks = [
+            (1 <= self.classes <= len(MOTION_CLASSES), f"classes must be 1..{len(MOTION_CLASSES)}"),
+            (self.train_per_class >= 0 and self.test_per_class >= 0, "per-class counts must be >= 0"),
+            (self.frames >= 2, "frames must be >= 2"),
+            (self.size >= 16 and self.size % 2 == 0, "size must be even and >= 16 (yuv420p)"),
+            (0 < self.sprite_size[0] <= self.sprite_size[1] <= 0.8, "sprite_size needs 0 < MIN <= MAX <= .8"),
+            (0 <= self.background_contrast <= 1, "background_contrast must be in [0, 1]"),
+            (0 <= self.distractors[0] <= self.distractors[1], "distractors needs 0 <= MIN <= MAX"),
+            (self.pan_speed >= 0, "pan_speed must be >= 0"),
+            (2 <= self.period[0] <= self.period[1], "period needs 2 <= MIN <= MAX (frames)"),
+            (0 <= self.crf <= 51 and self.fps > 0 and self.workers >= 1, "crf 0..51, fps > 0, workers >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"mcl_video.data.synth.SynthConfig: {message} (fix the option)")
+
+    def recorded(self) -> dict:
+        """The options that determine the content (everything but ``workers``), for meta.json."""
+        items = asdict(self).items()
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "workers"}
+
+
+# ---------------------------------------------------------------------------------------- kinematics
+def draw_motion(name: str, rng: np.random.Generator, cfg: SynthConfig) -> dict:
+    """Draw the speed/phase/direction parameters of one motion class (amplitudes in pixels)."""
+    s, lo_p, hi_p = cfg.size, cfg.period[0], cfg.period[1]
+    m: dict = {"class": name, "period": float(rng.uniform(lo_p, hi_p)),
+               "phase": float(rng.uniform(0, 2 * math.pi)), "angle0": float(rng.uniform(0, 2 * math.pi))}
+    if name in ("HorizontalOscillation", "VerticalOscillation", "CircularOrbit"):
+        m["amplitude"] = float(rng.uniform(0.12, 0.25) * s)
+    elif name == "ScalePulse":
+        m["amplitude"] = float(rng.uniform(0.25, 0.45))  # relative scale change
+    elif name == "Bounce":
+        m["amplitude"] = float(rng.uniform(0.2, 0.35) * s)  # jump height
+    elif name == "ZigZag":
+        m["amplitude"] = float(rng.uniform(0.08, 0.15) * s)
+        m["speed"] = float(rng.uniform(0.3, 0.5) * s / (cfg.frames - 1))
+    elif name == "StraightLine":
+        m["speed"] = float(rng.uniform(0.3, 0.5) * s / (cfg.frames - 1))
+        m["heading"] = float(rng.uniform(0, 2 * math.pi))
+    elif name != "Spin":
+        raise ValueError(f"mcl_video.data.synth: unknown motion class {name!r}; use one of {MOTION_CLASSES}")
+    if name in ("CircularOrbit", "Spin", "ZigZag"):
+        m["direction"] = int(rng.choice([-1, 1]))  # both senses, so a flipped video stays in its class
+    return m
+
+
+def motion_offsets(m: dict, frames: int) -> dict[str, np.ndarray]:
+    """Sprite pose relative to its anchor: ``dx, dy`` (px), ``angle`` (rad), ``scale``; each (T,)."""
+    t = np.arange(frames, dtype=np.float64)
+    name, p, ph = m["class"], m["period"], m["phase"]
+    w = 2 * math.pi * t / p + ph
+    zero = np.zeros(frames)
+    dx, dy, angle, scale = zero.copy(), zero.copy(), zero + m["angle0"], zero + 1.0
+    if name == "HorizontalOscillation":
+        dx = m["amplitude"] * np.sin(w)
+    elif name == "VerticalOscillation":
+        dy = m["amplitude"] * np.sin(w)
+    elif name == "CircularOrbit":
+        w = m["direction"] * 2 * math.pi * t / p + ph
+        dx, dy = m["amplitude"] * np.cos(w), m["amplitude"] * np.sin(w)
+    elif name == "Spin":
+        angle = m["angle0"] + m["direction"] * 2 * math.pi * t / p
+    elif name == "ScalePulse":
+        scale = 1.0 + m["amplitude"] * np.sin(w)
+    elif name == "Bounce":  # free fall between bounces on a floor at dy = 0: dy'' = 8 h / P^2 (downwards)
+        tau = np.mod(t / p + ph / (2 * math.pi), 1.0)
+        dy = -4.0 * m["amplitude"] * tau * (1.0 - tau)
+    elif name == "ZigZag":  # constant horizontal drift, triangle wave vertically
+        s = t / p + ph / (2 * math.pi)
+        dx = m["direction"] * m["speed"] * t
+        dy = m["amplitude"] * (4.0 * np.abs(s - np.floor(s + 0.5)) - 1.0)
+    elif name == "StraightLine":
+        dx, dy = m["speed"] * math.cos(m["heading"]) * t, m["speed"] * math.sin(m["heading"]) * t
+    return {"dx": dx, "dy": dy, "angle": angle, "scale": scale}
+
+
+# ------------------------------------------------------------------------------------- rasterising
+def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside test for a unit-radius sprite in its local coordinates ``u, v`` (any equal shapes)."""
+    if shape == "disc":
+        return u * u + v * v <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.78
+    if shape == "triangle":  # vertices on the unit circle at -90, 30, 150 degrees; inradius 1/2
+        edges = [-(u * math.cos(a) + v * math.sin(a)) <= 0.5 for a in np.radians([-90, 30, 150])]
+        return edges[0] & edges[1] & edges[2]
+    if shape == "cross":
+        au, av_ = np.abs(u), np.abs(v)
+        return ((au <= 0.3) & (av_ <= 0.95)) | ((av_ <= 0.3) & (au <= 0.95))
+    if shape == "ring":
+        r2 = u * u + v * v
+        return (r2 <= 1.0) & (r2 >= 0.55**2)
+    if shape == "star":  # five points at radius 1, inner radius 0.45
+        f = np.mod(np.arctan2(v, u) * 5 / (2 * math.pi), 1.0)
+        return np.hypot(u, v) <= 0.45 + 0.55 * np.abs(2 * f - 1)
+    raise ValueError(f"mcl_video.data.synth: unknown shape {shape!r}; use one of {SHAPES}")
+
+
+def sprite_coverage(shape: str, cx, cy, angle, scale, radius: float, height: int, width: int):
+    """Anti-aliased coverage of a sprite posed at each of T frames (supersampled within its box).
+
+    ``cx, cy, angle, scale`` are (T,) arrays in frame pixels (pixel ``j`` spans ``[j, j+1)``). Returns
+    ``(cover, marked, y0, x0)``: float32 ``(T, B, B)`` coverage of the whole sprite and of its shaded
+    part, and the (T,) integer top-left corners of each box in the frame (boxes may leave the frame).
+    """
+    cx, cy, angle, scale = (np.asarray(a, dtype=np.float64) for a in (cx, cy, angle, scale))
+    ss, rs = _SUPERSAMPLE, radius * scale
+    box = int(math.ceil(2 * radius * float(scale.max()))) + 2
+    x0 = np.floor(cx - box / 2).astype(np.int64)
+    y0 = np.floor(cy - box / 2).astype(np.int64)
+    sub = (np.arange(box * ss) + 0.5) / ss
+    dx = (x0[:, None] + sub[None, :] - cx[:, None])[:, None, :]  # (T, 1, Bs)
+    dy = (y0[:, None] + sub[None, :] - cy[:, None])[:, :, None]  # (T, Bs, 1)
+    cos, sin = (np.cos(angle) / rs)[:, None, None], (np.sin(angle) / rs)[:, None, None]
+    u, v = cos * dx + sin * dy, cos * dy - sin * dx
+    inside = shape_mask(shape, u, v)
+    marked = inside & (u >= _MARK_FROM)
+    t = len(cx)
+
+    def pool(mask: np.ndarray) -> np.ndarray:
+        counts = mask.view(np.uint8).reshape(t, box, ss, box, ss).sum(axis=(2, 4), dtype=np.uint8)
+        return counts.astype(np.float32) / (ss * ss)
+
+    return pool(inside), pool(marked), y0, x0
+
+
+def _paint(images: np.ndarray, sprite: dict, cx, cy, angle, scale) -> None:
+    """Alpha-composite a sprite (dict: shape, radius, colour, mark_colour) into (T, H, W, 3) in place."""
+    t, h, w, _ = images.shape
+    cover, marked, y0, x0 = sprite_coverage(sprite["shape"], cx, cy, angle, scale, sprite["radius"], h, w)
+    col = np.asarray(sprite["colour"], np.float32)
+    mark = np.asarray(sprite["mark_colour"], np.float32)
+    paint = (cover - marked)[..., None] * col + marked[..., None] * mark  # premultiplied colour
+    box = cover.shape[1]
+    for i in range(t):
+        ya, xa = max(int(y0[i]), 0), max(int(x0[i]), 0)
+        yb, xb = min(int(y0[i]) + box, h), min(int(x0[i]) + box, w)
+        if ya >= yb or xa >= xb:
+            continue
+        sl = (slice(ya - y0[i], yb - y0[i]), slice(xa - x0[i], xb - x0[i]))
+        region = images[i, ya:yb, xa:xb]
+        region *= 1.0 - cover[i][sl][..., None]
+        region += paint[i][sl]
+
+
+# ------------------------------------------------------------------------------------------ scenes
+def _contrasting_colour(rng: np.random.Generator, background_level: float, grayscale: bool) -> dict:
+    """A sprite colour whose brightness differs from the background's by 0.25-0.4, and its shade."""
+    sign = rng.choice([-1.0, 1.0])
+    level = background_level + sign * rng.uniform(0.25, 0.4)
+    if not 0.05 <= level <= 0.95:
+        level = background_level - (level - background_level)
+    rgb = np.full(3, level) if grayscale else np.clip(rng.random(3) + level - 0.5, 0.0, 1.0)
+    rgb = rgb + (level - rgb.mean())  # keep the drawn brightness after clipping
+    rgb = np.clip(rgb, 0.0, 1.0)
+    mark = rgb * 0.5 if level > 0.5 else rgb * 0.5 + 0.5
+    return {"colour": [round(float(c), 4) for c in rgb], "mark_colour": [round(float(c), 4) for c in mark]}
+
+
+def _sprite(rng: np.random.Generator, cfg: SynthConfig, background_level: float) -> dict:
+    return {"shape": str(rng.choice(SHAPES)),
+            "radius": float(rng.uniform(*cfg.sprite_size) * cfg.size / 2),
+            **_contrasting_colour(rng, background_level, cfg.grayscale)}
+
+
+def _place_anchor(rng, off: dict, cam: np.ndarray, radius: float, size: int) -> np.ndarray:
+    """Scene anchor keeping the sprite inside the moving window at every frame (centred if impossible)."""
+    r = radius * off["scale"]
+    anchor = np.zeros(2)
+    for k, d in enumerate((off["dx"], off["dy"])):
+        lo, hi = np.max(r - d + cam[:, k]), np.min(size - r - d + cam[:, k])
+        anchor[k] = rng.uniform(lo, hi) if lo <= hi else (lo + hi) / 2
+    return anchor
+
+
+def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
+    """All random choices of video ``index`` (JSON-able): motion, sprite, distractors, camera, pose."""
+    rng = np.random.default_rng([cfg.seed, index])
+    name = MOTION_CLASSES[class_index]
+    motion = draw_motion(name, rng, cfg)
+    base = np.full(3, rng.uniform(0.35, 0.65)) if cfg.grayscale else rng.uniform(0.35, 0.65, 3)
+    level = float(base.mean())
+    sprite = _sprite(rng, cfg, level)
+    margin = int(math.ceil(cfg.pan_speed * (cfg.frames - 1) / 2)) + 1
+    heading, speed = rng.uniform(0, 2 * math.pi), rng.uniform(0, cfg.pan_speed)
+    t = np.arange(cfg.frames) - (cfg.frames - 1) / 2
+    cam = margin + t[:, None] * (speed * np.array([math.cos(heading), math.sin(heading)]))[None, :]
+    off = motion_offsets(motion, cfg.frames)
+    anchor = _place_anchor(rng, off, cam, sprite["radius"], cfg.size)
+    distractors = []
+    for _ in range(int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))):
+        d = _sprite(rng, cfg, level)
+        x, y = rng.uniform(margin, margin + cfg.size, 2)
+        d.update(x=float(x), y=float(y), angle=float(rng.uniform(0, 2 * math.pi)))
+        distractors.append(d)
+
+    def r3(a) -> list[float]:
+        return [round(float(v), 3) for v in a]
+
+    return {
+        "index": index, "motion": name, "label": class_index + 1, "shape": sprite["shape"],
+        "params": {"motion": motion, "sprite": sprite, "background": [round(float(b), 4) for b in base],
+                   "canvas": cfg.size + 2 * margin, "pan_velocity": r3(cam[1] - cam[0]),
+                   "distractors": distractors},
+        "trajectory": {"x": r3(anchor[0] + off["dx"]), "y": r3(anchor[1] + off["dy"]),
+                       "angle": r3(off["angle"]), "scale": r3(off["scale"]),
+                       "camera_x": r3(cam[:, 0]), "camera_y": r3(cam[:, 1])},
+    }
+
+
+def _background(rng: np.random.Generator, side: int, base, contrast: float, grayscale: bool) -> np.ndarray:
+    """Smooth random texture (two noise octaves + blobs) around ``base``: float32 (side, side, 3)."""
+    import cv2
+
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    layers = []
+    for _ in range(1 if grayscale else 3):
+        octaves = [(rng.random((g, g)).astype(np.float32), a) for g, a in ((4, 1.0), (9, 0.5))]
+        n = sum(a * cv2.resize(g, (side, side), interpolation=cv2.INTER_CUBIC) for g, a in octaves)
+        for _ in range(3):
+            bx, by, sigma = rng.uniform(0, side, 2).tolist() + [rng.uniform(0.05, 0.15) * side]
+            n = n + rng.choice([-1.0, 1.0]) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * sigma**2))
+        n = n - n.mean()
+        layers.append(0.5 * n / max(float(np.abs(n).max()), 1e-6))
+    noise = np.stack(layers * 3 if grayscale else layers, axis=-1)
+    return np.clip(np.asarray(base, np.float32) + contrast * noise, 0.0, 1.0).astype(np.float32)
+
+
+def render_video(cfg: SynthConfig, video: dict) -> np.ndarray:
+    """Render a video drawn by :func:`draw_video`: uint8 ``(T, H, W, 3)`` RGB frames."""
+    import cv2
+
+    p, tr = video["params"], video["trajectory"]
+    rng = np.random.default_rng([cfg.seed, video["index"], 1])  # texture noise, separate from the draws
+    canvas = _background(rng, p["canvas"], p["background"], cfg.background_contrast, cfg.grayscale)[None]
+    for d in p["distractors"]:
+        _paint(canvas, d, [d["x"]], [d["y"]], [d["angle"]], [1.0])
+    cam_x, cam_y = np.asarray(tr["camera_x"]), np.asarray(tr["camera_y"])
+    frames = np.stack([
+        cv2.warpAffine(canvas[0], np.float32([[1, 0, -cx], [0, 1, -cy]]), (cfg.size, cfg.size),
+                       flags=cv2.INTER_LINEAR)
+        for cx, cy in zip(cam_x, cam_y)
+    ])
+    x, y = np.asarray(tr["x"]) - cam_x, np.asarray(tr["y"]) - cam_y
+    _paint(frames, p["sprite"], x, y, tr["angle"], tr["scale"])
+    return np.round(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ writing
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
+    """Encode uint8 ``(T, H, W, 3)`` RGB frames as H.264 (libx264, yuv420p, one thread: deterministic)."""
+    import av
+    import cv2
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        ctx = stream.codec_context
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.thread_count = frames.shape[2], frames.shape[1], "yuv420p", 1
+        for frame in frames:  # BT.601 limited range, as decoders assume for untagged SD video
+            yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")))
+        container.mux(stream.encode(None))
+
+
+def _video_name(name: str, group: int, clip: int) -> str:
+    return f"{name}/v_{name}_g{group:02d}_c{clip:02d}.mp4"
+
+
+def _jobs(cfg: SynthConfig) -> list[tuple[int, int, str, str]]:
+    """(index, class index, subset, relative path) for every video, class-major, train before test."""
+    jobs, index = [], 0
+    test_g0 = -(-cfg.train_per_class // _GROUP) + 1
+    for k in range(cfg.classes):
+        name = MOTION_CLASSES[k]
+        for subset, count, g0 in (("train", cfg.train_per_class, 1), ("test", cfg.test_per_class, test_g0)):
+            for i in range(count):
+                jobs.append((index, k, subset, _video_name(name, g0 + i // _GROUP, i % _GROUP + 1)))
+                index += 1
+    return jobs
+
+
+def _make_one(args: tuple[SynthConfig, Path, tuple]) -> dict:
+    cfg, video_dir, (index, k, subset, rel) = args
+    video = draw_video(cfg, index, k)
+    write_mp4(video_dir / rel, render_video(cfg, video), cfg.fps, cfg.crf)
+    return {"path": rel, "subset": subset, **video}
+
+
+def _contact_sheet(cfg: SynthConfig, videos: list[dict], path: Path, columns: int = 6) -> None:
+    """A PNG with a labelled row per class: evenly spaced frames of the class's first video."""
+    import cv2
+
+    label_w, rows = 190, []
+    for k in range(cfg.classes):
+        video = next((v for v in videos if v["label"] == k + 1), None)
+        if video is None:
+            continue
+        frames = render_video(cfg, video)
+        picks = np.linspace(0, cfg.frames - 1, min(columns, cfg.frames)).round().astype(int)
+        strip = np.concatenate([np.pad(frames[i], ((2, 2), (2, 2), (0, 0)), constant_values=255)
+                                for i in picks], axis=1)
+        label = np.full((strip.shape[0], label_w, 3), 255, np.uint8)
+        for line, text in enumerate((MOTION_CLASSES[k], f"shape: {video['shape']}")):
+            cv2.putText(label, text, (4, 16 + 16 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.42, 0, 1, cv2.LINE_AA)
+        rows.append(np.concatenate([label, strip], axis=1))
+    if rows:
+        cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def make_benchmark(out_dir: str | Path, overwrite: bool = False, progress: bool = False, **options) -> Path:
+    """Write the motion benchmark to ``out_dir`` and return it. Options are :class:`SynthConfig` fields.
+
+    Layout: ``videos/<Class>/v_<Class>_gNN_cNN.mp4``; ``annotations/classInd.txt``, ``trainlist01.txt``,
+    ``testlist01.txt`` (UCF101 format); ``meta.json`` (config, classes, per-video draws and trajectories);
+    ``contact_sheet.png``.
+    """
+    known = {f.name for f in fields(SynthConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"mcl_video.data.synth.make_benchmark: unknown option(s) {unknown}; "
+                        f"use {sorted(known)}")
+    cfg = SynthConfig(**options)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty: choose a new folder "
+                                  "or pass overwrite=True (--overwrite)")
+        for sub in ("videos", "annotations"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    classes = list(MOTION_CLASSES[: cfg.classes])
+    for name in classes:
+        (out / "videos" / name).mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    tasks = [(cfg, out / "videos", job) for job in _jobs(cfg)]
+    if cfg.workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(cfg.workers) as pool:
+            results = pool.map(_make_one, tasks, chunksize=max(1, len(tasks) // (8 * cfg.workers)))
+            videos = _collect(results, len(tasks), progress)
+    else:
+        videos = _collect(map(_make_one, tasks), len(tasks), progress)
+    ann = out / "annotations"
+    ann.joinpath("classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    ann.joinpath("trainlist01.txt").write_text(
+        "".join(f"{v['path']} {v['label']}\n" for v in videos if v["subset"] == "train"))
+    ann.joinpath("testlist01.txt").write_text(
+        "".join(f"{v['path']}\n" for v in videos if v["subset"] == "test"))
+    meta = {"format": "mcl-synth-1", "config": cfg.recorded(), "classes": classes, "shapes": list(SHAPES),
+            "videos": videos}
+    (out / "meta.json").write_text(json.dumps(meta, separators=(",", ":")) + "\n")
+    _contact_sheet(cfg, videos, out / "contact_sheet.png")
+    return out
+
+
+def _collect(results, total: int, progress: bool) -> list[dict]:
+    if not progress:
+        return list(results)
+    from tqdm import tqdm
+
+    return list(tqdm(results, total=total, desc="synth", unit="video"))
