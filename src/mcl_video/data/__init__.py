@@ -3,6 +3,7 @@
 ``mcl_video.data.synth`` (the built-in benchmark) is imported on demand, not here.
 """
 
+from mcl_video.data.splits import DATASETS, VideoRecord, read_split
 from mcl_video.data.video import (
     VIDEO_EXTENSIONS,
     VideoInfo,
@@ -15,6 +16,9 @@ from mcl_video.data.video import (
 )
 
 __all__ = [
+    "DATASETS",
+    "VideoRecord",
+    "read_split",
     "VIDEO_EXTENSIONS",
     "VideoInfo",
     "VideoReadError",

@@ -1,0 +1,251 @@
+"""Dataset indexes: the official UCF101, HMDB51 and Kinetics-400 split files, and class folders.
+
+``read_split`` returns one ``VideoRecord`` per video, with 0-based labels and the path relative to the
+video root, in the order of the annotation files. Formats:
+
+- ``ucf101``: ``classInd.txt`` (``<1-based id> <Class>``), ``trainlist0N.txt`` (``<Class>/<file>.avi
+  <id>``), ``testlist0N.txt`` (``<Class>/<file>.avi``); CRLF line endings. Class names are matched
+  case-insensitively, so the official ``HandstandPushups`` (classInd, folder) and ``HandStandPushups``
+  (inside file names, and as folder name in some copies) are one class.
+- ``hmdb51``: ``<class>_test_split{N}.txt`` with lines ``<video>.avi <id>``; id 1 = train, 2 = test,
+  0 = unused. Labels follow the alphabetical order of the class names; path ``<class>/<video>``.
+- ``kinetics400``: ``kinetics-400_{train,val,test}.csv`` (columns ``label, youtube_id, time_start,
+  time_end, split``); path ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``. Label indices follow
+  ``label_map.txt`` when the folder has one, else the sorted label names of the CSV. The test CSV has
+  no labels: its records get label -1, class name ``""`` and the folder ``test/``. ``split`` is unused.
+- ``folder``: ``annotation_dir`` holds one sub-folder per class (sorted names give the labels); every
+  video under it is one record with subset ``"all"``; ``split`` and ``subset`` are not used.
+
+With ``video_root``, each file is looked up there (an exact match, else a match of every path part
+ignoring case and ``" "``/``"_"``, which resolves the HandStandPushups folder and Kinetics folders with
+underscores). Records keep only the files found, with the path as found on disk; the number missing is
+logged as one warning with a few examples. Without ``video_root`` nothing is checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mcl_video.data.video import find_videos
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "folder")
+_SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics400": ("train", "val", "test")}
+_HMDB_IDS = {"train": "1", "test": "2"}
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a dataset split: ``path`` is relative to the video root, ``label`` is 0-based."""
+
+    path: str
+    label: int
+    class_name: str
+    split: int
+    subset: str
+
+
+def read_split(
+    dataset: str,
+    annotation_dir: str | os.PathLike,
+    split: int = 1,
+    subset: str = "train",
+    video_root: str | os.PathLike | None = None,
+) -> list[VideoRecord]:
+    """Records of one split/subset of ``dataset`` (see the module docstring for the formats)."""
+    dataset = dataset.lower()
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    annotation_dir = Path(annotation_dir)
+    if not annotation_dir.is_dir():
+        raise FileNotFoundError(
+            f"annotation folder {annotation_dir} does not exist; for {dataset} it should hold "
+            f"{_EXPECTED[dataset]}")
+    if dataset != "folder":
+        if subset not in _SUBSETS[dataset]:
+            raise ValueError(f"{dataset}: subset must be one of {_SUBSETS[dataset]}, got {subset!r}")
+        if dataset != "kinetics400" and split not in (1, 2, 3):
+            raise ValueError(f"{dataset}: split must be 1, 2 or 3, got {split!r}")
+    readers = {"ucf101": _read_ucf101, "hmdb51": _read_hmdb51, "kinetics400": _read_kinetics,
+               "folder": _read_folder}
+    records = readers[dataset](annotation_dir, split, subset)
+    if video_root is not None:
+        records = _keep_existing(records, Path(video_root), f"{dataset} split {split} {subset}")
+    return records
+
+
+_EXPECTED = {
+    "ucf101": "classInd.txt, trainlist0{1,2,3}.txt and testlist0{1,2,3}.txt",
+    "hmdb51": "the 153 files <class>_test_split{1,2,3}.txt",
+    "kinetics400": "kinetics-400_{train,val,test}.csv (and optionally label_map.txt)",
+    "folder": "one sub-folder of videos per class",
+}
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; expected {what} in {path.parent}")
+    return path
+
+
+def _lines(path: Path) -> list[str]:
+    """Non-blank lines, stripped (handles CRLF and trailing spaces)."""
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def _bad_line(path: Path, number: int, line: str, expected: str) -> ValueError:
+    return ValueError(f"{path}, line {number}: {line!r} is not {expected}; is this the right file?")
+
+
+# ---- UCF101 -------------------------------------------------------------------------------------------
+
+
+def _read_ucf101(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    class_file = _need(root / "classInd.txt", "the UCF101 class index (classInd.txt)")
+    names: list[str] = []
+    for n, line in enumerate(_lines(class_file), 1):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
+            raise _bad_line(class_file, n, line, f"'{len(names) + 1} <ClassName>'")
+        names.append(parts[1])
+    by_key = {name.lower(): i for i, name in enumerate(names)}
+    list_file = _need(root / f"{subset}list0{split}.txt", f"the UCF101 {subset} list of split {split}")
+    records = []
+    for n, line in enumerate(_lines(list_file), 1):
+        parts = line.split()
+        folder = parts[0].replace("\\", "/").split("/")[0] if parts else ""
+        label = by_key.get(folder.lower())
+        if len(parts) not in (1, 2) or "/" not in parts[0] or label is None:
+            raise _bad_line(list_file, n, line, "'<ClassName>/<video>.avi [id]' with a class of classInd.txt")
+        if len(parts) == 2 and int(parts[1]) != label + 1:
+            raise _bad_line(list_file, n, line, f"labelled {label + 1} ({names[label]}) as classInd.txt says")
+        records.append(VideoRecord(parts[0], label, names[label], split, subset))
+    return records
+
+
+# ---- HMDB51 -------------------------------------------------------------------------------------------
+
+
+def _read_hmdb51(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    suffix = f"_test_split{split}.txt"
+    files = sorted(p for p in root.iterdir() if p.name.endswith(suffix))
+    if not files:
+        raise FileNotFoundError(f"no HMDB51 split files <class>{suffix} in {root}; expected "
+                                f"{_EXPECTED['hmdb51']}")
+    classes = sorted(p.name[: -len(suffix)] for p in files)
+    records = []
+    for label, name in enumerate(classes):
+        path = root / f"{name}{suffix}"
+        for n, line in enumerate(_lines(path), 1):
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise _bad_line(path, n, line, "'<video>.avi <0|1|2>'")
+            if parts[1] == _HMDB_IDS[subset]:
+                records.append(VideoRecord(f"{name}/{parts[0]}", label, name, split, subset))
+    return records
+
+
+# ---- Kinetics-400 -------------------------------------------------------------------------------------
+
+
+def _kinetics_csv(root: Path, subset: str) -> Path:
+    aliases = {"val": ("val", "validate"), "train": ("train",), "test": ("test",)}[subset]
+    for alias in aliases:
+        for pattern in ("kinetics-400_{}.csv", "kinetics400_{}.csv", "kinetics_400_{}.csv", "{}.csv"):
+            if (root / pattern.format(alias)).is_file():
+                return root / pattern.format(alias)
+    raise FileNotFoundError(f"no Kinetics-400 {subset} CSV in {root}; expected kinetics-400_{subset}.csv "
+                            "with columns label,youtube_id,time_start,time_end,split")
+
+
+def _read_kinetics(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    path = _kinetics_csv(root, subset)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    needed = {"youtube_id", "time_start", "time_end"}
+    if not rows or not needed <= set(rows[0]):
+        raise ValueError(f"{path}: expected a header with columns {sorted(needed)} (and label), "
+                         f"got {list(rows[0]) if rows else 'an empty file'}")
+    labelled = "label" in rows[0]
+    names = _kinetics_names(root, rows) if labelled else []
+    label_of = {name: i for i, name in enumerate(names)}
+    records = []
+    for n, row in enumerate(rows, 2):
+        start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        stem = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+        if not labelled:
+            records.append(VideoRecord(f"test/{stem}", -1, "", split, subset))
+            continue
+        name = row["label"]
+        if name not in label_of:
+            raise ValueError(f"{path}, line {n}: label {name!r} is not in {root / 'label_map.txt'}")
+        records.append(VideoRecord(f"{name}/{stem}", label_of[name], name, split, subset))
+    return records
+
+
+def _kinetics_names(root: Path, rows: list[dict]) -> list[str]:
+    label_map = root / "label_map.txt"
+    if label_map.is_file():
+        return _lines(label_map)
+    return sorted({row["label"] for row in rows})
+
+
+# ---- class folders ------------------------------------------------------------------------------------
+
+
+def _read_folder(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class sub-folders; expected {_EXPECTED['folder']}")
+    records = []
+    for label, name in enumerate(classes):
+        for video in find_videos(root / name):
+            records.append(VideoRecord(video.relative_to(root).as_posix(), label, name, split, "all"))
+    return records
+
+
+# ---- existence check ----------------------------------------------------------------------------------
+
+
+def _norm(part: str) -> str:
+    return part.lower().replace(" ", "_")
+
+
+def _keep_existing(records: list[VideoRecord], video_root: Path, what: str) -> list[VideoRecord]:
+    """Records whose file exists under ``video_root`` (path as found); logs one line for the rest."""
+    if not video_root.is_dir():
+        raise FileNotFoundError(f"video root {video_root} does not exist; pass the folder holding the videos")
+    listings: dict[Path, dict[str, str]] = {}
+
+    def resolve(rel: str) -> str | None:
+        if (video_root / rel).is_file():
+            return rel
+        folder, found = video_root, []
+        for part in rel.split("/"):
+            if folder not in listings:
+                entries = folder.iterdir() if folder.is_dir() else ()
+                listings[folder] = {_norm(p.name): p.name for p in entries}
+            name = listings[folder].get(_norm(part))
+            if name is None:
+                return None
+            found.append(name)
+            folder = folder / name
+        return "/".join(found) if folder.is_file() else None
+
+    kept, missing = [], []
+    for record in records:
+        rel = resolve(record.path)
+        if rel is None:
+            missing.append(record.path)
+        else:
+            kept.append(record if rel == record.path else replace(record, path=rel))
+    if missing:
+        log.warning("%s: %d of %d videos missing under %s (e.g. %s); left out of the records",
+                    what, len(missing), len(records), video_root, ", ".join(missing[:3]))
+    return kept
