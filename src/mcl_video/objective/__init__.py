@@ -1,1 +1,35 @@
-"""mcl_video.objective"""
+"""mcl_video.objective: the MCL losses as pure functions (METHOD §4).
+
+``saliency`` is the submodule holding :func:`saliency_map`.
+"""
+
+from mcl_video.objective import saliency
+from mcl_video.objective.alignment import (
+    alignment_terms_from_saliency,
+    loss_from_terms,
+    motion_alignment_loss,
+    motion_alignment_terms,
+)
+from mcl_video.objective.contrastive import (
+    info_nce_multi_positive,
+    inter_logits,
+    intra_video_loss,
+    nce_from_logits,
+    order_loss,
+)
+from mcl_video.objective.saliency import SALIENCY_METHODS, saliency_map
+
+__all__ = [
+    "SALIENCY_METHODS",
+    "alignment_terms_from_saliency",
+    "info_nce_multi_positive",
+    "inter_logits",
+    "intra_video_loss",
+    "loss_from_terms",
+    "motion_alignment_loss",
+    "motion_alignment_terms",
+    "nce_from_logits",
+    "order_loss",
+    "saliency",
+    "saliency_map",
+]

@@ -1,0 +1,55 @@
+"""Distributed helpers for the encoder pair: all-gather of keys and shuffle-BN across processes.
+
+All are no-ops (identity) without an initialised process group, i.e. at world size 1. They assume
+every rank has the same batch size (DDP with ``drop_last=True``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """``B x ...`` on each rank -> ``(world * B) x ...`` in rank order (no gradient)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Shuffle-BN, step 1: gather the batch from all ranks, permute it with one permutation drawn on
+    rank 0, and hand each rank its slice. Returns ``(x_shuffled B x ..., idx_unshuffle)``;
+    ``(x, None)`` at world size 1 (a single BN batch: shuffling would change nothing)."""
+    if world_size() == 1:
+        return x, None
+    b = x.shape[0]
+    gathered = concat_all_gather(x)
+    perm = torch.randperm(gathered.shape[0], device=x.device)
+    dist.broadcast(perm, src=0)
+    idx_unshuffle = torch.argsort(perm)
+    mine = perm.view(world_size(), b)[rank()]
+    return gathered[mine], idx_unshuffle
+
+
+@torch.no_grad()
+def batch_unshuffle(x: torch.Tensor, idx_unshuffle: torch.Tensor | None) -> torch.Tensor:
+    """Shuffle-BN, step 2: undo :func:`batch_shuffle` on the encoder's output ``B x ...``."""
+    if idx_unshuffle is None:
+        return x
+    b = x.shape[0]
+    gathered = concat_all_gather(x)
+    mine = idx_unshuffle.view(world_size(), b)[rank()]
+    return gathered[mine]
