@@ -1,1 +1,40 @@
-"""mcl_video.evaluation"""
+"""mcl_video.evaluation: the protocols of METHOD §6 on frozen or fine-tuned backbones.
+
+load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
+knn_accuracy / retrieval_recall;   finetune for the whole network.
+"""
+
+from mcl_video.evaluation.datasets import EvalClipDataset, clip_indices, collate_videos
+from mcl_video.evaluation.encoder import EncoderLoadError, load_encoder
+from mcl_video.evaluation.features import extract_features, load_features, save_features, shard_indices
+from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, finetune, predict_videos
+from mcl_video.evaluation.probes import (
+    classification_metrics,
+    linear_probe_fc,
+    linear_probe_svm,
+    plot_confusion,
+)
+from mcl_video.evaluation.retrieval import cosine_similarity, knn_accuracy, retrieval_recall
+
+__all__ = [
+    "EncoderLoadError",
+    "EvalClipDataset",
+    "FinetuneConfig",
+    "VideoClassifier",
+    "classification_metrics",
+    "clip_indices",
+    "collate_videos",
+    "cosine_similarity",
+    "extract_features",
+    "finetune",
+    "knn_accuracy",
+    "linear_probe_fc",
+    "linear_probe_svm",
+    "load_encoder",
+    "load_features",
+    "plot_confusion",
+    "predict_videos",
+    "retrieval_recall",
+    "save_features",
+    "shard_indices",
+]
