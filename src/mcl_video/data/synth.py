@@ -263,7 +263,8 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
 
     return {
         "index": index, "motion": name, "label": class_index + 1, "shape": sprite["shape"],
-        "params": {"motion": motion, "sprite": sprite, "background": [round(float(b), 4) for b in base],
+        "params": {"motion": motion, "sprite": sprite, "anchor": r3(anchor),
+                   "background": [round(float(b), 4) for b in base],
                    "canvas": cfg.size + 2 * margin, "pan_velocity": r3(cam[1] - cam[0]),
                    "distractors": distractors},
         "trajectory": {"x": r3(anchor[0] + off["dx"]), "y": r3(anchor[1] + off["dy"]),

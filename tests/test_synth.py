@@ -1,0 +1,251 @@
+"""The built-in motion benchmark: layout, determinism, decodability and per-class kinematics."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from mcl_video.cli import main
+from mcl_video.data.synth import (
+    MOTION_CLASSES,
+    SHAPES,
+    SynthConfig,
+    draw_video,
+    make_benchmark,
+    motion_offsets,
+    render_video,
+    sprite_coverage,
+)
+
+TINY = dict(classes=2, train_per_class=2, test_per_class=1, frames=16, size=32)
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def snapshot(root: Path) -> dict:
+    """Everything that must be reproducible: annotation files, meta.json, decoded frames."""
+    files = {p.name: p.read_text() for p in sorted((root / "annotations").iterdir())}
+    files["meta.json"] = (root / "meta.json").read_text()
+    frames = {str(p.relative_to(root)): decode(p) for p in sorted((root / "videos").rglob("*.mp4"))}
+    return {"files": files, "frames": frames}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The same tiny set made twice (library with 1 worker, CLI with 2 workers) and once with seed 1."""
+    base = tmp_path_factory.mktemp("synth")
+    a = make_benchmark(base / "a", seed=0, workers=1, **TINY)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert main(["synth", str(base / "b"), "--seed=0", "--workers=2", *args]) == 0
+    c = make_benchmark(base / "c", seed=1, workers=1, **TINY)
+    return a, base / "b", c
+
+
+def test_same_seed_identical_and_workers_do_not_matter(tiny):
+    a, b, _ = tiny
+    sa, sb = snapshot(a), snapshot(b)
+    assert sa["files"] == sb["files"]
+    assert sa["frames"].keys() == sb["frames"].keys() and len(sa["frames"]) == 6
+    for key in sa["frames"]:
+        np.testing.assert_array_equal(sa["frames"][key], sb["frames"][key])
+
+
+def test_different_seed_differs(tiny):
+    a, _, c = tiny
+    sa, sc = snapshot(a), snapshot(c)
+    assert sa["files"]["trainlist01.txt"] == sc["files"]["trainlist01.txt"]  # same layout...
+    assert sa["files"]["meta.json"] != sc["files"]["meta.json"]  # ...different draws
+    for key in sa["frames"]:
+        assert np.abs(sa["frames"][key].astype(int) - sc["frames"][key]).mean() > 5
+
+
+def test_every_video_decodes_to_stated_shape_and_matches_renderer(tiny):
+    root = tiny[0]
+    meta = json.loads((root / "meta.json").read_text())
+    cfg = SynthConfig(**meta["config"])
+    assert len(meta["videos"]) == 6
+    for video in meta["videos"]:
+        frames = decode(root / "videos" / video["path"])
+        assert frames.shape == (16, 32, 32, 3)
+        # meta.json alone re-renders the video; H.264 at CRF 18 keeps the luma close (chroma is 4:2:0)
+        diff = (frames.astype(float) - render_video(cfg, video)) @ np.array([0.299, 0.587, 0.114])
+        assert np.abs(diff).mean() < 2.5
+        assert video["shape"] in SHAPES and video["motion"] == MOTION_CLASSES[video["label"] - 1]
+    assert (root / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_annotations_parse_as_ucf101(tiny):
+    ann = tiny[0] / "annotations"
+    classes = dict(line.split() for line in ann.joinpath("classInd.txt").read_text().splitlines())
+    assert classes == {"1": "HorizontalOscillation", "2": "VerticalOscillation"}
+    name_re = re.compile(r"^(\w+)/v_(\w+)_g(\d\d)_c(\d\d)\.mp4$")
+    groups = {"train": set(), "test": set()}
+    for subset, lines in (("train", ann.joinpath("trainlist01.txt").read_text().splitlines()),
+                          ("test", ann.joinpath("testlist01.txt").read_text().splitlines())):
+        assert len(lines) == (4 if subset == "train" else 2)
+        for line in lines:
+            parts = line.split()
+            match = name_re.match(parts[0])
+            assert match and match[1] == match[2] and (tiny[0] / "videos" / parts[0]).is_file()
+            if subset == "train":
+                assert len(parts) == 2 and classes[parts[1]] == match[1]
+            else:
+                assert len(parts) == 1  # UCF101 test lists carry no label
+            groups[subset].add((match[1], match[3]))
+    assert not groups["train"] & groups["test"]  # a group never spans the split, as in UCF101
+
+
+# ------------------------------------------------------------------------------ kinematics per class
+def draws(name: str, n: int = 6, **options):
+    cfg = SynthConfig(**options)
+    k = MOTION_CLASSES.index(name)
+    for i in range(n):
+        video = draw_video(cfg, 1000 * k + i, k)
+        tr = {key: np.asarray(v) for key, v in video["trajectory"].items()}
+        yield video["params"], tr
+
+
+TOL = 2e-3  # trajectories are stored with 3 decimals
+
+
+@pytest.mark.parametrize("name", MOTION_CLASSES)
+def test_camera_pans_linearly_and_slowly(name):
+    for _, tr in draws(name, pan_speed=0.7):
+        for axis in ("camera_x", "camera_y"):
+            assert np.abs(np.diff(tr[axis], 2)).max() < TOL
+        step = math.hypot(tr["camera_x"][1] - tr["camera_x"][0], tr["camera_y"][1] - tr["camera_y"][0])
+        assert step <= 0.7 + TOL
+
+
+def test_oscillations_move_along_one_axis_only():
+    for name, still, moving in (("HorizontalOscillation", "y", "x"), ("VerticalOscillation", "x", "y")):
+        for p, tr in draws(name):
+            m = p["motion"]
+            assert np.ptp(tr[still]) < TOL and np.ptp(tr["angle"]) < TOL and np.ptp(tr["scale"]) < TOL
+            t = np.arange(len(tr[moving]))
+            expected = p["anchor"][0 if moving == "x" else 1] + m["amplitude"] * np.sin(
+                2 * math.pi * t / m["period"] + m["phase"])
+            np.testing.assert_allclose(tr[moving], expected, atol=TOL)
+
+
+def test_orbit_has_constant_radius_and_one_sense():
+    senses = set()
+    for p, tr in draws("CircularOrbit", n=10):
+        rx, ry = tr["x"] - p["anchor"][0], tr["y"] - p["anchor"][1]
+        np.testing.assert_allclose(np.hypot(rx, ry), p["motion"]["amplitude"], atol=TOL)
+        cross = rx[:-1] * ry[1:] - ry[:-1] * rx[1:]
+        assert np.all(np.sign(cross) == p["motion"]["direction"])
+        senses.add(p["motion"]["direction"])
+    assert senses == {-1, 1}  # both senses, so a flipped orbit is still an orbit
+
+
+def test_spin_turns_at_constant_rate_in_place():
+    for p, tr in draws("Spin"):
+        assert np.ptp(tr["x"]) < TOL and np.ptp(tr["y"]) < TOL and np.ptp(tr["scale"]) < TOL
+        rate = p["motion"]["direction"] * 2 * math.pi / p["motion"]["period"]
+        np.testing.assert_allclose(np.diff(tr["angle"]), rate, atol=TOL)
+
+
+def test_scale_pulse_only_changes_size():
+    for p, tr in draws("ScalePulse"):
+        assert np.ptp(tr["x"]) < TOL and np.ptp(tr["y"]) < TOL and np.ptp(tr["angle"]) < TOL
+        a = p["motion"]["amplitude"]
+        assert tr["scale"].min() >= 1 - a - TOL and tr["scale"].max() <= 1 + a + TOL
+        assert np.ptp(tr["scale"]) > a  # 48 frames cover at least one period of <= 16 frames
+
+
+def test_bounce_falls_with_constant_gravity_onto_a_floor():
+    for p, tr in draws("Bounce"):
+        m, floor = p["motion"], p["anchor"][1]
+        assert np.ptp(tr["x"]) < TOL and tr["y"].max() <= floor + TOL
+        acc = np.diff(tr["y"], 2)
+        gravity = 8 * m["amplitude"] / m["period"] ** 2
+        free = np.abs(acc - gravity) < 1e-2
+        assert free.mean() > 0.6  # all but the frames around a bounce
+        assert np.all(acc < gravity + 1e-2)  # a bounce only ever pushes upwards
+        assert tr["y"].min() <= floor - 0.8 * m["amplitude"]
+
+
+def test_zigzag_drifts_sideways_at_constant_speed_with_constant_vertical_speed():
+    directions = set()
+    for p, tr in draws("ZigZag", n=10):
+        m = p["motion"]
+        np.testing.assert_allclose(np.diff(tr["x"]), m["direction"] * m["speed"], atol=TOL)
+        vy = np.abs(np.diff(tr["y"]))
+        assert np.mean(np.abs(vy - 4 * m["amplitude"] / m["period"]) < 1e-2) > 0.6
+        directions.add(m["direction"])
+    assert directions == {-1, 1}
+
+
+def test_straight_line_has_zero_acceleration():
+    for p, tr in draws("StraightLine"):
+        assert np.abs(np.diff(tr["x"], 2)).max() < TOL and np.abs(np.diff(tr["y"], 2)).max() < TOL
+        speed = np.hypot(np.diff(tr["x"]), np.diff(tr["y"]))
+        np.testing.assert_allclose(speed, p["motion"]["speed"], atol=TOL)
+
+
+def test_flipped_motion_stays_in_its_class():
+    """Mirroring x maps an orbit to the opposite sense (phase pi - phase) and an oscillation to phase + pi."""
+    orbit = {"class": "CircularOrbit", "period": 9.0, "phase": 0.7, "angle0": 0.0, "amplitude": 10.0,
+             "direction": 1}
+    a = motion_offsets(orbit, 30)
+    b = motion_offsets({**orbit, "direction": -1, "phase": math.pi - 0.7}, 30)
+    np.testing.assert_allclose(-a["dx"], b["dx"], atol=1e-9)
+    np.testing.assert_allclose(a["dy"], b["dy"], atol=1e-9)
+    osc = {"class": "HorizontalOscillation", "period": 7.0, "phase": 0.3, "angle0": 0.0, "amplitude": 5.0}
+    c = motion_offsets(osc, 30)
+    d = motion_offsets({**osc, "phase": 0.3 + math.pi}, 30)
+    np.testing.assert_allclose(-c["dx"], d["dx"], atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------- rasterising
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sprite_coverage_is_centred_and_antialiased(shape):
+    cx, cy = np.array([10.3, 12.7]), np.array([9.6, 11.1])
+    cover, _, y0, x0 = sprite_coverage(shape, cx, cy, [0.4, 2.0], [1.0, 1.3], 6.0, 32, 32)
+    for i in range(2):
+        rows, cols = np.mgrid[0:cover.shape[1], 0:cover.shape[2]] + 0.5
+        w = cover[i]
+        assert abs((w * (cols + x0[i])).sum() / w.sum() - cx[i]) < 0.1
+        assert abs((w * (rows + y0[i])).sum() / w.sum() - cy[i]) < 0.1
+        assert ((w > 0) & (w < 1)).any()  # soft edges
+    assert cover[1].sum() / cover[0].sum() == pytest.approx(1.3**2, rel=0.05)
+
+
+def test_rendered_sprite_sits_where_trajectory_minus_camera_says():
+    cfg = SynthConfig(frames=12, size=48, background_contrast=0.0, distractors=(0, 0), grayscale=True,
+                      pan_speed=0.8)
+    for k in range(len(MOTION_CLASSES)):
+        video = draw_video(cfg, k, k)
+        frames = render_video(cfg, video).astype(int)
+        bg = np.round(np.asarray(video["params"]["background"]) * 255).astype(int)
+        tr = video["trajectory"]
+        for t in range(cfg.frames):
+            ys, xs = np.nonzero(np.abs(frames[t] - bg).max(axis=-1) > 0)
+            assert abs(xs.mean() + 0.5 - (tr["x"][t] - tr["camera_x"][t])) < 0.75
+            assert abs(ys.mean() + 0.5 - (tr["y"][t] - tr["camera_y"][t])) < 0.75
+
+
+def test_grayscale_has_no_colour_and_options_are_checked(tmp_path):
+    cfg = SynthConfig(frames=4, size=32, grayscale=True)
+    frames = render_video(cfg, draw_video(cfg, 0, 0)).astype(int)
+    assert np.abs(frames - frames[..., :1]).max() == 0
+    with pytest.raises(ValueError, match="even"):
+        SynthConfig(size=33)
+    with pytest.raises(ValueError, match="period"):
+        SynthConfig(period=(10, 5))
+    with pytest.raises(TypeError, match="unknown option"):
+        make_benchmark(tmp_path / "x", colour=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        make_benchmark(tmp_path / "full", classes=1, train_per_class=1, test_per_class=0, frames=2, size=16)
