@@ -31,8 +31,8 @@ def test_torchvision_state_dict_gives_torchvision_features(tmp_path, tv_model):
     full = tv_model.state_dict()
     variants = {
         "with_fc": full,
-        "without_fc": {k: v for k, v in full.items() if not k.startswith("fc.")},
-        "wrapped": {"state_dict": {f"module.{k}": v for k, v in full.items()}},  # DDP-style file
+        # without fc, DDP-style names under "state_dict"
+        "without_fc": {"state_dict": {f"module.{k}": v for k, v in full.items() if not k.startswith("fc.")}},
     }
     x = torch.randn(1, 3, 4, 32, 32)
     for name, state in variants.items():
@@ -96,3 +96,26 @@ def test_foreign_state_dict_is_refused(tmp_path, tv_model):
         load_encoder(tmp_path / "c.pt")
     with pytest.raises(FileNotFoundError):
         load_encoder(tmp_path / "absent.pt")
+
+
+def test_real_mcl_state_dict_loads_the_query_backbone(tmp_path):
+    from mcl_video.models import MCL, MCLConfig
+
+    torch.manual_seed(2)
+    cfg = MCLConfig(
+        backbone="tiny_r2plus1d", backbone_options={"widths": (4, 8, 8, 8)}, feat_dim=8, queue_size=16
+    )
+    mcl = MCL(cfg)
+    with torch.no_grad():  # make query and key differ, as after training
+        for p in mcl.encoder_q.backbone.parameters():
+            p.add_(0.1)
+    torch.save(
+        {
+            "model": mcl.state_dict(),
+            "config": {"backbone": cfg.backbone, "backbone_options": {"widths": [4, 8, 8, 8]}},
+        },
+        tmp_path / "ckpt-00000001.pt",
+    )
+    enc = load_encoder(tmp_path / "ckpt-00000001.pt")
+    want = mcl.encoder_q.backbone.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in enc.state_dict().items())
