@@ -1,1 +1,21 @@
-"""mcl_video.sampling"""
+"""mcl_video.sampling: motion-focused tubelets (METHOD §2, §3) and the pretraining dataset."""
+
+from mcl_video.sampling.augment import AugmentParams, ClipAugment
+from mcl_video.sampling.dataset import MCLPretrainDataset, PretrainSamplingConfig, SamplePlan
+from mcl_video.sampling.spatial import CropBox, CropInfo, MotionFocusedCrop, RandomResizedCropBox
+from mcl_video.sampling.temporal import ClipDraw, MotionFocusedSampler, UniformSampler
+
+__all__ = [
+    "AugmentParams",
+    "ClipAugment",
+    "ClipDraw",
+    "CropBox",
+    "CropInfo",
+    "MCLPretrainDataset",
+    "MotionFocusedCrop",
+    "MotionFocusedSampler",
+    "PretrainSamplingConfig",
+    "RandomResizedCropBox",
+    "SamplePlan",
+    "UniformSampler",
+]
