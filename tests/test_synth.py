@@ -249,3 +249,14 @@ def test_grayscale_has_no_colour_and_options_are_checked(tmp_path):
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="overwrite"):
         make_benchmark(tmp_path / "full", classes=1, train_per_class=1, test_per_class=0, frames=2, size=16)
+
+
+def test_read_split_reads_the_benchmark(tiny):
+    from mcl_video.data import read_split
+
+    root = tiny[0]
+    train = read_split("ucf101", root / "annotations", 1, "train", video_root=root / "videos")
+    test = read_split("ucf101", root / "annotations", 1, "test", video_root=root / "videos")
+    assert len(train) == 4 and len(test) == 2
+    assert [r.label for r in train] == [0, 0, 1, 1] and [r.label for r in test] == [0, 1]
+    assert all(r.class_name == r.path.split("/")[0] for r in train + test)
