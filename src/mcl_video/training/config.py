@@ -51,7 +51,7 @@ class PretrainConfig:
     use_order: bool = True
     use_mal: bool = True
     saliency: str = "gradient"  # gradient | gradcam
-    motion_broken_negatives: bool = False
+    motion_broken_negatives: bool | str = False  # True/"both", "shuffle" or "repeat"
     shuffle_bn: bool = True
     sync_bn: bool = False
     # sampling (METHOD §2, §3)
@@ -114,17 +114,24 @@ def config_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(PretrainConfig)}
 
 
-def _field_type(name: str) -> type:
-    hints = typing.get_type_hints(PretrainConfig)
-    tp = hints[name]
-    if isinstance(tp, types.UnionType):  # e.g. int | None
-        tp = next(a for a in tp.__args__ if a is not type(None))
-    return typing.get_origin(tp) or tp
+def _field_types(name: str) -> list[type]:
+    """The plain types a field accepts, in order (`bool | str` -> [bool, str])."""
+    tp = typing.get_type_hints(PretrainConfig)[name]
+    members = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
+    return [typing.get_origin(a) or a for a in members if a is not type(None)]
+
+
+# names other code bases use for the same settings -> ours (only for did-you-mean hints)
+ALIASES = {"learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "batch": "batch_size",
+           "workers": "num_workers", "arch": "backbone", "model": "backbone", "moco_k": "queue_size",
+           "moco_t": "temperature", "tau": "temperature", "moco_m": "ema", "output_dir": "out",
+           "warmup": "warmup_epochs", "amp": "precision", "accum_iter": "grad_accum"}
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
     names = list(config_fields())
-    close = difflib.get_close_matches(key, names, n=1)
+    close = difflib.get_close_matches(key, names + list(ALIASES), n=1)
+    close = [ALIASES.get(c, c) for c in close]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return ConfigError(f"{source}: unknown config key '{key}'{hint}")
 
@@ -133,30 +140,41 @@ def coerce_value(key: str, value: Any, source: str = "config") -> Any:
     """Convert `value` (a YAML value or a command-line string) to the type of field `key`."""
     if key not in config_fields():
         raise _unknown_key(key, source)
-    tp = _field_type(key)
-    if isinstance(value, str) and tp is not str:
+    tps = _field_types(key)
+    if isinstance(value, str) and tps != [str]:
         try:
             value = yaml.safe_load(value) if value.strip() else value
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: cannot parse {key}={value!r}: {e}") from e
+    for tp in tps:
+        ok, out = _convert(value, tp)
+        if ok:
+            return out
+    names = " or ".join(t.__name__ for t in tps)
+    raise ConfigError(f"{source}: {key}={value!r} is not a valid {names}")
+
+
+def _convert(value: Any, tp: type) -> tuple[bool, Any]:
+    if tp in (int, float) and isinstance(value, str):  # YAML 1.1 reads "2e-3" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return False, None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if tp is bool:
         if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "0", "yes", "no", "on", "off"):
-            return value.lower() in ("1", "yes", "on")
+            return True, value
         if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-    elif tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    elif tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif tp is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    elif tp is str:
-        return "" if value is None else str(value)
+            return True, bool(value)
+    elif tp is float and is_number:
+        return True, float(value)
+    elif tp is int and is_number and float(value).is_integer():
+        return True, int(value)
+    elif tp is str and not isinstance(value, dict | list):
+        return True, "" if value is None else str(value)
     elif tp is dict and isinstance(value, dict):
-        return dict(value)
-    raise ConfigError(f"{source}: {key}={value!r} is not a valid {tp.__name__}")
+        return True, dict(value)
+    return False, None
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""PretrainConfig: shipped YAMLs, typed key=value overrides, unknown keys with a suggestion."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mcl_video.training import ConfigError, PretrainConfig, load_config
+from mcl_video.training.builders import build_model, build_optimizer, feature_grid, model_config
+from mcl_video.training.config import config_from_dict, config_to_dict, parse_overrides, save_run_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = ["ucf101_p3d50.yaml", "k400_p3d50.yaml", "ucf101_r2plus1d18_112.yaml", "demo_cpu.yaml"]
+
+
+def test_release_settings_in_shipped_configs():
+    ucf = load_config(CONFIGS / "ucf101_p3d50.yaml")
+    k400 = load_config(CONFIGS / "k400_p3d50.yaml")
+    for c in (ucf, k400):
+        assert (c.backbone, c.size, c.batch_size, c.queue_size) == ("p3d_resnet50", 224, 8, 131072)
+        assert (c.temperature, c.ema, c.warmup_epochs, c.schedule) == (0.1, 0.999, 5.0, "cosine")
+        assert (c.optimizer, c.momentum, c.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert (ucf.epochs, ucf.lr, ucf.use_order, ucf.dataset) == (200, 0.01, True, "ucf101")
+    assert (k400.epochs, k400.lr, k400.use_order, k400.dataset) == (400, 0.02, False, "kinetics400")
+    r21 = load_config(CONFIGS / "ucf101_r2plus1d18_112.yaml")
+    assert (r21.backbone, r21.size, r21.clip_len) == ("r2plus1d_18", 112, 16)
+    demo = load_config(CONFIGS / "demo_cpu.yaml")
+    assert (demo.backbone, demo.optimizer, demo.lr, demo.schedule) == ("tiny_r2plus1d", "adamw", 1e-3,
+                                                                         "constant")
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_builds_its_model(name):
+    cfg = load_config(CONFIGS / name)
+    small = cfg.backbone == "tiny_r2plus1d"
+    with torch.device("cpu" if small else "meta"):  # large ones: built (structure only), not run
+        model = build_model(cfg)
+    assert model.queue.shape == (cfg.feat_dim, cfg.queue_size)
+    assert model_config(cfg).momentum == cfg.ema
+    optimizer = build_optimizer(cfg, model)
+    assert type(optimizer).__name__.lower() == cfg.optimizer
+    grid = feature_grid(cfg)
+    expected = {"p3d_resnet50": (4, 7, 7), "r2plus1d_18": (2, 7, 7)}.get(cfg.backbone)
+    if expected:  # METHOD §7: 16 x 224 -> 4 x 7 x 7 for the release model
+        assert grid == expected
+    if small:  # small enough to run one training forward/backward
+        cfg.size = 32  # keep the test quick on a shared 2-core machine
+        grid = feature_grid(cfg)
+        b, t, s = 2, cfg.clip_len, cfg.size
+        batch = {k: torch.randn(b, 3, t, s, s) for k in ("q", "k0", "k1", "k2")}
+        batch.update(target=torch.rand(b, *grid), order=torch.tensor([0, 1]), index=torch.tensor([0, 1]))
+        out = model(batch, order_weight=0.5, mal_weight=2.0)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]) and out["loss_mal"] > 0
+
+
+def test_overrides_are_typed_by_field():
+    cfg = load_config(CONFIGS / "demo_cpu.yaml",
+                      ["data=/x/ann", "cache=c", "out=o", "seed=7", "max_steps=12", "epochs=3", "resume=true",
+                       "lr=2e-3", "use_mal=false", "backbone_options={widths: [8, 16]}", "warmup_epochs=1"])
+    got = (cfg.data, cfg.cache, cfg.out, cfg.seed, cfg.max_steps, cfg.epochs)
+    assert got == ("/x/ann", "c", "o", 7, 12, 3)
+    assert cfg.resume is True and cfg.use_mal is False and cfg.lr == 2e-3
+    assert cfg.backbone_options == {"widths": [8, 16]} and cfg.warmup_epochs == 1.0
+    assert parse_overrides(["motion_broken_negatives=shuffle"]) == {"motion_broken_negatives": "shuffle"}
+    assert parse_overrides(["motion_broken_negatives=yes"]) == {"motion_broken_negatives": True}
+    assert parse_overrides(["--data=007"]) == {"data": "007"}  # strings stay strings
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'learning_rat'; did you mean 'lr'"):
+        load_config(None, ["learning_rat=0.1"])
+    with pytest.raises(ConfigError, match=r"command line: unknown config key 'wramup_epochs'; did you mean "
+                                          r"'warmup_epochs'\?"):
+        load_config(None, ["wramup_epochs=2"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_sise: 4\n")
+    expected = r"bad.yaml: unknown config key 'batch_sise'; did you mean 'batch_size'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(bad)
+
+
+def test_bad_values_are_errors():
+    for override, msg in [("seed=abc", "not a valid int"), ("lr=fast", "not a valid float"),
+                          ("resume=maybe", "not a valid bool"), ("optimizer=adam", "not one of sgd, adamw"),
+                          ("batch_size=0", "must be >= 1"), ("seed", "must look like key=value")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [override])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("nope.yaml")
+
+
+def test_round_trip_and_run_folder(tmp_path):
+    cfg = load_config(CONFIGS / "ucf101_p3d50.yaml", ["data=a"])
+    values = config_to_dict(cfg)
+    assert config_from_dict(values) == cfg
+    env = save_run_config(cfg, tmp_path)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == values
+    assert set(env) >= {"git_commit", "python", "packages"} and env["packages"]["torch"]
+    assert PretrainConfig() == config_from_dict(config_to_dict(PretrainConfig()))
