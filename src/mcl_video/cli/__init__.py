@@ -20,6 +20,8 @@ from mcl_video import __version__
 # command name -> module in mcl_video.cli (in the order of the data flow)
 COMMANDS: dict[str, str] = {
     "synth": "synth",
+    "prepare": "prepare",
+    "inspect": "inspect",
 }
 
 

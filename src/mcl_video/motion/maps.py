@@ -69,7 +69,7 @@ def boundary_derivatives(flow_u: np.ndarray, flow_v: np.ndarray) -> np.ndarray:
 def boundary_magnitude(derivatives: np.ndarray) -> np.ndarray:
     """``M_u + M_v`` from (summed) derivatives ``4 x ... `` -> ``...``."""
     d = np.asarray(derivatives)
-    return np.hypot(d[0], d[1]) + np.hypot(d[2], d[3])
+    return np.sqrt(d[0] * d[0] + d[1] * d[1]) + np.sqrt(d[2] * d[2] + d[3] * d[3])
 
 
 def zero_border(field: np.ndarray, border: int) -> np.ndarray:
@@ -121,7 +121,9 @@ def block_means(field: np.ndarray, grid_hw: tuple[int, int],
     top, left, bh, bw = (0.0, 0.0, float(h), float(w)) if box is None else box
     rows = area_weights(h, int(grid_hw[0]), top, bh)
     cols = area_weights(w, int(grid_hw[1]), left, bw)
-    return np.einsum("ih,...hw,jw->...ij", rows, f, cols)
+    lead = f.shape[:-2]
+    out = (f.reshape(-1, w) @ cols.T).reshape(-1, h, cols.shape[0])  # contract the long axis first
+    return (rows @ out).reshape(*lead, rows.shape[0], cols.shape[0])
 
 
 def segment_bounds(n: int, segments: int) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""``mcl prepare ROOT --out CACHE``: compute flow and motion maps once per video (METHOD §1)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mcl_video.motion.cache import CacheSettings
+
+
+def _resize(value: str) -> int | None:
+    return None if value.lower() in ("none", "0", "full") else int(value)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    d = CacheSettings()
+    p = subparsers.add_parser(
+        "prepare",
+        help="build the motion cache (flow -> motion-boundary maps) for a folder of videos",
+        description=(
+            "Compute optical flow and the motion data training needs (per-frame 7x7 maps, clip scores, "
+            "compact motion fields for the alignment target) for every video under ROOT (recursive), "
+            "or, with --dataset, for the train and test lists of an annotation folder ROOT. Resumable: "
+            "a rerun skips finished videos. Exit status 1 when any video failed (see `mcl inspect`)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("root", metavar="ROOT", help="folder of videos, or annotation folder with --dataset")
+    p.add_argument("--out", required=True, metavar="CACHE", help="cache folder (created or resumed)")
+    p.add_argument("--flow", default=d.flow_backend, choices=["dis", "tvl1", "farneback", "raft"],
+                   help="optical-flow backend")
+    p.add_argument("--raft-weights", metavar="PATH", help="local torchvision RAFT weights (--flow raft)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
+    p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
+                   help="compute flow at this short side in pixels (no upscaling); 'none' = full size")
+    p.add_argument("--clip-len", type=int, default=d.clip_len, help="clip length for the clip scores")
+    p.add_argument("--stride", type=int, default=d.stride, help="frame stride of a clip")
+    p.add_argument("--frame-window", type=int, default=d.frame_window,
+                   help="flow frames around each frame for its 7x7 map (the release: 8, Kinetics 4)")
+    p.add_argument("--border", type=int, default=d.border, help="border zeroed in the maps, pixels")
+    p.add_argument("--field-short", type=int, default=d.field_short,
+                   help="short side of the stored motion fields (bytes per frame ~ 4 x its area)")
+    p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],
+                   help="what the cache stores for the alignment target")
+    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400"], help="ROOT is annotations")
+    p.add_argument("--split", type=int, default=1, help="annotation split (with --dataset)")
+    p.add_argument("--video-root", metavar="DIR", help="video folder of the annotations (with --dataset)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from mcl_video.motion.prepare import prepare
+
+    options = {"weights": args.raft_weights} if args.raft_weights else {}
+    if args.flow == "raft" and not options:
+        print("mcl prepare: --flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)",
+              file=sys.stderr)
+        return 2
+    settings = CacheSettings(
+        flow_backend=args.flow, flow_options=options, clip_len=args.clip_len, stride=args.stride,
+        frame_window=args.frame_window, border=args.border, resize_short=args.resize_short,
+        representation=args.representation, field_short=args.field_short,
+    )
+    try:
+        summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
+                          dataset=args.dataset, split=args.split, video_root=args.video_root,
+                          progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"mcl prepare: {err}", file=sys.stderr)
+        return 2
+    print(summary)
+    for path, reason in sorted(summary.failed.items()):
+        print(f"FAILED {path}: {reason}")
+    return 0 if summary.ok else 1

@@ -1,0 +1,284 @@
+"""The on-disk motion cache: what training needs from the flow, computed once by ``prepare``.
+
+Layout of a cache folder (format ``mcl-motion-cache``, version 1)::
+
+    meta.json                 settings (flow backend + options, clip_len, stride, frame window, grid,
+                              border, resize, stored representation) and package versions
+    videos/<video_id>.npz     one uncompressed npz per video (written to a temporary name, then
+                              ``os.replace``d: a killed run never leaves a partial entry)
+    failed/<video_id>.json    {"path", "reason"} for each video that could not be prepared (removed
+                              when a later run prepares it)
+
+A video id is the video's path relative to the prepared root, POSIX separators, without extension
+(``Basketball/v_Basketball_g01_c01``).
+
+Per video (``N`` raw frames, ``F = N - 1`` flow frames):
+
+- ``frame_maps`` float32 ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
+  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends;
+- ``clip_scores`` float32 ``(num_starts,)``, ``num_starts = max(1, N - clip_len * stride + 1)``: the
+  clip score of flow frames ``[s, s + clip_len * stride)`` (truncated at the end);
+- ``fields`` int8 ``K x F x h x w`` and ``scales`` float32 ``K x F``: the motion needed for the
+  alignment target of any crop, at a reduced resolution ``h x w`` (short side ``field_short``),
+  int8 with one scale per field and flow frame (value = int8 * scale). Representation
+  ``derivatives`` (default, K=4): the Prewitt derivatives ``[Kx*u, Ky*u, Kx*v, Ky*v]`` of the
+  full-resolution flow, area-averaged. Sums over frames are linear, so the per-segment sums are exact up
+  to the averaging; the only approximation is that the magnitude is taken after averaging within a
+  reduced pixel (and int8 rounding). Representation ``flow`` (K=2): the area-averaged flow, whose
+  derivatives are taken at read time (blurs boundaries more; kept for comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from mcl_video.motion.maps import (
+    block_means,
+    boundary_derivatives,
+    boundary_magnitude,
+    segment_sums,
+)
+
+FORMAT = "mcl-motion-cache"
+VERSION = 1
+REPRESENTATIONS = {"derivatives": 4, "flow": 2}
+
+
+@dataclass
+class CacheSettings:
+    """Everything that determines a cache's content; stored in ``meta.json``."""
+
+    flow_backend: str = "dis"
+    flow_options: dict = field(default_factory=dict)
+    clip_len: int = 16
+    stride: int = 2
+    frame_window: int = 8
+    grid: tuple[int, int] = (7, 7)
+    border: int = 8
+    resize_short: int | None = 240
+    representation: str = "derivatives"
+    field_short: int = 24
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(int(g) for g in self.grid)
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(f"mcl_video/motion/cache.py: representation must be one of "
+                             f"{sorted(REPRESENTATIONS)}, got {self.representation!r}")
+        if self.clip_len < 1 or self.stride < 1 or self.frame_window < 1 or self.field_short < 2:
+            raise ValueError(f"mcl_video/motion/cache.py: invalid settings {self}")
+
+    @property
+    def span(self) -> int:
+        """Raw frames (and flow frames) one clip covers: ``clip_len * stride``."""
+        return self.clip_len * self.stride
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+
+def num_starts(num_frames: int, span: int) -> int:
+    """Possible clip starts of a video of ``num_frames`` raw frames (at least 1)."""
+    return max(1, int(num_frames) - int(span) + 1)
+
+
+def package_versions() -> dict:
+    import cv2
+    import scipy
+
+    import mcl_video
+
+    return {"mcl_video": mcl_video.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "opencv": cv2.__version__}
+
+
+def video_id_for(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """The video's id: path relative to ``root``, POSIX, without extension."""
+    rel = Path(path).resolve().relative_to(Path(root).resolve())
+    return str(PurePosixPath(*rel.parts).with_suffix(""))
+
+
+def field_hw(frame_hw: tuple[int, int], field_short: int) -> tuple[int, int]:
+    """Stored field size for a processed frame: short side ``field_short``, aspect kept."""
+    h, w = frame_hw
+    s = min(field_short, h, w)
+    if h <= w:
+        return s, max(1, int(round(w * s / h)))
+    return max(1, int(round(h * s / w))), s
+
+
+def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``K x h x w`` float -> (int8 ``K x h x w``, float32 scales ``K``) with ``x ~ q * scale``."""
+    peak = np.abs(x).reshape(x.shape[0], -1).max(axis=1)
+    scales = (peak / 127.0).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float64)
+    q = np.rint(x / safe[:, None, None]).clip(-127, 127).astype(np.int8)
+    return q, scales
+
+
+def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
+    """Create ``root/meta.json`` (or check that an existing cache has the same settings)."""
+    root = Path(root)
+    meta_path = root / "meta.json"
+    wanted = {"format": FORMAT, "version": VERSION, "settings": settings.to_json()}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        old = {k: meta.get(k) for k in wanted}
+        if old != wanted:
+            raise ValueError(f"mcl_video/motion/cache.py: {meta_path} was built with other settings "
+                             f"({old['settings']}) than requested ({wanted['settings']}); use another "
+                             "--out folder or the same options")
+        return meta
+    root.mkdir(parents=True, exist_ok=True)
+    meta = dict(wanted, versions=package_versions())
+    _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def entry_path(root: str | os.PathLike, video_id: str) -> Path:
+    return Path(root) / "videos" / f"{video_id}.npz"
+
+
+def failure_path(root: str | os.PathLike, video_id: str) -> Path:
+    return Path(root) / "failed" / f"{video_id}.json"
+
+
+def write_entry(root: str | os.PathLike, video_id: str, arrays: dict[str, np.ndarray], info: dict) -> Path:
+    """Write one video's entry atomically; clears an old failure record of the video."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, info=np.array(json.dumps(info)), **arrays)
+    path = entry_path(root, video_id)
+    _atomic_write(path, buf.getvalue())
+    failure_path(root, video_id).unlink(missing_ok=True)
+    return path
+
+
+def write_failure(root: str | os.PathLike, video_id: str, path: str, reason: str) -> None:
+    _atomic_write(failure_path(root, video_id), json.dumps({"path": str(path), "reason": reason}).encode())
+
+
+class VideoMotion:
+    """One video's motion data (see the module docstring for the arrays)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], info: dict) -> None:
+        self.num_frames: int = int(info["num_frames"])
+        self.frame_hw: tuple[int, int] = tuple(info["frame_hw"])
+        self.representation: str = info["representation"]
+        self.frame_maps: np.ndarray = arrays["frame_maps"]
+        self.clip_scores: np.ndarray = arrays["clip_scores"]
+        self.fields: np.ndarray = arrays["fields"]
+        self.scales: np.ndarray = arrays["scales"]
+
+    @property
+    def num_flow(self) -> int:
+        return self.fields.shape[1]
+
+    def alignment_target(self, frame_indices, crop: tuple[float, float, float, float],
+                         grid: tuple[int, int, int]) -> np.ndarray:
+        """The §4 target for the flow at ``frame_indices`` inside ``crop``: float32 ``T' x H' x W'``.
+
+        Args:
+            frame_indices: raw frame indices of the clip (flow frame i is i -> i+1; indices past the
+                last flow frame are clamped to it).
+            crop: ``(top, left, height, width)`` in source pixels (no flip; the caller flips).
+            grid: ``(T', H', W')``.
+        """
+        if self.num_flow == 0:
+            raise ValueError("mcl_video/motion/cache.py: this video has a single frame and no flow; "
+                             "drop it from training")
+        idx = np.clip(np.asarray(frame_indices, dtype=np.int64).reshape(-1), 0, self.num_flow - 1)
+        d = self.fields[:, idx].astype(np.float32) * self.scales[:, idx, None, None]
+        if self.representation == "flow":
+            d = boundary_derivatives(d[0], d[1])
+        t, gh, gw = (int(g) for g in grid)
+        mag = boundary_magnitude(segment_sums(d, t))
+        h, w = self.fields.shape[-2:]
+        sy, sx = h / self.frame_hw[0], w / self.frame_hw[1]
+        top, left, ch, cw = crop
+        if ch <= 0 or cw <= 0:
+            raise ValueError(f"mcl_video/motion/cache.py: crop {crop} has no area")
+        box = (top * sy, left * sx, ch * sy, cw * sx)
+        return block_means(mag, (gh, gw), box).astype(np.float32)
+
+
+class MotionCache:
+    """Read side of a motion cache folder written by ``prepare``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"mcl_video/motion/cache.py: {meta_path} not found; build the cache "
+                                    f"with `mcl prepare VIDEO_ROOT --out {self.path}`")
+        self.meta: dict = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+            raise ValueError(f"mcl_video/motion/cache.py: {meta_path} is format "
+                             f"{self.meta.get('format')} v{self.meta.get('version')}, this code reads "
+                             f"{FORMAT} v{VERSION}; rebuild it with `mcl prepare`")
+        self.settings = CacheSettings(**self.meta["settings"])
+        self.clip_len: int = self.settings.clip_len
+        self.stride: int = self.settings.stride
+        self._ids: list[str] | None = None
+
+    def video_ids(self) -> list[str]:
+        """Ids of all complete entries, sorted."""
+        if self._ids is None:
+            base = self.path / "videos"
+            self._ids = sorted(str(PurePosixPath(*p.relative_to(base).with_suffix("").parts))
+                               for p in base.rglob("*.npz")) if base.exists() else []
+        return list(self._ids)
+
+    def __contains__(self, video_id: str) -> bool:
+        return entry_path(self.path, video_id).is_file()
+
+    def __len__(self) -> int:
+        return len(self.video_ids())
+
+    def failures(self) -> dict[str, dict]:
+        """``video_id -> {"path", "reason"}`` for videos that could not be prepared."""
+        base = self.path / "failed"
+        if not base.exists():
+            return {}
+        return {str(PurePosixPath(*p.relative_to(base).with_suffix("").parts)): json.loads(p.read_text())
+                for p in sorted(base.rglob("*.json"))}
+
+    def get(self, video_id: str) -> VideoMotion:
+        path = entry_path(self.path, video_id)
+        if not path.is_file():
+            raise KeyError(f"mcl_video/motion/cache.py: video {video_id!r} is not in the cache {self.path}; "
+                           f"run `mcl prepare` on its video folder (or check the id: relative path, no "
+                           "extension)")
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("frame_maps", "clip_scores", "fields", "scales")}
+            info = json.loads(str(z["info"]))
+        return VideoMotion(arrays, info)
+
+
+def cache_stats(cache: MotionCache) -> dict:
+    """``videos``, ``frames``, ``bytes`` (entry files) and ``bytes_per_frame`` of a cache."""
+    frames = size = 0
+    for vid in cache.video_ids():
+        path = entry_path(cache.path, vid)
+        size += path.stat().st_size
+        with np.load(path) as z:
+            frames += int(json.loads(str(z["info"]))["num_frames"])
+    n = len(cache.video_ids())
+    return {"videos": n, "frames": frames, "bytes": size, "bytes_per_frame": size / max(frames, 1)}
