@@ -14,9 +14,13 @@ from mcl_video.evaluation.probes import (
     linear_probe_svm,
     plot_confusion,
 )
+from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
 from mcl_video.evaluation.retrieval import cosine_similarity, knn_accuracy, retrieval_recall
 
 __all__ = [
+    "PROTOCOLS",
+    "format_table",
+    "run_protocols",
     "EncoderLoadError",
     "EvalClipDataset",
     "FinetuneConfig",
