@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "synth": "synth",
     "prepare": "prepare",
     "inspect": "inspect",
+    "show-tubelets": "show_tubelets",
+    "evaluate": "evaluate",
 }
 
 
