@@ -79,6 +79,8 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` checkpoints (and stale temporary files); returns the deleted."""
     ckpts = list_checkpoints(run_dir)
     doomed = ckpts[: max(0, len(ckpts) - keep)]
+    mine = f".tmp-{os.getpid()}"
+    doomed += [p for p in Path(run_dir).glob(".ckpt-*.pt.tmp-*") if not p.name.endswith(mine)]
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
