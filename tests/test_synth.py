@@ -260,3 +260,15 @@ def test_read_split_reads_the_benchmark(tiny):
     assert len(train) == 4 and len(test) == 2
     assert [r.label for r in train] == [0, 0, 1, 1] and [r.label for r in test] == [0, 1]
     assert all(r.class_name == r.path.split("/")[0] for r in train + test)
+
+
+@pytest.mark.parametrize("options", [{}, dict(sprite_size=(0.25, 0.4), period=(6, 10), pan_speed=0.3)])
+def test_sprite_stays_inside_the_panning_window(options):
+    cfg = SynthConfig(**options)
+    for k in range(len(MOTION_CLASSES)):
+        for i in range(8):
+            video = draw_video(cfg, i, k)
+            tr = {key: np.asarray(v) for key, v in video["trajectory"].items()}
+            r = video["params"]["sprite"]["radius"] * tr["scale"]
+            for pos, cam in ((tr["x"], tr["camera_x"]), (tr["y"], tr["camera_y"])):
+                assert np.all(pos - cam >= r - TOL) and np.all(pos - cam <= cfg.size - r + TOL)

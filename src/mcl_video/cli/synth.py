@@ -26,11 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="output folder (new or empty, unless --overwrite)")
     p.add_argument("--classes", type=int, default=d.classes, help="number of motion classes (1-8)")
-    p.add_argument("--train-per-class", type=int, default=d.train_per_class)
-    p.add_argument("--test-per-class", type=int, default=d.test_per_class)
+    p.add_argument("--train-per-class", type=int, default=d.train_per_class, help="training videos per class")
+    p.add_argument("--test-per-class", type=int, default=d.test_per_class, help="test videos per class")
     p.add_argument("--frames", type=int, default=d.frames, help="frames per video")
     p.add_argument("--size", type=int, default=d.size, help="frame side in pixels (even)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="same seed, same benchmark (frames and files)")
     p.add_argument("--sprite-size", type=float, nargs=2, metavar=("MIN", "MAX"), default=d.sprite_size,
                    help="sprite diameter as a fraction of the frame side")
     p.add_argument("--background-contrast", type=float, default=d.background_contrast,

@@ -227,6 +227,18 @@ def _sprite(rng: np.random.Generator, cfg: SynthConfig, background_level: float)
             **_contrasting_colour(rng, background_level, cfg.grayscale)}
 
 
+def _fit_motion(motion: dict, frames: int, cam: np.ndarray, radius: float, size: int) -> dict:
+    """Shrink amplitude/speed (never below a quarter) so the sprite's path fits the panning window."""
+    off = motion_offsets(motion, frames)
+    room = size - 2 * radius * float(off["scale"].max())
+    spans = [np.ptp(off[d]) + np.ptp(cam[:, k]) for k, d in enumerate(("dx", "dy"))]
+    if motion["class"] == "ScalePulse" or max(spans) <= room:
+        return motion
+    factor = max(0.25, min((room - np.ptp(cam[:, k])) / max(np.ptp(off[d]), 1e-9)
+                           for k, d in enumerate(("dx", "dy")) if spans[k] > room))
+    return {k: (v * factor if k in ("amplitude", "speed") else v) for k, v in motion.items()}
+
+
 def _place_anchor(rng, off: dict, cam: np.ndarray, radius: float, size: int) -> np.ndarray:
     """Scene anchor keeping the sprite inside the moving window at every frame (centred if impossible)."""
     r = radius * off["scale"]
@@ -249,6 +261,7 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
     heading, speed = rng.uniform(0, 2 * math.pi), rng.uniform(0, cfg.pan_speed)
     t = np.arange(cfg.frames) - (cfg.frames - 1) / 2
     cam = margin + t[:, None] * (speed * np.array([math.cos(heading), math.sin(heading)]))[None, :]
+    motion = _fit_motion(motion, cfg.frames, cam, sprite["radius"], cfg.size)
     off = motion_offsets(motion, cfg.frames)
     anchor = _place_anchor(rng, off, cam, sprite["radius"], cfg.size)
     distractors = []
