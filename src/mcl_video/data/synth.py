@@ -217,7 +217,8 @@ def _contrasting_colour(rng: np.random.Generator, background_level: float, grays
     rgb = np.full(3, level) if grayscale else np.clip(rng.random(3) + level - 0.5, 0.0, 1.0)
     rgb = rgb + (level - rgb.mean())  # keep the drawn brightness after clipping
     rgb = np.clip(rgb, 0.0, 1.0)
-    mark = rgb * 0.5 if level > 0.5 else rgb * 0.5 + 0.5
+    away = 0.2 * np.sign(level - background_level)  # shade away from the background where there is room
+    mark = np.clip(rgb + (away if 0.02 <= level + away <= 0.98 else -away), 0.0, 1.0)
     return {"colour": [round(float(c), 4) for c in rgb], "mark_colour": [round(float(c), 4) for c in mark]}
 
 
