@@ -157,3 +157,19 @@ def test_configuration_errors_are_clear(videos, tmp_path):
     with pytest.raises(ValueError, match="no usable training videos"):
         MCLPretrainDataset(root, ["B/missing.mp4"], cache, CFG, GRID)
     shutil.rmtree(tmp_path)
+
+
+def test_show_tubelets_writes_png_and_gif(videos, tmp_path):
+    from PIL import Image
+
+    from mcl_video.sampling.show import resolve_video_id, show_tubelets
+
+    root, cache, _ = videos
+    assert resolve_video_id(root / "A" / "v1.mp4", cache) == (root, "A/v1")
+    with pytest.raises(KeyError, match="mcl prepare"):
+        resolve_video_id(root / "A" / "nothing.mp4", cache)
+    paths = show_tubelets(root / "A" / "v1.mp4", cache, tmp_path, seed=3, frames=2, config={"size": 16})
+    png = Image.open(paths["png"])
+    assert png.size[0] > 400 and png.size[1] > 300
+    gif = Image.open(paths["gif"])
+    assert gif.n_frames == 4 and gif.size == (32, 32)  # the 4-frame query at 16 px, shown 2x

@@ -1,0 +1,41 @@
+"""``mcl show-tubelets VIDEO --cache CACHE --out DIR``: picture one training sample's tubelets."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "show-tubelets",
+        help="draw the motion-focused clips and crops of one training sample (PNG + GIF)",
+        description=(
+            "Sample one MCL training item from VIDEO as pretraining would (METHOD §2-§3) and write "
+            "DIR/tubelets.png (clip-score curve with the three clip starts; frames of each clip with the "
+            "motion map, the motion box B and the crop boxes; the augmented views; the query's alignment "
+            "target) and DIR/query.gif (the query tubelet as the network sees it)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("video", metavar="VIDEO", help="a video file whose motion is in the cache")
+    p.add_argument("--cache", required=True, help="motion cache folder written by `mcl prepare`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample's random draws")
+    p.add_argument("--size", type=int, default=112, help="input size of the augmented views")
+    p.add_argument("--frames", type=int, default=4, help="frames shown per clip")
+    p.add_argument("--uniform", action="store_true", help="plain sampling and cropping (switches off)")
+    return p
+
+
+def run(args) -> int:
+    from mcl_video.motion.cache import MotionCache
+    from mcl_video.sampling.show import show_tubelets
+
+    options = {"size": args.size}
+    if args.uniform:
+        options.update(motion_sampling=False, motion_crop=False)
+    paths = show_tubelets(args.video, MotionCache(args.cache), args.out, seed=args.seed,
+                          frames=args.frames, config=options)
+    for path in paths.values():
+        print(path)
+    return 0
