@@ -100,3 +100,13 @@ def test_round_trip_and_run_folder(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == values
     assert set(env) >= {"git_commit", "python", "packages"} and env["packages"]["torch"]
     assert PretrainConfig() == config_from_dict(config_to_dict(PretrainConfig()))
+
+
+def test_cli_prints_resolved_config_and_rejects_unknown_keys(capsys):
+    from mcl_video.cli import main
+
+    assert main(["pretrain", "--config", str(CONFIGS / "demo_cpu.yaml"), "--print-config", "seed=4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed"] == 4 and printed["backbone"] == "tiny_r2plus1d"
+    assert main(["pretrain", "--config", str(CONFIGS / "demo_cpu.yaml"), "lernrate=1"]) == 2
+    assert "unknown config key 'lernrate'; did you mean 'lr'?" in capsys.readouterr().err

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "prepare",
     "inspect": "inspect",
     "show-tubelets": "show_tubelets",
+    "pretrain": "pretrain",
     "evaluate": "evaluate",
 }
 
