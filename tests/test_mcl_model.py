@@ -1,0 +1,182 @@
+"""The MCL module: terms, queue, masking, gradients, saliency capture and its pitfalls."""
+
+import pytest
+import torch
+from torch import nn
+
+from mcl_video.models import MCL, FeatureCapture, MCLConfig, build_backbone
+from mcl_video.objective import alignment_terms_from_saliency, info_nce_multi_positive, loss_from_terms
+
+CLIP, SIZE = 8, 48  # tiny_r2plus1d grid: 2 x 3 x 3
+
+
+def make_batch(b=4, seed=0, index=None):
+    g = torch.Generator().manual_seed(seed)
+    clip = lambda: torch.randn(b, 3, CLIP, SIZE, SIZE, generator=g)  # noqa: E731
+    grid = build_backbone("tiny_r2plus1d").feature_grid(CLIP, SIZE)
+    return {
+        "q": clip(), "k0": clip(), "k1": clip(), "k2": clip(),
+        "target": torch.rand(b, *grid, generator=g),
+        "order": torch.randint(2, (b,), generator=g),
+        "index": torch.arange(b) if index is None else index,
+    }  # fmt: skip
+
+
+def make_model(backbone_options=None, **options):
+    torch.manual_seed(0)
+    backbone = {"widths": (8, 16, 16, 32), **(backbone_options or {})}
+    return MCL(MCLConfig("tiny_r2plus1d", backbone_options=backbone, queue_size=32, **options))
+
+
+def test_all_terms_forward_backward_finite_gradients_everywhere():
+    model = make_model(motion_broken_negatives=True)
+    out = model(make_batch())
+    for name in ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "mal_flat_loss"):
+        assert torch.isfinite(out[name]) and out[name] > 0, name
+    assert 0 < out["pos_prob"] < 1
+    assert not any(v.requires_grad for n, v in out.items() if n != "loss")
+    out["loss"].backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not bad, f"no finite gradient for {bad[:5]}"
+    assert all(p.grad is None for p in model.encoder_k.parameters())
+    expected = out["loss_inter"] + out["loss_intra"] + out["loss_order"] + out["loss_mal"]
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mal_flat_loss_is_the_loss_of_a_constant_map():
+    batch = make_batch()
+    out = make_model()(batch)
+    ones = torch.ones_like(batch["target"])
+    assert out["mal_flat_loss"].item() == pytest.approx(
+        loss_from_terms(alignment_terms_from_saliency(ones, batch["target"])).item(), abs=1e-6
+    )
+
+
+def test_disabled_terms_report_zero():
+    model = make_model(use_intra=False, use_order=False, use_mal=False)
+    out = model(make_batch())
+    for name in ("loss_intra", "loss_order", "loss_mal", "mal_spatial", "mal_flat_loss"):
+        assert out[name].item() == 0.0, name
+    assert out["loss"].item() == pytest.approx(out["loss_inter"].item())
+    assert set(model.encoder_q.heads) == {"inter"} and model.order_classifier is None
+
+
+def test_queue_pointer_ids_and_stored_keys():
+    model = make_model(use_mal=False)  # queue of 32 slots, 3 x 4 keys per step
+    batch = make_batch()
+    model.eval()  # deterministic BN so the keys can be recomputed
+    with torch.no_grad():
+        keys = model.encoder_k(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))["inter"]
+        model(batch)
+    assert int(model.queue_ptr) == 12
+    assert model.queue_ids.tolist() == [0, 1, 2, 3] * 3 + [-1] * 20
+    assert torch.allclose(model.queue[:, :12].T, keys, atol=1e-6)
+    with torch.no_grad():
+        for _ in range(2):
+            model(make_batch(index=torch.tensor([7, 8, 9, 10])))
+    assert int(model.queue_ptr) == 36 % 32  # wrapped around
+    assert model.queue_ids[:4].tolist() == [7, 8, 9, 10] and model.queue_ids[12:16].tolist() == [7, 8, 9, 10]
+
+
+def test_same_video_masking_excludes_exactly_those_keys():
+    model = make_model(use_intra=False, use_order=False, use_mal=False, shuffle_bn=False).eval()
+    batch = make_batch()
+    ids = torch.full((32,), -1, dtype=torch.long)
+    ids[[1, 5, 9]], ids[[2, 30]] = 0, 3
+    model.queue_ids.copy_(ids)
+    queue = model.queue.clone()
+    with torch.no_grad():
+        q = model.encoder_q(batch["q"])["inter"]
+        keys = model.encoder_k(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))["inter"]
+        out = model(batch)
+    keys = keys.view(3, 4, -1).transpose(0, 1)
+    # sample i: its own video's keys removed from the negatives, every other key kept
+    per_sample = [info_nce_multi_positive(q[[i]], keys[[i]], queue[:, ids != i], 0.1) for i in range(4)]
+    assert out["loss_inter"].item() == pytest.approx(sum(per_sample).item() / 4, rel=1e-5)
+    unmasked = make_model(use_intra=False, use_order=False, use_mal=False, mask_same_video=False).eval()
+    unmasked.load_state_dict(model.state_dict())
+    unmasked.queue.copy_(queue), unmasked.queue_ids.copy_(ids), unmasked.queue_ptr.zero_()
+    with torch.no_grad():
+        assert unmasked(batch)["loss_inter"].item() != pytest.approx(out["loss_inter"].item(), rel=1e-6)
+
+
+def test_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    options = {"widths": (8, 8, 16, 16)}
+    model = MCL(MCLConfig("tiny_r2plus1d", backbone_options=options, queue_size=12, use_order=False))
+    g = torch.Generator().manual_seed(1)
+    batch = {n: torch.randn(4, 3, 4, 32, 32, generator=g) for n in ("q", "k0", "k1", "k2")}
+    batch.update(target=torch.rand(4, 1, 2, 2, generator=g), order=torch.zeros(4), index=torch.arange(4))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(20):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        model.momentum_update()
+        losses.append(out["loss"].item())
+    # step 0 sees the random initial queue; from step 1 on the queue holds this batch's keys
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[1:4]) / 3, losses
+
+
+@pytest.mark.parametrize("saliency", ["gradient", "gradcam"])
+def test_saliency_varies_over_positions(saliency):
+    model = make_model(saliency=saliency)
+    sal = model.saliency_maps(make_batch())
+    assert sal.shape == make_batch()["target"].shape
+    flat = sal.flatten(1)
+    assert (flat.std(dim=1) / flat.mean(dim=1).clamp_min(1e-12) > 0.05).all(), flat
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer4.relu", "layer4.conv2", "layer4.conv2.1"])
+def test_capture_after_bn_or_relu_is_refused(layer):
+    with pytest.raises(ValueError, match="not a convolution output.*flat"):
+        make_model(backbone_options={"alignment_layer": layer})
+
+
+def test_gradient_of_the_pooled_block_output_is_flat():
+    """Why the refusal: d l / d (block output) is constant over positions once pooled (METHOD §4)."""
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny_r2plus1d")
+    x = backbone.forward_features(torch.randn(2, 3, CLIP, SIZE, SIZE))
+    logit = (x.mean(dim=(2, 3, 4)) @ torch.randn(x.shape[1])).sum()
+    grad = torch.autograd.grad(logit, x)[0]
+    assert torch.allclose(grad, grad[:, :, :1, :1, :1].expand_as(grad))
+
+
+def test_capture_survives_in_place_ops_after_the_layer():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(1, 1, 1, bias=False)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y.mul_(3.0)  # an in-place op after the captured conv, like `out += residual`
+            return y.square().sum()
+
+    net, x = Net(), torch.randn(1, 1, 2, 2, 2)
+    cap = FeatureCapture(net, "conv")
+    cap.enabled = True
+    loss = net(x)
+    captured = cap.pop()
+    grad = torch.autograd.grad(loss, captured)[0]
+    assert torch.allclose(grad, 18.0 * captured)  # d/dX (3X)^2 = 18 X, at the conv's output
+
+
+def test_grid_mismatch_and_momentum_update():
+    model = make_model()
+    batch = make_batch()
+    batch["target"] = torch.rand(4, 4, 7, 7)
+    with pytest.raises(ValueError, match="feature_grid"):
+        model(batch)
+    model.config.momentum = 0.5
+    k_before = [p.clone() for p in model.encoder_k.parameters()]
+    with torch.no_grad():
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)
+    model.momentum_update()
+    for p_k, before, p_q in zip(model.encoder_k.parameters(), k_before, model.encoder_q.parameters()):
+        assert torch.allclose(p_k, 0.5 * before + 0.5 * p_q)
