@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from mcl_video.data import find_videos
 from mcl_video.motion.cache import CacheSettings, MotionCache
@@ -79,8 +79,9 @@ def loader_rates(root: Path, cache: MotionCache, samples: int, rounds: int, size
             t_motion += time_items(motion, idx)
             t_plain += time_items(plain, idx)
         n += samples
-    loader = DataLoader(motion, batch_size=4, shuffle=True, num_workers=2,
-                        generator=torch.Generator().manual_seed(0), persistent_workers=False)
+    draws = RandomSampler(motion, replacement=True, num_samples=samples * rounds + 4,
+                          generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(motion, batch_size=4, sampler=draws, num_workers=2)
     seen, start = 0, None
     for batch in loader:  # steady state: the clock starts when the first batch arrives
         if start is None:
