@@ -9,7 +9,8 @@ does before quantising to uint8). Backends (``FLOW_BACKENDS``):
 
 - ``tvl1``: OpenCV Dual TV-L1 (the paper's choice); the release calls
   ``cv2.DualTVL1OpticalFlow_create()`` with OpenCV's defaults on grayscale frames, so do we.
-- ``dis``: OpenCV DIS with a preset (``preset="ultrafast" | "fast" | "medium"``).
+- ``dis``: OpenCV DIS with a preset (``preset="ultrafast" | "fast" | "medium"``; default ``fast``,
+  chosen from the speed/quality tables in BENCHMARKS.md).
 - ``farneback``: OpenCV Farnebäck (polynomial expansion).
 - ``raft``: torchvision RAFT (``raft_small`` / ``raft_large``) from a local weights file
   (``weights=PATH``); nothing is downloaded. Runs batched pairs on the GPU when there is one.
@@ -38,6 +39,8 @@ DIS_PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+# the CPU default (BENCHMARKS.md, flow): >100 fields/s per core at 320x240, EPE within 1.5x of TV-L1
+DIS_DEFAULT_PRESET = "fast"
 FARNEBACK_DEFAULTS = {
     "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
     "flags": 0,
@@ -98,7 +101,7 @@ class _OpenCVFlow:
         if backend == "tvl1":
             self._algo = _configure(cv2.optflow.DualTVL1OpticalFlow_create(), options, backend)
         elif backend == "dis":
-            preset = options.pop("preset", "medium")
+            preset = options.pop("preset", DIS_DEFAULT_PRESET)
             if preset not in DIS_PRESETS:
                 raise ValueError(f"mcl_video/motion/flow.py: unknown DIS preset {preset!r}; "
                                  f"valid: {', '.join(DIS_PRESETS)}")
