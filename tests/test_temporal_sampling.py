@@ -24,12 +24,13 @@ def test_clip_frame_indices_and_num_starts():
     assert s.has_halves(64) and not s.has_halves(63)
 
 
-def test_top_starts_keeps_ceil_fraction_ties_to_earlier():
+def test_top_starts_keeps_ceil_fraction_and_ties():
     scores = np.array([0.0, 5.0, 1.0, 5.0, 3.0, 9.0])
     assert top_starts(np.arange(0, 3), scores, 0.5).tolist() == [1, 2]  # ceil(1.5) = 2
     assert top_starts(np.arange(3, 6), scores, 0.5).tolist() == [3, 5]
     assert top_starts(np.array([0, 2]), scores, 0.01).tolist() == [2]
-    assert top_starts(np.arange(4), np.ones(4), 0.5).tolist() == [0, 1]  # tie -> earlier starts
+    assert top_starts(np.arange(1, 5), scores, 0.25).tolist() == [1, 3]  # tied with the best
+    assert top_starts(np.arange(4), np.ones(4), 0.5).tolist() == [0, 1, 2, 3]  # static: all kept
 
 
 def test_closed_form_single_candidate_per_half():
@@ -65,7 +66,7 @@ def test_exact_table_for_seeded_generator():
     scores = np.array([5, 1, 4, 0, 2, 6, 3, 3, 8, 0, 7, 1, 9], dtype=float)
     first, second = list(range(0, 6)), list(range(6, 13))
     top_first = [0, 2, 5]  # ceil(0.5 * 6) = 3 best of 5,1,4,0,2,6
-    top_second = [6, 8, 10, 12]  # ceil(0.5 * 7) = 4 best of 3,3,8,0,7,1,9 (tie 3,3 -> start 6)
+    top_second = [6, 7, 8, 10, 12]  # ceil(0.5 * 7) = 4 best of 3,3,8,0,7,1,9, plus the tie at 3
     s = MotionFocusedSampler(clip_len=4, stride=2, motion_prob=0.7, top_fraction=0.5)
     assert s.min_frames == 16
     for seed in range(40):

@@ -56,14 +56,16 @@ def clip_frame_indices(start: int, clip_len: int, stride: int) -> np.ndarray:
 
 
 def top_starts(candidates: np.ndarray, scores: np.ndarray, fraction: float) -> np.ndarray:
-    """The ``ceil(fraction * len(candidates))`` candidates with the highest score, in start order.
+    """The candidates scoring at least the ``k``-th highest score, ``k = ceil(fraction * n)``.
 
-    Ties are broken towards the earlier start (stable sort), so the result is deterministic.
+    Starts tied with the ``k``-th score are all kept (so a static video, whose scores are all equal,
+    keeps every start instead of favouring the earliest ones); the result is in start order.
     ``candidates``: ``(n,)`` start indices into ``scores``.
     """
     keep = max(1, math.ceil(fraction * len(candidates)))
-    ranked = np.argsort(-scores[candidates], kind="stable")[:keep]
-    return np.sort(candidates[ranked])
+    values = scores[candidates]
+    threshold = np.sort(values)[::-1][keep - 1]
+    return candidates[values >= threshold]
 
 
 class MotionFocusedSampler:
