@@ -39,8 +39,8 @@ def interior(x: np.ndarray, border: int = 12) -> np.ndarray:
 @pytest.mark.parametrize(
     ("backend", "options", "size", "tol"),
     [
-        ("dis", {}, (96, 128), 0.12),
-        ("dis", {"preset": "fast"}, (96, 128), 0.4),
+        ("dis", {"preset": "medium"}, (96, 128), 0.12),
+        ("dis", {}, (96, 128), 0.4),  # the default preset, "fast"
         ("dis", {"preset": "ultrafast"}, (96, 128), 0.4),
         ("farneback", {}, (96, 128), 0.05),
         ("tvl1", {}, (64, 80), 0.1),
@@ -89,6 +89,13 @@ def test_shapes_stream_and_pair_agree():
     assert len(streamed) == 3 and np.array_equal(streamed[2][1], v[2])
     torch_frames = torch.from_numpy(frames)  # read_clip returns a torch tensor
     np.testing.assert_array_equal(compute_flow(torch_frames, "dis", preset="ultrafast")[0], u)
+
+
+def test_dis_default_preset_is_fast():
+    frames = translated_pair(48, 64, 1.5, 0.5)
+    default = compute_flow(frames, "dis")[0]
+    np.testing.assert_array_equal(default, compute_flow(frames, "dis", preset="fast")[0])
+    assert not np.array_equal(default, compute_flow(frames, "dis", preset="medium")[0])
 
 
 def test_fewer_than_two_frames_give_empty_flow():
