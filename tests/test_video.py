@@ -108,6 +108,27 @@ def test_clip_read_decodes_about_one_gop_not_the_video(videos):
         assert decoded <= 48 - 16, f"{name}: decoded {decoded} frames, expected a seek to frame 16"
 
 
+def test_counting_mode_seeks_only_to_closed_gop_keyframes():
+    # (pts, dts, keyframe) in decode order. MPEG-4 ASP with B-frames in AVI: the keyframe at decode
+    # position 10 has pts 13, and B-frames with pts 11, 12 follow it, so it is displayed at position 12.
+    open_gop = [(1, 0, 1), (4, 1, 0), (2, 2, 0), (3, 3, 0), (7, 4, 0), (5, 5, 0), (6, 6, 0), (10, 7, 0),
+                (8, 8, 0), (9, 9, 0), (13, 10, 1), (11, 11, 0), (12, 12, 0)]
+    assert video_module._counting_seek_points(open_gop) == {0: 0}
+    closed_gop = [(1, 0, 1), (3, 1, 0), (2, 2, 0), (4, 3, 0), (5, 4, 1), (7, 5, 0), (6, 6, 0)]
+    assert video_module._counting_seek_points(closed_gop) == {0: 0, 4: 4}
+    no_pts = [(None, 0, 1), (None, 1, 0), (None, 2, 1)]
+    assert video_module._counting_seek_points(no_pts) == {0: 0, 2: 2}
+
+
+def test_sequential_fallback_when_seeking_misses(videos, monkeypatch):
+    # frames the seeking path does not deliver are read by one sequential pass
+    monkeypatch.setattr(video_module, "_decode_wanted", lambda *args: {})
+    indices = [30, 2, 2, 47, 60]
+    clip = read_clip(videos["vp9.webm"], indices, resize_short=24)
+    assert tuple(clip.shape) == (5, 24, 32, 3)
+    assert frame_ids(clip.numpy()) == [30, 2, 2, 47, 47]
+
+
 def test_resize_short_side_keeps_aspect(videos):
     clip = read_clip(videos["h264_bframes.mp4"], [5, 6], resize_short=24)
     assert tuple(clip.shape) == (2, 24, 32, 3)

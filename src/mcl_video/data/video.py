@@ -105,7 +105,7 @@ def read_clip(
     last = index.info.num_frames - 1
     idx = [min(i, last) for i in idx]
     wanted = sorted(set(idx))
-    with _open(path) as (container, stream):
+    with _OpenVideo(path) as (container, stream):
         frames = _decode_wanted(path, container, stream, index, wanted, resize_short)
     missing = [i for i in wanted if i not in frames]
     if missing:
@@ -122,7 +122,7 @@ def read_clip(
 def iter_frames(path: str | os.PathLike, resize_short: int | None = None) -> Iterator[np.ndarray]:
     """Every frame in order, as ``H x W x 3`` uint8 RGB numpy arrays."""
     _get_index(path)  # raises VideoReadError for truncated files before any frame is yielded
-    with _open(path) as (container, stream):
+    with _OpenVideo(path) as (container, stream):
         reformatter = VideoReformatter()
         try:
             for frame in container.decode(stream):
@@ -154,7 +154,7 @@ def resized_hw(height: int, width: int, resize_short: int | None) -> tuple[int, 
 # opening, converting
 
 
-class _open:
+class _OpenVideo:
     """Context manager: ``(container, first video stream)`` with errors turned into VideoReadError."""
 
     def __init__(self, path: str | os.PathLike):
@@ -219,7 +219,7 @@ def _get_index(path: str | os.PathLike) -> _Index:
 
 def _build_index(path: str | os.PathLike, file_size: int) -> _Index:
     """One demux pass over the first video stream (no decoding)."""
-    with _open(path) as (container, stream):
+    with _OpenVideo(path) as (container, stream):
         fmt = container.format.name
         packets = []  # (pts, dts, keyframe) of non-empty packets in decode order
         try:
@@ -368,8 +368,16 @@ def _decode_run(container, stream, index, todo, frames, next_pos, position_of, c
 
 
 def _sequential_pick(path, wanted: set[int], resize_short) -> dict:
+    """Frames at positions ``wanted`` by counting from the start (only those are converted to RGB)."""
     frames = {}
-    for i, frame in enumerate(iter_frames(path, resize_short)):
-        if i in wanted:
-            frames[i] = frame
+    with _OpenVideo(path) as (container, stream):
+        reformatter = VideoReformatter()
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if i in wanted:
+                    frames[i] = _to_rgb(frame, resize_short, reformatter)
+                    if len(frames) == len(wanted):
+                        break
+        except av.FFmpegError as err:
+            raise VideoReadError(f"{path}: decoding failed ({err}); the file is corrupt") from err
     return frames
