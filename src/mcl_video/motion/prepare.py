@@ -10,6 +10,7 @@ in ``failed/`` with its reason and every other video is still prepared.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections import deque
@@ -260,7 +261,10 @@ def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, wor
             yield _prepare_one(str(out), vid, str(path), settings, None)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+    # spawn, not fork: a forked child of a process whose OpenMP/OpenCV thread pools already ran can hang
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
         futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads)
                    for vid, path in todo.items()]
         for fut in as_completed(futures):

@@ -1,0 +1,108 @@
+"""``prepare`` / ``mcl prepare`` / ``mcl inspect``: failures, resuming, shards, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mcl_video.cli import main
+from mcl_video.motion.cache import CacheSettings, MotionCache, entry_path
+from mcl_video.motion.prepare import parse_shard, prepare, select_shard
+from test_motion_cache import write_moving_square
+
+SETTINGS = CacheSettings(clip_len=4, stride=2, border=2, field_short=12)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    (root / "walk").mkdir()
+    (root / "run").mkdir()
+    write_moving_square(root / "walk" / "v1.avi", frames=24, seed=1)
+    write_moving_square(root / "walk" / "v2.mp4", frames=20, seed=2, speed=(2, 1))
+    write_moving_square(root / "run" / "v3.avi", frames=18, seed=3)
+    return root
+
+
+def _arrays(cache_dir, vid):
+    with np.load(entry_path(cache_dir, vid)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_prepare_folder_and_resume_equals_uninterrupted(videos, tmp_path):
+    full = prepare(videos, tmp_path / "full", SETTINGS, progress=False)
+    assert full.ok and (full.total, full.prepared, full.skipped, full.frames) == (3, 3, 0, 62)
+    ids = MotionCache(tmp_path / "full").video_ids()
+    assert ids == ["run/v3", "walk/v1", "walk/v2"]
+    # a run "killed" after one video, with a half-written temporary file left behind ...
+    part = tmp_path / "part"
+    first = prepare(videos, part, SETTINGS, shard="0/3", progress=False)
+    assert first.prepared == 1
+    (part / "videos" / "walk" / ".v1.npz.tmp-999").parent.mkdir(parents=True, exist_ok=True)
+    (part / "videos" / "walk" / ".v1.npz.tmp-999").write_bytes(b"\x00" * 10)
+    # ... then rerun: skips the finished video, prepares the rest, same content as the full run
+    again = prepare(videos, part, SETTINGS, progress=False)
+    assert (again.prepared, again.skipped) == (2, 1)
+    assert MotionCache(part).video_ids() == ids
+    for vid in ids:
+        a, b = _arrays(tmp_path / "full", vid), _arrays(part, vid)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{vid}:{k}")
+
+
+def test_corrupt_video_is_named_skipped_and_fails_the_run(videos, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(videos, root)
+    (root / "run" / "broken.mp4").write_bytes(b"this is not a video" * 50)
+    good = root / "walk" / "v1.avi"
+    (root / "walk" / "truncated.avi").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    out = tmp_path / "cache"
+    status = main(["prepare", str(root), "--out", str(out), "--clip-len", "4", "--border", "2",
+                   "--no-progress"])
+    printed = capsys.readouterr().out
+    assert status == 1
+    assert "broken.mp4" in printed and "truncated.avi" in printed and "2 failed" in printed
+    assert MotionCache(out).video_ids() == ["run/v3", "walk/v1", "walk/v2"]
+    assert set(MotionCache(out).failures()) == {"run/broken", "walk/truncated"}
+    assert main(["inspect", str(out), "--root", str(root)]) == 0
+    report = capsys.readouterr().out
+    assert "videos           3" in report and "failed           2" in report
+    assert "run/broken" in report and "missing          2" in report and "dis" in report
+
+
+def test_shards_cover_every_video_once():
+    ids = [f"c{i % 3}/v{i:03d}" for i in range(23)]
+    for n in (1, 2, 4, 7):
+        shards = [select_shard(ids, f"{i}/{n}") for i in range(n)]
+        merged = sorted(x for s in shards for x in s)
+        assert merged == sorted(ids)
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert select_shard(ids, "1/4") == select_shard(list(reversed(ids)), (1, 4))
+    for bad in ("4/4", "-1/2", "x", "1/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_workers_pool_matches_in_process(videos, tmp_path):
+    two = prepare(videos, tmp_path / "pool", SETTINGS, workers=2, progress=False)
+    assert two.ok and two.prepared == 3
+    one = prepare(videos, tmp_path / "one", SETTINGS, shard="2/3", progress=False)
+    vid = MotionCache(tmp_path / "one").video_ids()[0]
+    assert one.prepared == 1
+    for k, a in _arrays(tmp_path / "one", vid).items():
+        np.testing.assert_array_equal(a, _arrays(tmp_path / "pool", vid)[k])
+
+
+def test_real_clip_via_cli(shared, tmp_path, capsys):
+    root = tmp_path / "clips"
+    root.mkdir()
+    shutil.copy(shared("data", "clips", "mmaction2_part_0.mp4"), root)
+    out = tmp_path / "cache"
+    assert main(["prepare", str(root), "--out", str(out), "--resize-short", "128", "--no-progress"]) == 0
+    vm = MotionCache(out).get("mmaction2_part_0")
+    assert vm.num_frames == 32 and vm.frame_hw == (256, 340)
+    assert vm.clip_scores.shape == (1,) and vm.fields.shape[1:] == (31, 24, 32)
+    assert np.isfinite(vm.frame_maps).all() and vm.frame_maps.max() > 0
