@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -164,7 +165,7 @@ def test_run_folder_logs_and_checkpoint_contents(tmp_path):
     assert records[0]["mal_weight"] == 2.0 and records[2]["mal_weight"] == 1.0  # warm-up: 2 steps
     assert [r["order_weight"] for r in records] == pytest.approx([0, 1 / 6, 2 / 6])
     for key in ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob", "mal_spatial",
-                "mal_temporal", "mal_spatiotemporal", "mal_flat_loss", "clips_per_s"):
+                "mal_temporal", "mal_spatiotemporal", "mal_flat_loss", "samples_per_s"):
         assert key in records[0]
     assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
     state = load_checkpoint(list_checkpoints(run_dir)[-1])  # weights_only=True
@@ -207,3 +208,21 @@ def test_real_mcl_trains_and_its_checkpoint_loads(tmp_path):
     fresh = MCL(model_config(cfg))
     fresh.load_state_dict(load_checkpoint(list_checkpoints(run_dir)[-1])["model"])  # strict: same keys
     assert torch.equal(fresh.queue, model.queue)
+
+
+def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_gpu.py"
+    spec = importlib.util.spec_from_file_location("pretrain_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--size", "16", "--clip-len", "4",
+                       "--json", str(tmp_path / "rows.json")])
+    assert [r["use_mal"] for r in rows] == [True, False]
+    for r in rows:  # the R(2+1)D-18 config with its real step: finite loss, consistent rates
+        assert r["clip"] == "4x16x16" and r["precision"] == "fp32" and math.isfinite(r["loss"])
+        assert r["clips_per_s"] == pytest.approx(4 * r["samples_per_s"])
+        assert r["samples_per_s"] == pytest.approx(2 / (r["ms_per_step"] / 1000))
+    assert json.loads((tmp_path / "rows.json").read_text())["device"] == "CPU"

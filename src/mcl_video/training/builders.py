@@ -41,7 +41,9 @@ def feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
     """`(T', H', W')` of the backbone's alignment layer for the config's clip length and size."""
     from mcl_video.models import build_backbone
 
-    backbone = build_backbone(config.backbone, **config.backbone_options)
+    options = {k: v for k, v in config.backbone_options.items() if k != "weights"}
+    with torch.device("meta"):  # the grid is analytic: build the structure only, no weights
+        backbone = build_backbone(config.backbone, **options)
     return tuple(backbone.feature_grid(config.clip_len, config.size))
 
 

@@ -3,7 +3,7 @@
 Every `log_every` steps (and at the last step) the step's metrics are averaged over ranks (a collective:
 every rank calls `step`), then the main rank writes one JSON line and one TensorBoard scalar per metric
 (`train/<name>`): every loss term, the LR, the loss weights, pos_prob, the three MAL cosines,
-mal_flat_loss, steps/s and clips/s.
+mal_flat_loss, steps/s and samples/s (a sample is one query clip and its three key clips).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
 
 class MetricLogger:
     def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
-                 clips_per_step: int):
+                 samples_per_step: int):
         self.is_main, self.final_step = is_main, final_step
-        self.log_every, self.clips_per_step = config.log_every, clips_per_step
+        self.log_every, self.samples_per_step = config.log_every, samples_per_step
         self.bar = self.writer = self.jsonl = None
         self._step_times: list[float] = []
         if not is_main:
@@ -54,7 +54,7 @@ class MetricLogger:
         per_step = sum(self._step_times) / len(self._step_times)
         self._step_times.clear()
         values["steps_per_s"] = 1.0 / max(per_step, 1e-12)
-        values["clips_per_s"] = values["steps_per_s"] * self.clips_per_step
+        values["samples_per_s"] = values["steps_per_s"] * self.samples_per_step
         if not self.is_main:
             return
         record = {"step": step, "epoch": epoch, "time": round(time.time(), 3), **values}

@@ -254,7 +254,7 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
         if env.is_main and env.device.type == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
             print(TCMALLOC_HINT, flush=True)
         logger = MetricLogger(run.run_dir, env.is_main, run.step, run.final_step, config,
-                              clips_per_step=config.batch_size * config.grad_accum * env.world_size)
+                              samples_per_step=config.batch_size * config.grad_accum * env.world_size)
         try:
             _train(run, dataset, logger)
         finally:

@@ -1,0 +1,110 @@
+"""Pretraining throughput of the real engine step, with and without the motion alignment loss (MAL).
+
+Runs `steps` optimizer steps of configs/ucf101_r2plus1d18_112.yaml (R(2+1)D-18, 16 x 112 x 112, AMP bf16
+by default) on one synthetic batch kept in device memory (no decoding: this measures the model, the loss
+and the optimizer), first with use_mal=true then use_mal=false, after `--warmup` untimed steps.
+Prints samples/s (a sample = the query clip + 3 key clips), clips/s (4 x samples/s), ms/step and the
+peak allocated GPU memory (torch.cuda.max_memory_allocated).
+
+    python benchmarks/pretrain_gpu.py                          # on a GPU: 20 steps, batch 16
+    python benchmarks/pretrain_gpu.py --device cpu --steps 2   # smoke run on a CPU (small batch/clips)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mcl_video.training.builders import build_model, build_optimizer, feature_grid
+from mcl_video.training.config import load_config
+from mcl_video.training.distributed import DistEnv, ResumableShardSampler
+from mcl_video.training.loop import Run, train_step
+from mcl_video.training.schedule import build_schedule
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucf101_r2plus1d18_112.yaml"
+
+
+def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
+    """One collated batch: `q, k0, k1, k2` B x 3 x T x H x W, `target` B x T' x H' x W', order, index."""
+    g = torch.Generator().manual_seed(0)
+    out = {k: torch.randn(batch, 3, clip_len, size, size, generator=g) for k in ("q", "k0", "k1", "k2")}
+    out.update(target=torch.rand(batch, *grid, generator=g), order=torch.arange(batch) % 2,
+               index=torch.arange(batch))
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def measure(overrides: list[str], steps: int, warmup: int, device: torch.device) -> dict:
+    cfg = load_config(CONFIG, overrides + [f"device={device.type}", "epochs=1"])
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
+    schedule = build_schedule(cfg, steps + warmup)
+    run = Run(cfg, env, Path("."), model, model, build_optimizer(cfg, model),
+              torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"), schedule,
+              ResumableShardSampler(cfg.batch_size, cfg.batch_size), final_step=schedule.total_steps)
+    batches = itertools.repeat(synthetic_batch(cfg.batch_size, cfg.clip_len, cfg.size, feature_grid(cfg),
+                                               device))
+    for _ in range(warmup):
+        train_step(run, batches)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        metrics = train_step(run, batches)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    samples = cfg.batch_size * steps / seconds
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"use_mal": cfg.use_mal, "batch": cfg.batch_size, "clip": f"{cfg.clip_len}x{cfg.size}x{cfg.size}",
+            "precision": cfg.precision, "steps": steps, "ms_per_step": 1000 * seconds / steps,
+            "samples_per_s": samples, "clips_per_s": 4 * samples, "peak_gib": peak,
+            "loss": metrics["loss"]}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 GPU, 1 CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="per step (default 16 GPU, 2 CPU)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="default bf16 on CUDA (the config's AMP setting), fp32 on CPU")
+    p.add_argument("--clip-len", type=int, default=None, help="default 16 (GPU), 8 (CPU)")
+    p.add_argument("--size", type=int, default=None, help="default 112 (GPU), 32 (CPU)")
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("no CUDA device: use --device cpu for a smoke run")
+    cpu = args.device == "cpu"
+    overrides = [f"batch_size={args.batch_size or (2 if cpu else 16)}",
+                 f"clip_len={args.clip_len or (8 if cpu else 16)}",
+                 f"size={args.size or (32 if cpu else 112)}"]
+    if cpu:
+        overrides.append("queue_size=4096")
+    # bf16 autocast on a CPU without bf16 units is emulated: a 2-step smoke run took minutes
+    overrides.append(f"precision={args.precision or ('fp32' if cpu else 'bf16')}")
+    warmup = args.warmup if args.warmup is not None else (1 if cpu else 3)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if not cpu else "CPU"
+    rows = [measure(overrides + [f"use_mal={mal}"], args.steps, warmup, device) for mal in ("true", "false")]
+    print(f"device: {name}; torch {torch.__version__}; config {CONFIG.name}; {' '.join(overrides)}")
+    print("| MAL | batch | clip | precision | steps | ms/step | samples/s | clips/s | peak GPU GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {'on' if r['use_mal'] else 'off'} | {r['batch']} | {r['clip']} | {r['precision']} | "
+              f"{r['steps']} | {r['ms_per_step']:.1f} | {r['samples_per_s']:.2f} | {r['clips_per_s']:.2f} | "
+              f"{r['peak_gib']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
