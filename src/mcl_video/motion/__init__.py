@@ -1,5 +1,6 @@
 """mcl_video.motion: optical flow, motion-boundary maps (METHOD §1, §3, §4), the motion cache."""
 
+from mcl_video.motion.cache import CacheSettings, MotionCache, VideoMotion
 from mcl_video.motion.flow import FLOW_BACKENDS, FlowEstimator, compute_flow, read_flo
 from mcl_video.motion.maps import (
     alignment_target,
@@ -8,8 +9,14 @@ from mcl_video.motion.maps import (
     motion_box,
     window_map,
 )
+from mcl_video.motion.prepare import PrepareSummary, prepare
 
 __all__ = [
+    "CacheSettings",
+    "MotionCache",
+    "PrepareSummary",
+    "VideoMotion",
+    "prepare",
     "FLOW_BACKENDS",
     "FlowEstimator",
     "alignment_target",

@@ -100,7 +100,7 @@ def package_versions() -> dict:
 
 def video_id_for(path: str | os.PathLike, root: str | os.PathLike) -> str:
     """The video's id: path relative to ``root``, POSIX, without extension."""
-    rel = Path(path).resolve().relative_to(Path(root).resolve())
+    rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
     return str(PurePosixPath(*rel.parts).with_suffix(""))
 
 

@@ -145,7 +145,8 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings,
     if acc is None:  # a single frame: no flow at all
         acc = _MotionAccumulator(settings, (info.height, info.width))
     arrays, n = acc.finish()
-    meta = {"num_frames": n, "frame_hw": [info.height, info.width], "flow_hw": list(acc.hw),
+    meta = {"num_frames": n, "frame_hw": [info.height, info.width], "flow_hw": [int(x) for x in acc.hw],
+            "resize_short": resize,
             "representation": settings.representation}
     return arrays, meta
 

@@ -1,0 +1,178 @@
+"""Benchmark ``mcl prepare`` and the motion cache.
+
+    python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants]
+
+Reports (markdown rows on stdout):
+1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
+   videos/s, frames/s, bytes per frame (all videos, and for the 320x240 UCF101 clips);
+2. fidelity: Pearson correlation between alignment targets read from the cache and exact targets from
+   full-resolution float flow (same backend), 16 frames at stride 2, random crops, grid 4x7x7;
+3. read latency of one training sample's motion data (``cache.get`` + frame maps of 3 clips + one
+   alignment target);
+4. with ``--variants``: the same correlation and the bytes per frame for other stored representations
+   and flow resolutions, on the two UCF101 clips (how the defaults were chosen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mcl_video.cli import main as mcl
+from mcl_video.data import read_clip, read_video_info
+from mcl_video.motion import alignment_target
+from mcl_video.motion.cache import CacheSettings, MotionCache, cache_stats, entry_path
+from mcl_video.motion.flow import FlowEstimator
+from mcl_video.motion.prepare import prepare
+
+GRID = (4, 7, 7)
+
+
+def exact_flow(path: Path, idx: np.ndarray, resize_short: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Float DIS flow i -> i+1 at the sampled frames only: ``16 x H x W`` each."""
+    n = read_video_info(path).num_frames
+    frames = read_clip(path, np.concatenate([idx, np.minimum(idx + 1, n - 1)]), resize_short).numpy()
+    est = FlowEstimator("dis")
+    flows = [est.pair(frames[i], frames[i + len(idx)]) for i in range(len(idx))]
+    return np.stack([f[0] for f in flows]), np.stack([f[1] for f in flows])
+
+
+def _exact_target(path, idx, crop, frame_hw, resize_short):
+    u, v = exact_flow(path, idx, resize_short)
+    sy, sx = u.shape[1] / frame_hw[0], u.shape[2] / frame_hw[1]
+    top, left, ch, cw = crop
+    t, l, h, w = (int(round(x)) for x in (top * sy, left * sx, ch * sy, cw * sx))
+    return alignment_target(u[:, t:t + h, l:l + w], v[:, t:t + h, l:l + w], GRID)
+
+
+def correlations(cache_dir: Path, paths: dict[str, Path], crops: int, seed: int = 0) -> dict[str, list]:
+    """Per video and random crop: (corr vs exact at the cache's flow size, corr vs exact at source size)."""
+    cache = MotionCache(cache_dir)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    for vid, path in paths.items():
+        vm = cache.get(vid)
+        h, w = vm.frame_hw
+        with np.load(entry_path(cache_dir, vid)) as z:
+            resize = json.loads(str(z["info"])).get("resize_short")
+        out[vid] = []
+        for _ in range(crops):
+            start = int(rng.integers(0, max(1, vm.num_frames - 32)))
+            idx = np.minimum(start + 2 * np.arange(16), vm.num_frames - 2)
+            area, aspect = rng.uniform(0.2, 1.0) * h * w, np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            ch, cw = min(h, int(round(np.sqrt(area / aspect)))), min(w, int(round(np.sqrt(area * aspect))))
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            approx = vm.alignment_target(idx, (top, left, ch, cw), GRID).ravel()
+            same = _exact_target(path, idx, (top, left, ch, cw), (h, w), resize).ravel()
+            crop = (top, left, ch, cw)
+            full = same if resize is None else _exact_target(path, idx, crop, (h, w), None).ravel()
+            out[vid].append((float(np.corrcoef(same, approx)[0, 1]), float(np.corrcoef(full, approx)[0, 1])))
+    return out
+
+
+def read_latency(cache_dir: Path, repeats: int = 50) -> float:
+    """Median ms for one sample: get + mean 7x7 map of 3 clips + one alignment target."""
+    cache = MotionCache(cache_dir)
+    ids = cache.video_ids()
+    rng = np.random.default_rng(0)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        vm = cache.get(ids[r % len(ids)])
+        starts = rng.integers(0, max(1, vm.num_frames - 32), size=3)
+        _ = [vm.frame_maps[np.minimum(s + 2 * np.arange(16), vm.num_frames - 1)].mean(0) for s in starts]
+        h, w = vm.frame_hw
+        vm.alignment_target(starts[0] + 2 * np.arange(16), (0, 0, h * 0.7, w * 0.7), GRID)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def run_cli(root: Path, out: Path, extra: list[str]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    status = mcl(["prepare", str(root), "--out", str(out), "--no-progress", *extra])
+    return status, time.perf_counter() - t0
+
+
+def bytes_per_frame(cache_dir: Path, ids: list[str]) -> float:
+    cache = MotionCache(cache_dir)
+    size = sum(entry_path(cache_dir, i).stat().st_size for i in ids)
+    return size / sum(cache.get(i).num_frames for i in ids)
+
+
+def bench_clips(clips: Path, tmp: Path, crops: int) -> None:
+    out = tmp / "clips_cache"
+    status, secs = run_cli(clips, out, [])
+    stats = cache_stats(MotionCache(out))
+    ucf = [i for i in MotionCache(out).video_ids() if i.startswith("v_") and i.endswith("_c01")]
+    print(f"\nmcl prepare {clips} (dis, defaults): exit {status}, {stats['videos']} videos, "
+          f"{stats['frames']} frames in {secs:.1f} s = {stats['videos'] / secs:.2f} videos/s, "
+          f"{stats['frames'] / secs:.1f} frames/s; {stats['bytes_per_frame']:.0f} B/frame overall, "
+          f"{bytes_per_frame(out, ucf):.0f} B/frame on the 320x240 UCF101 clips")
+    print(f"read latency per training sample: {read_latency(out):.2f} ms (median)")
+    paths = {i: p for i in MotionCache(out).video_ids() for p in clips.glob(i + ".*")}
+    corr = correlations(out, paths, crops)
+    print("\n| clip | corr. vs exact at the cached flow size | corr. vs exact at source size |\n"
+          "| --- | --- | --- |")
+    for vid, c in corr.items():
+        print(f"| {vid} | {', '.join(f'{x[0]:.3f}' for x in c)} | {', '.join(f'{x[1]:.3f}' for x in c)} |")
+    for k, name in ((0, "cached flow size"), (1, "source size")):
+        allc = [x[k] for c in corr.values() for x in c]
+        print(f"all {len(allc)} crops vs exact at {name}: mean {np.mean(allc):.3f}, median "
+              f"{np.median(allc):.3f}, min {np.min(allc):.3f}")
+
+
+def bench_variants(clips: Path, tmp: Path, crops: int) -> None:
+    root = tmp / "ucf"
+    root.mkdir()
+    for name in ("v_ApplyEyeMakeup_g01_c01.avi", "v_BaseballPitch_g01_c01.avi"):
+        os.symlink(clips / name, root / name)
+    paths = {p.stem: p for p in root.iterdir()}
+    print("\n| stored, short side | flow short side | B/frame | corr mean | corr min | prepare s |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    variants = [("derivatives", 24, 240), ("flow", 34, 240), ("derivatives", 16, 240),
+                ("derivatives", 32, 240), ("derivatives", 24, 128)]
+    for rep, short, resize in variants:
+        out = tmp / f"v_{rep}_{short}_{resize}"
+        t0 = time.perf_counter()
+        prepare(root, out, CacheSettings(representation=rep, field_short=short, resize_short=resize),
+                progress=False)
+        secs = time.perf_counter() - t0
+        c = [x[1] for v in correlations(out, paths, crops).values() for x in v]
+        print(f"| {rep} {short} | {resize} | {bytes_per_frame(out, list(paths)):.0f} | {np.mean(c):.3f} | "
+              f"{np.min(c):.3f} | {secs:.1f} |")
+
+
+def bench_synth(tmp: Path) -> None:
+    from mcl_video.data.synth import make_benchmark
+
+    bench = make_benchmark(tmp / "synth", classes=4, train_per_class=4, test_per_class=1, workers=1)
+    status, secs = run_cli(bench / "videos", tmp / "synth_cache", [])
+    stats = cache_stats(MotionCache(tmp / "synth_cache"))
+    print(f"\nmcl prepare built-in benchmark (4 classes x 5 videos, 48 frames, 96 px): exit {status}, "
+          f"{stats['videos'] / secs:.2f} videos/s, {stats['frames'] / secs:.1f} frames/s, "
+          f"{stats['bytes_per_frame']:.0f} B/frame")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("/work/shared/data/clips"))
+    parser.add_argument("--crops", type=int, default=3, help="random crops per video for the correlation")
+    parser.add_argument("--synth", action="store_true", help="also prepare a small built-in benchmark")
+    parser.add_argument("--variants", action="store_true", help="compare stored representations")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_clips(args.clips, Path(tmp), args.crops)
+        if args.synth:
+            bench_synth(Path(tmp))
+        if args.variants:
+            bench_variants(args.clips, Path(tmp), args.crops)
+
+
+if __name__ == "__main__":
+    main()
