@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import yaml
@@ -48,5 +49,6 @@ def run(args) -> int:
     except (ConfigError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
-    print(f"run folder: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {run_dir}")
     return 0

@@ -61,6 +61,7 @@ def dataset_options(config: PretrainConfig) -> dict:
         "size": config.size,
         "motion_sampling": config.motion_sampling,
         "motion_crop": config.motion_crop,
+        "seed": config.seed,  # every draw of an item comes from (seed, epoch, index)
         **config.sampling_options,
     }
 

@@ -9,6 +9,7 @@ Per optimizer step: set the step's LR, run `grad_accum` micro-batches through
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import random
@@ -110,10 +111,18 @@ def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, o
     if config.resume:
         _resume(run)
     if env.distributed:
-        run.net = DistributedDataParallel(
-            model, device_ids=[env.device] if env.device.type == "cuda" else None,
-            broadcast_buffers=False, find_unused_parameters=_needs_unused_parameter_search(config))
+        run.net = wrap_ddp(model, env, _needs_unused_parameter_search(config))
     return run, dataset
+
+
+def wrap_ddp(model: torch.nn.Module, env: DistEnv, find_unused: bool) -> DistributedDataParallel:
+    """DDP that syncs parameters and buffers (queue, EMA encoder) from rank 0 once, at construction,
+    but not before every forward (the 131072-key queue would be broadcast each step)."""
+    no_forward_sync = ({"forward_sync_buffers": False}
+                       if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})  # torch < 2.14
+    return DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused, **no_forward_sync)
 
 
 def _resume(run: Run) -> None:
