@@ -38,8 +38,9 @@ def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
     return {k: v.to(device) for k, v in out.items()}
 
 
-def measure(overrides: list[str], steps: int, warmup: int, device: torch.device) -> dict:
-    cfg = load_config(CONFIG, overrides + [f"device={device.type}", "epochs=1"])
+def measure(overrides: list[str], steps: int, warmup: int, device: torch.device,
+            config: Path = CONFIG) -> dict:
+    cfg = load_config(config, overrides + [f"device={device.type}", "epochs=1"])
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
@@ -78,23 +79,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="default bf16 on CUDA (the config's AMP setting), fp32 on CPU")
     p.add_argument("--clip-len", type=int, default=None, help="default 16 (GPU), 8 (CPU)")
     p.add_argument("--size", type=int, default=None, help="default 112 (GPU), 32 (CPU)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="another config (e.g. configs/demo_cpu.yaml); keeps its batch/clip/size unless given")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device: use --device cpu for a smoke run")
     cpu = args.device == "cpu"
-    overrides = [f"batch_size={args.batch_size or (2 if cpu else 16)}",
-                 f"clip_len={args.clip_len or (8 if cpu else 16)}",
-                 f"size={args.size or (32 if cpu else 112)}"]
-    if cpu:
-        overrides.append("queue_size=4096")
+    given = {"batch_size": args.batch_size, "clip_len": args.clip_len, "size": args.size}
+    defaults = {"batch_size": 2, "clip_len": 8, "size": 32} if cpu else {"batch_size": 16, "clip_len": 16,
+                                                                         "size": 112}
+    if args.config is None:  # the R(2+1)D-18 config: small inputs on a CPU
+        given = {k: v or defaults[k] for k, v in given.items()}
+        given["queue_size"] = 4096 if cpu else None
+    overrides = [f"{k}={v}" for k, v in given.items() if v is not None]
     # bf16 autocast on a CPU without bf16 units is emulated: a 2-step smoke run took minutes
     overrides.append(f"precision={args.precision or ('fp32' if cpu else 'bf16')}")
     warmup = args.warmup if args.warmup is not None else (1 if cpu else 3)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if not cpu else "CPU"
-    rows = [measure(overrides + [f"use_mal={mal}"], args.steps, warmup, device) for mal in ("true", "false")]
-    print(f"device: {name}; torch {torch.__version__}; config {CONFIG.name}; {' '.join(overrides)}")
+    config = args.config or CONFIG
+    rows = [measure(overrides + [f"use_mal={mal}"], args.steps, warmup, device, config)
+            for mal in ("true", "false")]
+    print(f"device: {name}; torch {torch.__version__}; config {config.name}; {' '.join(overrides)}")
     print("| MAL | batch | clip | precision | steps | ms/step | samples/s | clips/s | peak GPU GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
