@@ -85,6 +85,16 @@ def all_reduce_min(value: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def any_rank(flag: bool) -> bool:
+    """True when `flag` is true on any rank (collective under a process group)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return bool(flag)
+    backend_cuda = dist.get_backend() == "nccl"
+    t = torch.tensor([int(flag)], device="cuda" if backend_cuda else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def all_gather_objects(obj) -> list:
     """`[obj_rank0, obj_rank1, ...]` (pickled through the process group; `[obj]` at world size 1)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):

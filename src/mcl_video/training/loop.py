@@ -35,6 +35,7 @@ from mcl_video.training.distributed import (
     init_distributed,
 )
 from mcl_video.training.logger import MetricLogger
+from mcl_video.training.preempt import StopOnSignal
 from mcl_video.training.schedule import TrainingSchedule, build_schedule
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoad
     )
 
 
-def _train(run: Run, dataset, logger: MetricLogger) -> None:
+def _train(run: Run, dataset, logger: MetricLogger, stop: StopOnSignal) -> None:
     spe, cfg = run.schedule.steps_per_epoch, run.config
     while run.step < run.final_step:
         epoch, step_in_epoch = divmod(run.step, spe)
@@ -246,6 +247,11 @@ def _train(run: Run, dataset, logger: MetricLogger) -> None:
             t0 = time.perf_counter()
             metrics = train_step(run, batches)
             logger.step(run.step, epoch, metrics, time.perf_counter() - t0)
+            if stop.requested():  # the checkpoint is written by pretrain() on the way out
+                if run.env.is_main:
+                    log.warning("received %s: stopping after step %d; continue with resume=true",
+                                stop.received or "a stop signal on another rank", run.step)
+                return
             if run.step % cfg.checkpoint_every == 0 and run.step < run.final_step:
                 save_state(run)
 
@@ -265,7 +271,8 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
         logger = MetricLogger(run.run_dir, env.is_main, run.step, run.final_step, config,
                               samples_per_step=config.batch_size * config.grad_accum * env.world_size)
         try:
-            _train(run, dataset, logger)
+            with StopOnSignal() as stop:
+                _train(run, dataset, logger, stop)
         finally:
             logger.close()
         if run.saved_step != run.step:  # always one checkpoint at the end
