@@ -176,7 +176,7 @@ def test_run_folder_logs_and_checkpoint_contents(tmp_path):
 
 def test_non_finite_loss_stops_without_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path, max_steps=5, checkpoint_every=1, keep_checkpoints=5)
-    with pytest.raises(NonFiniteLossError, match=r"step 2: term\(s\) loss, loss_mal"):
+    with pytest.raises(NonFiniteLossError, match=r"step 3: term\(s\) loss = nan, loss_mal = nan"):
         _run(cfg, nan_at_call=3)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000001.pt", "ckpt-00000002.pt"]
 
@@ -244,3 +244,22 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path):
     pretrain(cfg, model=SignalledMCL(), dataset=ToyClips())
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000002.pt"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored
+
+
+def test_resume_is_exact_with_the_real_mcl(tmp_path):
+    # shuffle-BN permutations, BN statistics, EMA encoder, queue ids and Adam moments all continue exactly
+    from mcl_video.training.builders import build_model, feature_grid
+
+    def run(sub, **kw):
+        cfg = real_config(tmp_path / sub, optimizer="adamw", lr=1e-3, **kw)
+        torch.manual_seed(0)
+        return pretrain(cfg, model=build_model(cfg), dataset=ToyClips(12, 8, 32, feature_grid(cfg)))
+
+    full = load_checkpoint(list_checkpoints(run("a", max_steps=4))[-1])
+    run("b", max_steps=2)
+    resumed = load_checkpoint(list_checkpoints(run("b", max_steps=4, resume=True))[-1])
+    assert {"queue", "queue_ids", "queue_ptr", "encoder_k.backbone.stem.0.weight"} <= set(full["model"])
+    for k, v in full["model"].items():
+        assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-6), k
+    moments = zip(full["optimizer"]["state"].values(), resumed["optimizer"]["state"].values())
+    assert all(torch.allclose(a["exp_avg"], b["exp_avg"], atol=1e-6) for a, b in moments)

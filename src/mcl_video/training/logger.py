@@ -21,8 +21,8 @@ SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
 
 class MetricLogger:
     def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
-                 samples_per_step: int):
-        self.is_main, self.final_step = is_main, final_step
+                 samples_per_step: int, device: torch.device | str = "cpu"):
+        self.is_main, self.final_step, self.device = is_main, final_step, torch.device(device)
         self.log_every, self.samples_per_step = config.log_every, samples_per_step
         self.bar = self.writer = self.jsonl = None
         self._step_times: list[float] = []
@@ -49,7 +49,9 @@ class MetricLogger:
         if step % self.log_every and step != self.final_step:
             return
         names = sorted(metrics)
-        mean = all_reduce_mean(torch.tensor([metrics[k] for k in names], dtype=torch.float64))
+        # on the training device: NCCL reduces CUDA tensors only
+        local = torch.tensor([metrics[k] for k in names], dtype=torch.float64, device=self.device)
+        mean = all_reduce_mean(local).cpu()
         values = dict(zip(names, mean.tolist()))
         per_step = sum(self._step_times) / len(self._step_times)
         self._step_times.clear()

@@ -177,19 +177,21 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _check_finite(out: dict, step: int) -> None:
-    """Stop every rank when any loss term is NaN/inf; the message names the term and the step."""
+def _check_finite(out: dict, step: int) -> dict[str, float]:
+    """The loss terms as floats (one device sync); stops every rank when any is NaN/inf, naming the term
+    and the step (1-based, as in metrics.jsonl)."""
     names = [k for k in LOSS_TERMS if k in out]
     values = torch.stack([out[k].detach().float().reshape(()) for k in names])
     finite = torch.isfinite(values)
     ok = all_reduce_min(finite.all().to(torch.int32).reshape(1))
+    floats = values.tolist()
     if int(ok.item()) == 1:
-        return
-    bad = [n for n, f in zip(names, finite.tolist()) if not f]
-    where = f"term(s) {', '.join(bad)} = {values[~finite].tolist()}" if bad else "a term on another rank"
+        return dict(zip(names, floats))
+    bad = [f"{n} = {v}" for n, v, f in zip(names, floats, finite.tolist()) if not f]
+    where = f"term(s) {', '.join(bad)}" if bad else "a term on another rank"
     raise NonFiniteLossError(
-        f"non-finite loss at step {step}: {where}. No checkpoint was written from this state; resume from "
-        "the last one with a lower lr, precision=fp32 or a longer warm-up")
+        f"non-finite loss at step {step + 1}: {where}. No checkpoint was written from this state; resume "
+        "from the last one (resume=true) with a lower lr, precision=fp32 or a longer warm-up")
 
 
 def train_step(run: Run, batches) -> dict[str, float]:
@@ -208,11 +210,10 @@ def train_step(run: Run, batches) -> dict[str, float]:
         with sync:
             with autocast_context(cfg, run.env.device):
                 out = run.net(batch, **weights)
-            _check_finite(out, step)
+            terms = _check_finite(out, step)
             run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
-        for k in LOSS_TERMS:
-            if k in out:
-                sums[k] = sums.get(k, 0.0) + float(out[k].detach().float()) / cfg.grad_accum
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
     if cfg.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
@@ -269,7 +270,8 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
         if env.is_main and env.device.type == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
             print(TCMALLOC_HINT, flush=True)
         logger = MetricLogger(run.run_dir, env.is_main, run.step, run.final_step, config,
-                              samples_per_step=config.batch_size * config.grad_accum * env.world_size)
+                              samples_per_step=config.batch_size * config.grad_accum * env.world_size,
+                              device=env.device)
         try:
             with StopOnSignal() as stop:
                 _train(run, dataset, logger, stop)
