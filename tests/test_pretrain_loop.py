@@ -263,3 +263,10 @@ def test_resume_is_exact_with_the_real_mcl(tmp_path):
         assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-6), k
     moments = zip(full["optimizer"]["state"].values(), resumed["optimizer"]["state"].values())
     assert all(torch.allclose(a["exp_avg"], b["exp_avg"], atol=1e-6) for a, b in moments)
+
+
+def test_resume_warns_about_changed_settings(tmp_path, caplog):
+    _run(tiny_config(tmp_path, max_steps=1))
+    with caplog.at_level("WARNING"):
+        _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1, num_workers=0))
+    assert "changed settings {'lr': (0.05, 0.1)}" in caplog.text

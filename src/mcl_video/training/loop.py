@@ -133,6 +133,10 @@ def _resume(run: Run) -> None:
             log.warning("resume=true but %s has no checkpoint: starting from step 0", run.run_dir)
         return
     state = ckpt.load_checkpoint(path, map_location="cpu")
+    changed = _changed_settings(state["config"], config_to_dict(run.config))
+    if changed and run.env.is_main:
+        log.warning("resuming %s with changed settings %s: the continuation is not the run it would have "
+                    "been", path, changed)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
@@ -147,6 +151,17 @@ def _resume(run: Run) -> None:
         seed_everything(run.config.seed + run.env.rank + run.step)
     if run.env.is_main:
         log.info("resumed from %s (step %d of %d)", path, run.step, run.final_step)
+
+
+# settings that may change on resume without changing the run's course
+FREE_ON_RESUME = {"resume", "max_steps", "out", "num_workers", "progress", "log_every", "checkpoint_every",
+                  "keep_checkpoints", "tensorboard", "data", "video_root", "cache", "device"}
+
+
+def _changed_settings(saved: dict, current: dict) -> dict:
+    """`{key: (saved, current)}` for the settings that differ, except those in FREE_ON_RESUME."""
+    keys = (set(saved) | set(current)) - FREE_ON_RESUME
+    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 
 def save_state(run: Run) -> Path | None:
