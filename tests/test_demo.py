@@ -1,0 +1,126 @@
+"""`run_demo` end to end on a tiny benchmark (one run + one rerun), and its small pure helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mcl_video.evaluation.demo import (
+    DemoSettings,
+    StackedEncoders,
+    binomial_se,
+    chance_levels,
+    find_shipped,
+    format_rows,
+    run_demo,
+)
+
+# test-only profile: 2 classes x (3 train + 2 test) videos, 1 step per arm
+TINY = DemoSettings(
+    "test", dict(classes=2, train_per_class=3, test_per_class=2, frames=32, size=64, workers=1),
+    steps=1, batch_size=4, supervised_steps=1, supervised_batch_size=4, num_clips=1, saliency_videos=2,
+    num_workers=0, claim=False,
+)
+ROW_FIELDS = {"key", "name", "source", "motion_acc", "motion_se", "shape_acc", "shape_se", "r1", "r1_se"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    first = run_demo(work, quick=True, settings=TINY)
+    cache = work / "quick" / "motion" / "videos"
+    stamps = {p: p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npz"))}
+    second = run_demo(work, quick=True, settings=TINY)
+    return work / "quick", first, second, stamps
+
+
+def test_table_has_four_live_rows_and_says_no_claim(demo, capsys):
+    out, first, _, _ = demo
+    assert [r["name"] for r in first["rows"]] == ["random init", "supervised", "MoCo baseline", "MCL"]
+    assert all(r["source"] == "live" for r in first["rows"])
+    table = format_rows(first)
+    for name in ("random init", "supervised", "MoCo baseline", "MCL", "chance"):
+        assert name in table
+    assert first["claim"] is False
+
+
+def test_results_json_fields_and_values(demo):
+    out, first, _, _ = demo
+    saved = json.loads((out / "results.json").read_text())
+    for key in ("profile", "claim", "seed", "benchmark", "classes", "num_train", "num_test", "chance",
+                "rows", "saliency", "stages_s", "wall_s", "cpu_s", "pretrain", "supervised", "reused"):
+        assert key in saved, key
+    assert (saved["num_train"], saved["num_test"]) == (6, 4)
+    assert saved["chance"]["motion"] == 0.5  # balanced test set, 2 classes
+    assert saved["chance"]["r1"] == 0.5
+    for row in saved["rows"]:
+        assert set(row) == ROW_FIELDS
+        for acc in ("motion", "shape"):
+            p = row[f"{acc}_acc"]
+            assert p in (0.0, 0.25, 0.5, 0.75, 1.0)  # 4 test videos
+            assert row[f"{acc}_se"] == pytest.approx(math.sqrt(p * (1 - p) / 4))
+    assert set(saved["saliency"]) == {"mcl", "moco"} and len(saved["saliency"]["mcl"]) == 2
+    assert set(saved["stages_s"]) == {"data", "motion", "pretrain-mcl", "pretrain-moco", "supervised",
+                                      "features", "probes", "report"}
+
+
+def test_runs_report_and_pngs(demo):
+    out, _, _, _ = demo
+    for arm in ("mcl", "moco"):
+        run = out / "runs" / arm
+        assert (run / "config.yaml").is_file()
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(lines[-1])["step"] == 1
+    moco_log = (out / "runs" / "moco" / "metrics.jsonl").read_text().splitlines()
+    mal = [json.loads(line)["loss_mal"] for line in moco_log]
+    assert mal == [0.0]  # the baseline has MAL off
+    page = (out / "report.html").read_text()
+    for png in ("curves.png", "saliency.png"):
+        assert (out / png).stat().st_size > 10_000
+        assert f'src="{png}"' in page
+    assert "no claim" in page
+
+
+def test_rerun_reuses_data_cache_and_runs(demo):
+    _, first, second, stamps = demo
+    assert first["reused"]["data"] is False and second["reused"]["data"] is True
+    assert first["reused"]["motion_prepared"] == 10 and second["reused"]["motion_prepared"] == 0
+    assert second["reused"]["motion_skipped"] == 10
+    assert all(second["reused"][k] for k in ("mcl", "moco", "supervised"))
+    assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # same weights, same features: identical numbers
+    assert [r["motion_acc"] for r in first["rows"]] == [r["motion_acc"] for r in second["rows"]]
+
+
+def test_binomial_se_and_chance_levels():
+    assert binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert binomial_se(1.0, 10) == 0.0
+    train_y = np.array([0, 0, 0, 1])
+    test_y = np.array([0, 1, 1, 1])
+    c = chance_levels(train_y, test_y)
+    assert c["accuracy"] == 0.75
+    assert c["r1"] == pytest.approx(0.25 * 0.75 + 0.75 * 0.25)
+
+
+def test_stacked_encoders_columns_match_each_encoder():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 4)
+    a.num_features, b.num_features = 2, 4
+    stacked = StackedEncoders({"a": a, "b": b})
+    x = torch.randn(5, 3)
+    parts = stacked.split(stacked(x).detach().numpy())
+    np.testing.assert_allclose(parts["a"], a(x).detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(parts["b"], b(x).detach().numpy(), rtol=1e-6)
+    assert stacked.num_features == 6
+
+
+def test_shipped_checkpoint_needs_readme(tmp_path):
+    assert find_shipped("mcl", tmp_path) is None
+    (tmp_path / "mcl").mkdir()
+    (tmp_path / "mcl" / "checkpoint.pt").write_bytes(b"x")
+    assert find_shipped("mcl", tmp_path) is None  # no README: how it was made is unknown
+    (tmp_path / "mcl" / "README.md").write_text("config, seed, command, time")
+    assert find_shipped("mcl", tmp_path) == tmp_path / "mcl" / "checkpoint.pt"
