@@ -15,9 +15,9 @@ from mcl_video.evaluation.demo import (
     binomial_se,
     chance_levels,
     find_shipped,
-    format_rows,
     run_demo,
 )
+from mcl_video.evaluation.report import format_rows
 
 # test-only profile: 2 classes x (3 train + 2 test) videos, 1 step per arm
 TINY = DemoSettings(

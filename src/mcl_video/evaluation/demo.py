@@ -90,7 +90,7 @@ class _Clock:
     def stage(self, name: str, what: str) -> None:
         self.finish()
         self._name, self._t = name, time.perf_counter()
-        print(f"[demo +{self._fmt(self._t - self.start)}] {name}: {what}", flush=True)
+        print(f"[demo +{self.fmt(self._t - self.start)}] {name}: {what}", flush=True)
 
     def finish(self) -> None:
         if self._name is not None:
@@ -104,7 +104,7 @@ class _Clock:
         return _cpu_seconds() - self.cpu0
 
     @staticmethod
-    def _fmt(s: float) -> str:
+    def fmt(s: float) -> str:
         return f"{int(s // 60):02d}:{int(s % 60):02d}"
 
 
@@ -199,46 +199,6 @@ def pretrain_arm(config) -> tuple[Path, Path, bool]:
     config = dataclasses.replace(config, resume=last is not None)
     pretrain(config)
     return run_dir, latest_checkpoint(run_dir), False
-
-
-def train_supervised(config, settings: DemoSettings, work: Path, seed: int, records: dict) -> dict:
-    """The supervised upper bound: ``finetune`` of a randomly initialised backbone on the train split.
-
-    Returns ``{"backbone", "test_top1", "history", "reused"}``; the weights are kept in
-    ``<work>/runs/supervised/backbone.pt`` and reused when the settings match."""
-    from mcl_video.evaluation.datasets import EvalClipDataset
-    from mcl_video.evaluation.finetune import FinetuneConfig, finetune
-    from mcl_video.models import build_backbone
-
-    out = work / "runs" / "supervised"
-    ft = FinetuneConfig(lr=settings.supervised_lr, dropout=settings.supervised_dropout,
-                        batch_size=settings.supervised_batch_size, max_steps=settings.supervised_steps,
-                        epochs=10_000, seed=seed, num_workers=settings.num_workers, test_batch_size=8)
-    key = {"finetune": dataclasses.asdict(ft), "backbone": config.backbone,
-           "backbone_options": config.backbone_options, "clip_len": config.clip_len,
-           "stride": config.stride, "size": config.size,
-           "benchmark": json.loads((work / "data" / "meta.json").read_text())["config"]}
-    torch.manual_seed(seed)
-    backbone = build_backbone(config.backbone, **config.backbone_options)
-    path = out / "backbone.pt"
-    if path.is_file() and (out / "settings.json").is_file():
-        saved = json.loads((out / "settings.json").read_text())
-        if saved["key"] == json.loads(json.dumps(key)):
-            backbone.load_state_dict(torch.load(path, weights_only=True))
-            return {"backbone": backbone.eval(), "test_top1": saved["test_top1"],
-                    "history": saved["history"], "reused": True}
-    root = work / "data" / "videos"
-    train = EvalClipDataset(root, records["train"], config.clip_len, config.stride, 1, config.size,
-                            crop="random")
-    test = EvalClipDataset(root, records["test"], config.clip_len, config.stride, settings.num_clips,
-                           config.size)
-    result = finetune(backbone, train, test, ft)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(backbone.state_dict(), path)
-    history = [{"step": h["step"], "loss": round(h["loss"], 5)} for h in result["history"]]
-    top1 = float(result["test"]["top1"])
-    (out / "settings.json").write_text(json.dumps({"key": key, "test_top1": top1, "history": history}))
-    return {"backbone": backbone.eval(), "test_top1": top1, "history": history, "reused": False}
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -358,20 +318,52 @@ def extract_all(encoders: dict, config, records: dict, work: Path, num_clips: in
     return {k: (out["train"][k], out["test"][k]) for k in encoders}, meta
 
 
-def format_rows(results: dict) -> str:
-    """The demo table (percent, ± binomial standard error) with the chance levels."""
-    head = ("encoder", "source", "motion probe", "shape probe", "R@1")
-    rows = [head]
-    for r in results["rows"]:
-        rows.append((r["name"], r["source"], f"{100 * r['motion_acc']:5.1f} ± {100 * r['motion_se']:.1f}",
-                     f"{100 * r['shape_acc']:5.1f} ± {100 * r['shape_se']:.1f}",
-                     f"{100 * r['r1']:5.1f} ± {100 * r['r1_se']:.1f}"))
-    c = results["chance"]
-    rows.append(("chance", "-", *(f"{100 * c[k]:5.1f}" for k in ("motion", "shape", "r1"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def _train_all(clock: _Clock, settings: DemoSettings, work: Path, seed: int, config_path: Path) -> dict:
+    """Stages 1-4: benchmark, motion cache, the two pretraining arms, the supervised bound."""
+    from mcl_video.evaluation.supervised import train_supervised
+
+    clock.stage("data", f"built-in benchmark in {work / 'data'}")
+    _, data_reused = ensure_benchmark(work / "data", settings.benchmark)
+    configs = {arm: arm_config(arm, settings, work, seed, config_path) for arm in ARMS}
+    base = configs["mcl"]
+    clock.stage("motion", f"DIS flow -> motion cache in {work / 'motion'}")
+    motion = ensure_motion(work / "data", work / "motion", base.clip_len, base.stride)
+    records, classes, shapes = _records(work)
+    arms = {}
+    for arm in ("mcl", "moco"):
+        clock.stage(f"pretrain-{arm}",
+                    f"{settings.steps} steps x batch {settings.batch_size} -> {configs[arm].out}")
+        run_dir, ckpt, reused = pretrain_arm(configs[arm])
+        arms[arm] = {"run_dir": run_dir, "checkpoint": ckpt, "reused": reused}
+    clock.stage("supervised", f"{settings.supervised_steps} labelled steps from a random init")
+    sup = train_supervised(base, settings, work, seed, records)
+    reused = {"data": data_reused, "motion_prepared": motion.prepared, "motion_skipped": motion.skipped,
+              **{arm: arms[arm]["reused"] for arm in arms}, "supervised": sup["reused"]}
+    return {"configs": configs, "records": records, "classes": classes, "shapes": shapes, "arms": arms,
+            "supervised": sup, "reused": reused}
+
+
+def _results(settings: DemoSettings, work: Path, seed: int, state: dict, meta: dict, rows: dict,
+             sources: dict) -> dict:
+    """The results dict (results.json) without timings and saliency."""
+    shapes, arms = state["shapes"], state["arms"]
+    shape_chance = chance_levels(np.array([shapes[i] for i in meta["train"]["ids"]]),
+                                 np.array([shapes[i] for i in meta["test"]["ids"]]))
+    motion_chance = chance_levels(meta["train"]["labels"], meta["test"]["labels"])
+    return {
+        "profile": settings.name, "claim": settings.claim, "seed": seed, "work_dir": str(work),
+        "benchmark": settings.benchmark, "classes": state["classes"],
+        "num_train": int(len(meta["train"]["labels"])), "num_test": int(len(meta["test"]["labels"])),
+        "reused": state["reused"],
+        "pretrain": {"steps": settings.steps, "batch_size": settings.batch_size,
+                     "runs": {a: str(arms[a]["run_dir"]) for a in arms}},
+        "supervised": {"steps": settings.supervised_steps,
+                       "finetune_test_top1": state["supervised"]["test_top1"]},
+        "chance": {"motion": motion_chance["accuracy"], "shape": shape_chance["accuracy"],
+                   "r1": motion_chance["r1"]},
+        "rows": [{"key": k, "name": ROW_NAMES[k.split("_")[0]], "source": sources[k], **rows[k]}
+                 for k in sources],
+    }
 
 
 def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, full: bool = False, seed: int = 0,
@@ -388,55 +380,26 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, full: bool
     clock = _Clock()
     if not settings.claim:
         print(NO_CLAIM, flush=True)
-    clock.stage("data", f"built-in benchmark in {work / 'data'}")
-    _, data_reused = ensure_benchmark(work / "data", settings.benchmark)
-    configs = {arm: arm_config(arm, settings, work, seed, Path(config_path)) for arm in ARMS}
-    base = configs["mcl"]
-    clock.stage("motion", f"DIS flow -> motion cache in {work / 'motion'}")
-    motion = ensure_motion(work / "data", work / "motion", base.clip_len, base.stride)
-    records, classes, shapes = _records(work)
-    arms = {}
-    for arm in ("mcl", "moco"):
-        clock.stage(f"pretrain-{arm}",
-                    f"{settings.steps} steps x batch {settings.batch_size} -> {configs[arm].out}")
-        run_dir, ckpt, reused = pretrain_arm(configs[arm])
-        arms[arm] = {"run_dir": run_dir, "checkpoint": ckpt, "reused": reused}
-    clock.stage("supervised", f"{settings.supervised_steps} labelled steps from a random init")
-    sup = train_supervised(base, settings, work, seed, records)
+    state = _train_all(clock, settings, work, seed, Path(config_path))
+    base, records, arms = state["configs"]["mcl"], state["records"], state["arms"]
     clock.stage("features", f"{settings.num_clips} centre clips per video, 4+ frozen encoders")
-    encoders, sources = _encoders(base, arms, sup["backbone"], seed, full)
+    encoders, sources = _encoders(base, arms, state["supervised"]["backbone"], seed, full)
     feats, meta = extract_all(encoders, base, records, work, settings.num_clips)
     clock.stage("probes", "linear SVM (motion class, sprite shape), retrieval R@1")
-    rows = probe_rows(feats, shapes, meta["train"], meta["test"])
+    rows = probe_rows(feats, state["shapes"], meta["train"], meta["test"])
     clock.stage("report", f"{work / 'report.html'}")
-    saliency = report.saliency_figure(configs["mcl"], arms, records["test"], work, settings.saliency_videos)
-    curves = report.training_curves({a: arms[a]["run_dir"] for a in ("mcl", "moco")}, sup["history"],
-                                    work / "curves.png")
+    saliency = report.saliency_figure(base, arms, records["test"], work, settings.saliency_videos)
+    curves = report.training_curves({a: arms[a]["run_dir"] for a in ("mcl", "moco")},
+                                    state["supervised"]["history"], work / "curves.png")
     clock.finish()
-    shape_chance = chance_levels(np.array([shapes[i] for i in meta["train"]["ids"]]),
-                                 np.array([shapes[i] for i in meta["test"]["ids"]]))
-    motion_chance = chance_levels(meta["train"]["labels"], meta["test"]["labels"])
-    results = {
-        "profile": settings.name, "claim": settings.claim, "seed": seed, "work_dir": str(work),
-        "benchmark": settings.benchmark, "classes": classes,
-        "num_train": int(len(meta["train"]["labels"])), "num_test": int(len(meta["test"]["labels"])),
-        "reused": {"data": data_reused, "motion_prepared": motion.prepared, "motion_skipped": motion.skipped,
-                   **{arm: arms[arm]["reused"] for arm in arms}, "supervised": sup["reused"]},
-        "pretrain": {"steps": settings.steps, "batch_size": settings.batch_size,
-                     "runs": {a: str(arms[a]["run_dir"]) for a in arms}},
-        "supervised": {"steps": settings.supervised_steps, "finetune_test_top1": sup["test_top1"]},
-        "chance": {"motion": motion_chance["accuracy"], "shape": shape_chance["accuracy"],
-                   "r1": motion_chance["r1"]},
-        "rows": [{"key": k, "name": ROW_NAMES[k.split("_")[0]], "source": sources[k], **rows[k]}
-                 for k in encoders],
-        "saliency": saliency["cosines"],
-        "stages_s": clock.stages, "wall_s": round(clock.elapsed(), 1), "cpu_s": round(clock.cpu(), 1),
-    }
-    table = format_rows(results)
+    results = _results(settings, work, seed, state, meta, rows, sources)
+    results.update(saliency=saliency["cosines"], stages_s=clock.stages, wall_s=round(clock.elapsed(), 1),
+                   cpu_s=round(clock.cpu(), 1))
+    table = report.format_rows(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report.write_html(work / "report.html", results, table, curves, saliency["png"])
     print(table, flush=True)
-    print(f"[demo +{clock._fmt(clock.elapsed())}] done: wall {results['wall_s']:.0f} s, CPU "
+    print(f"[demo +{clock.fmt(clock.elapsed())}] done: wall {results['wall_s']:.0f} s, CPU "
           f"{results['cpu_s']:.0f} s; {work / 'results.json'}, {work / 'report.html'}", flush=True)
     if not settings.claim:
         print(NO_CLAIM, flush=True)

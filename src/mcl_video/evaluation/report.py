@@ -45,7 +45,8 @@ def training_curves(run_dirs: dict[str, Path], supervised_history: list[dict], o
                 pts = [(r["step"], r[key]) for r in rows if key in r]
                 if pts and not (arm != "mcl" and key.startswith("mal")) and any(v for _, v in pts):
                     x, y = zip(*pts)
-                    ax.plot(x, y, styles.get(arm, "-"), marker=".", label=f"{arm}: {key}")
+                    style = ":" if key == "mal_flat_loss" else styles.get(arm, "-")
+                    ax.plot(x, y, style, marker=".", label=f"{arm}: {key}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         if ax.lines:
@@ -170,3 +171,19 @@ CPU {results['cpu_s']} s; stages: {html.escape(str(results['stages_s']))}.</p>
 """
     path.write_text(body)
     return path
+
+
+def format_rows(results: dict) -> str:
+    """The demo table (percent, ± binomial standard error) with the chance levels."""
+    head = ("encoder", "source", "motion probe", "shape probe", "R@1")
+    rows = [head]
+    for r in results["rows"]:
+        rows.append((r["name"], r["source"], f"{100 * r['motion_acc']:5.1f} ± {100 * r['motion_se']:.1f}",
+                     f"{100 * r['shape_acc']:5.1f} ± {100 * r['shape_se']:.1f}",
+                     f"{100 * r['r1']:5.1f} ± {100 * r['r1_se']:.1f}"))
+    c = results["chance"]
+    rows.append(("chance", "-", *(f"{100 * c[k]:5.1f}" for k in ("motion", "shape", "r1"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
