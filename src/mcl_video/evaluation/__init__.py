@@ -1,10 +1,11 @@
 """mcl_video.evaluation: the protocols of METHOD §6 on frozen or fine-tuned backbones.
 
 load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
-knn_accuracy / retrieval_recall;   finetune for the whole network.
+knn_accuracy / retrieval_recall;   finetune for the whole network;   run_demo for ``mcl demo``.
 """
 
 from mcl_video.evaluation.datasets import EvalClipDataset, clip_indices, collate_videos
+from mcl_video.evaluation.demo import DemoSettings, run_demo
 from mcl_video.evaluation.encoder import EncoderLoadError, load_encoder
 from mcl_video.evaluation.features import extract_features, load_features, save_features, shard_indices
 from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, finetune, predict_videos
@@ -22,6 +23,7 @@ __all__ = [
     "format_table",
     "run_protocols",
     "EncoderLoadError",
+    "DemoSettings",
     "EvalClipDataset",
     "FinetuneConfig",
     "VideoClassifier",
@@ -39,6 +41,7 @@ __all__ = [
     "plot_confusion",
     "predict_videos",
     "retrieval_recall",
+    "run_demo",
     "save_features",
     "shard_indices",
 ]
