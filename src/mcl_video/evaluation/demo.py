@@ -6,7 +6,7 @@ Stages (each prints one line with the elapsed time; the stages draw their own tq
 2. motion    ``prepare`` (DIS flow) into ``<work>/motion`` (resumable: finished videos are skipped)
 3. pretrain  two arms through the project's ``pretrain(config)`` with the same backbone, schedule and
              budget: ``mcl`` (motion sampling, motion crop, MAL) and ``moco`` (all three off)
-4. supervised the same backbone trained with labels (``finetune`` from a random init)
+4. supervised the same backbone trained with labels from a random init (AdamW, ``supervised.py``)
 5. features  frozen features of random-init, supervised, MoCo and MCL encoders in one decoding pass
 6. probes    motion-class and sprite-shape linear SVMs and retrieval R@1 (binomial standard errors)
 7. report    ``results.json``, ``report.html`` with ``curves.png`` and ``saliency.png``
@@ -54,9 +54,8 @@ class DemoSettings:
     benchmark: dict  # make_benchmark options
     steps: int  # optimizer steps per self-supervised arm
     batch_size: int
-    supervised_steps: int
+    supervised_steps: int  # AdamW steps of the supervised bound (one clip per video, 1 view)
     supervised_batch_size: int
-    supervised_lr: float = 0.05
     supervised_dropout: float = 0.5
     num_clips: int = 4  # uniformly spaced centre-cropped clips per video for the frozen features
     saliency_videos: int = 4
@@ -68,7 +67,7 @@ class DemoSettings:
 PROFILES = {
     "full": DemoSettings(
         "full", dict(classes=8, train_per_class=48, test_per_class=32, frames=40, size=64),
-        steps=100, batch_size=16, supervised_steps=150, supervised_batch_size=16,
+        steps=150, batch_size=16, supervised_steps=450, supervised_batch_size=16,
     ),
     "quick": DemoSettings(
         "quick", dict(classes=4, train_per_class=6, test_per_class=4, frames=32, size=64),
