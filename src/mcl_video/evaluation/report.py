@@ -153,8 +153,8 @@ def write_html(path: Path, results: dict, table: str, curves: Path, saliency: Pa
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} pre{{background:#f4f4f4;padding:1em}}
 img{{max-width:100%}}</style></head><body>
 <h1>mcl demo ({html.escape(results['profile'])} profile, seed {results['seed']})</h1>{claim}
-<p>Built-in motion benchmark: {results['num_train']} training and {results['num_test']} test videos,
-{len(results['classes'])} motion classes. Frozen features ({html.escape(str(results['benchmark']))}) are
+<p>Built-in motion benchmark ({html.escape(str(results['benchmark']))}): {results['num_train']} training
+and {results['num_test']} test videos, {len(results['classes'])} motion classes. Frozen features are
 probed with a linear SVM for the motion class and for the sprite shape (an appearance label), and test
 videos retrieve training videos by cosine similarity (R@1). ± is the binomial standard error over the
 test videos; chance is the most frequent test class (probes) and the R@1 of a random gallery video.</p>
