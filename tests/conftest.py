@@ -20,6 +20,8 @@ def shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
         reason = "the project's ../shared data folder: present in CI, absent in a user's clone"
+        if os.environ.get("MCL_REQUIRE_SHARED") == "1":  # set by .ci/run when ../shared is there
+            pytest.fail(f"needs {path} ({reason}), and MCL_REQUIRE_SHARED=1 forbids skipping")
         pytest.skip(f"needs {path} ({reason})")
     return path
 
