@@ -157,8 +157,12 @@ def ensure_motion(data_dir: Path, cache_dir: Path, clip_len: int, stride: int):
 
 
 # ------------------------------------------------------------------------------------------ training
-def arm_config(arm: str, settings: DemoSettings, work: Path, seed: int, config_path: Path):
-    """The ``PretrainConfig`` of one arm: ``configs/demo_cpu.yaml`` + the demo's and the arm's overrides."""
+def arm_config(arm: str, settings: DemoSettings, work: Path, seed: int, config_path: Path,
+               arm_overrides: list[str] | None = None):
+    """The ``PretrainConfig`` of one arm: ``configs/demo_cpu.yaml`` + the demo's and the arm's overrides.
+
+    ``arm_overrides`` replaces ``ARMS[arm]`` (other arms, e.g. the ablation's); the run goes to
+    ``<work>/runs/<arm>``."""
     from mcl_video.training import load_config
 
     data = work / "data"
@@ -170,7 +174,7 @@ def arm_config(arm: str, settings: DemoSettings, work: Path, seed: int, config_p
         f"epochs={epochs}", f"max_steps={settings.steps}", f"num_workers={settings.num_workers}",
         f"warmup_steps={max(1, settings.steps // 10)}", f"checkpoint_every={max(1, settings.steps // 2)}",
         f"log_every={max(1, min(5, settings.steps // 4))}", "tensorboard=false", "device=cpu",
-        *settings.pretrain_overrides, *ARMS[arm],
+        *settings.pretrain_overrides, *(ARMS[arm] if arm_overrides is None else arm_overrides),
     ]
     return load_config(config_path, overrides)
 

@@ -1,0 +1,153 @@
+"""The MCL ablation on the built-in motion benchmark (issue 7 item 8): arms x seeds, mean ± std.
+
+Arms (each is the demo config ``configs/demo_cpu.yaml`` with the demo profile's budget plus these
+overrides; "baseline" is the demo's MoCo arm; every "+" arm adds one component to the baseline):
+
+    baseline         motion sampling, motion crop and MAL off
+    tsamp            + motion-focused temporal sampling (METHOD §2)
+    crop             + motion-focused spatial cropping (§3)
+    mal_grad         + MAL with gradient saliency (§4)
+    mal_gradcam      + MAL with Grad-CAM saliency
+    mcl              full MCL (sampling + crop + MAL, gradient saliency) = the demo's MCL arm
+    mcl_broken       full MCL + motion-broken same-video negatives (frame-shuffled and static copies)
+    baseline_broken  baseline + motion-broken negatives
+
+For every seed, each arm is pretrained through the project's ``pretrain`` (finished runs are reused, so
+an interrupted ablation resumes), then the frozen features of all the seed's arms are extracted in one
+decoding pass and probed with the demo's linear SVMs (motion class, sprite shape) and retrieval R@1.
+The table gives mean ± sample std over seeds; ``--json`` keeps every per-seed number.
+
+    python benchmarks/ablation.py --seeds 0 1 2                       # all arms, the demo budget
+    python benchmarks/ablation.py --arms baseline mcl --seeds 0 1 2 --steps 300
+    python benchmarks/ablation.py --quick                             # smoke run, no claim
+
+Not covered here: the Weizmann clips (issue 7 item 8's second benchmark) and the GPU-scale run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["motion_sampling=false", "motion_crop=false", "use_mal=false", "motion_broken_negatives=false"]
+ARM_OVERRIDES = {
+    "baseline": BASE,
+    "tsamp": [*BASE, "motion_sampling=true"],
+    "crop": [*BASE, "motion_crop=true"],
+    "mal_grad": [*BASE, "use_mal=true", "saliency=gradient"],
+    "mal_gradcam": [*BASE, "use_mal=true", "saliency=gradcam"],
+    "mcl": ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
+            "motion_broken_negatives=false"],
+    "mcl_broken": ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
+                   "motion_broken_negatives=true"],
+    "baseline_broken": [*BASE[:-1], "motion_broken_negatives=true"],
+}
+METRICS = ("motion_acc", "shape_acc", "r1")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arms", nargs="+", default=list(ARM_OVERRIDES), choices=list(ARM_OVERRIDES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="training seeds (>= 3 for a claim)")
+    p.add_argument("--work", default="runs/ablation", help="benchmark, motion cache and runs go here")
+    p.add_argument("--steps", type=int, default=None, help="steps per arm (default: the demo profile's)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the demo profile's)")
+    p.add_argument("--clips", type=int, default=None, help="centre clips per video for the features")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override of configs/demo_cpu.yaml for every arm (repeatable)")
+    p.add_argument("--config", default=str(REPO / "configs" / "demo_cpu.yaml"))
+    p.add_argument("--quick", action="store_true", help="the demo's quick profile: a smoke run, no claim")
+    p.add_argument("--json", default=None, help="write every per-seed row and the summary here")
+    return p.parse_args(argv)
+
+
+def settings_from(args):
+    """The demo profile (``full`` or ``quick``) with the command line's budget changes."""
+    from mcl_video.evaluation.demo import PROFILES
+
+    s = PROFILES["quick" if args.quick else "full"]
+    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch),
+                                 ("num_clips", args.clips)) if v is not None}
+    extra = [f"size={s.benchmark['size']}", *args.set]
+    return dataclasses.replace(s, name=f"ablation-{s.name}", pretrain_overrides=[*s.pretrain_overrides,
+                                                                                 *extra], **changes)
+
+
+def run_seed(args, settings, seed: int, shared: Path) -> dict:
+    """Pretrain every arm for ``seed`` and probe them together -> ``{arm: metrics}``."""
+    from mcl_video.evaluation.demo import _records, arm_config, extract_all, pretrain_arm, probe_rows
+    from mcl_video.evaluation.encoder import load_encoder
+
+    work = shared / f"seed-{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "motion"):
+        if not (work / name).exists():
+            (work / name).symlink_to(shared / name, target_is_directory=True)
+    encoders, times, config = {}, {}, None
+    for arm in args.arms:
+        config = arm_config(arm, settings, work, seed, Path(args.config), ARM_OVERRIDES[arm])
+        start = time.perf_counter()
+        _, ckpt, reused = pretrain_arm(config)
+        times[arm] = None if reused else round(time.perf_counter() - start, 1)
+        encoders[arm] = load_encoder(ckpt)
+        print(f"[ablation] seed {seed} arm {arm}: {ckpt} ({'reused' if reused else f'{times[arm]} s'})",
+              flush=True)
+    records, _, shapes = _records(work)
+    feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
+    rows = probe_rows(feats, shapes, meta["train"], meta["test"])
+    return {arm: {**rows[arm], "pretrain_s": times[arm]} for arm in args.arms}
+
+
+def summarise(per_seed: dict, arms: list[str]) -> dict:
+    """``{seed: {arm: metrics}}`` -> ``{arm: {metric: (mean, std)}}`` (sample std; 0 for one seed)."""
+    out = {}
+    for arm in arms:
+        out[arm] = {}
+        for m in METRICS:
+            values = [per_seed[s][arm][m] for s in per_seed]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[arm][m] = (statistics.fmean(values), std)
+    return out
+
+
+def format_table(summary: dict, seeds: list[int]) -> str:
+    lines = ["| arm | seeds | motion probe | shape probe | R@1 |", "| --- | --- | --- | --- | --- |"]
+    for arm, metrics in summary.items():
+        cells = " | ".join(f"{100 * metrics[m][0]:.1f} ± {100 * metrics[m][1]:.1f}" for m in METRICS)
+        lines.append(f"| {arm} | {len(seeds)} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from mcl_video.evaluation.demo import NO_CLAIM, ensure_benchmark, ensure_motion
+
+    args = parse_args(argv)
+    settings = settings_from(args)
+    shared = Path(args.work) / ("quick" if args.quick else "full")
+    start = time.perf_counter()
+    ensure_benchmark(shared / "data", settings.benchmark)
+    ensure_motion(shared / "data", shared / "motion", 8, 2)
+    per_seed = {seed: run_seed(args, settings, seed, shared) for seed in args.seeds}
+    summary = summarise(per_seed, args.arms)
+    table = format_table(summary, args.seeds)
+    wall = time.perf_counter() - start
+    if args.quick:
+        print(NO_CLAIM)
+    print(table)
+    print(f"[ablation] {len(args.arms)} arms x {len(args.seeds)} seeds, {settings.steps} steps x batch "
+          f"{settings.batch_size} per arm; wall {wall:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": dataclasses.asdict(settings), "arms": args.arms,
+                                               "per_seed": per_seed, "summary": summary,
+                                               "wall_s": round(wall, 1)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
