@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pan-speed", type=float, default=d.pan_speed, help="maximum camera pan, px/frame")
     p.add_argument("--period", type=float, nargs=2, metavar=("MIN", "MAX"), default=d.period,
                    help="frames per cycle of the periodic motions")
-    p.add_argument("--grayscale", action="store_true", help="remove colour cues")
+    p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=d.grayscale,
+                   help="remove colour cues (--no-grayscale keeps colours)")
     p.add_argument("--fps", type=int, default=d.fps)
     p.add_argument("--crf", type=int, default=d.crf, help="libx264 constant rate factor")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (results do not depend on it)")

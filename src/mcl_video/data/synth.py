@@ -41,18 +41,19 @@ _GROUP = 4         # clips per UCF101-style group (gNN); train and test never sh
 class SynthConfig:
     """Options of :func:`make_benchmark` (and of ``mcl synth``). Ranges are ``(min, max)``, inclusive."""
 
-    classes: int = 8
-    train_per_class: int = 64
-    test_per_class: int = 16
-    frames: int = 48
-    size: int = 96
+    # defaults: calibrated with benchmarks/calibrate.py (BENCHMARKS.md "Calibration")
+    classes: int = 5
+    train_per_class: int = 96
+    test_per_class: int = 32
+    frames: int = 32
+    size: int = 32
     seed: int = 0
-    sprite_size: tuple[float, float] = (0.15, 0.3)  # sprite diameter as a fraction of the frame side
-    background_contrast: float = 0.5                # 0 = flat background, 1 = full-range texture
-    distractors: tuple[int, int] = (1, 3)           # static sprites of the same kinds
-    pan_speed: float = 0.5                          # maximum camera speed, px/frame
-    period: tuple[float, float] = (8.0, 16.0)       # frames per cycle of periodic motions
-    grayscale: bool = False                         # remove colour cues
+    sprite_size: tuple[float, float] = (0.25, 0.4)  # sprite diameter as a fraction of the frame side
+    background_contrast: float = 0.15               # 0 = flat background, 1 = full-range texture
+    distractors: tuple[int, int] = (0, 1)           # static sprites of the same kinds
+    pan_speed: float = 0.3                          # maximum camera speed, px/frame
+    period: tuple[float, float] = (6.0, 10.0)       # frames per cycle of periodic motions
+    grayscale: bool = True                          # remove colour cues
     fps: int = 25
     crf: int = 18
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))

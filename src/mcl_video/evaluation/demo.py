@@ -65,12 +65,14 @@ class DemoSettings:
 
 
 PROFILES = {
-    "full": DemoSettings(
-        "full", dict(classes=8, train_per_class=48, test_per_class=32, frames=40, size=64),
-        steps=150, batch_size=16, supervised_steps=450, supervised_batch_size=16,
+    "full": DemoSettings(  # calibrated: benchmarks/calibrate.py, BENCHMARKS.md "Calibration"
+        "full", dict(classes=5, train_per_class=96, test_per_class=32, frames=32, size=32,
+                     sprite_size=(0.25, 0.4), background_contrast=0.15, distractors=(0, 1),
+                     pan_speed=0.3, period=(6.0, 10.0), grayscale=True),
+        steps=300, batch_size=32, supervised_steps=400, supervised_batch_size=32,
     ),
     "quick": DemoSettings(
-        "quick", dict(classes=4, train_per_class=6, test_per_class=4, frames=32, size=64),
+        "quick", dict(classes=4, train_per_class=6, test_per_class=4, frames=32, size=32),
         steps=4, batch_size=8, supervised_steps=4, supervised_batch_size=8, num_clips=2,
         saliency_videos=2, claim=False,
     ),
