@@ -101,6 +101,10 @@ def run_seed(args, settings, seed: int, shared: Path) -> dict:
     records, _, shapes = _records(work)
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
     rows = probe_rows(feats, shapes, meta["train"], meta["test"])
+    for arm in args.arms:
+        r = rows[arm]
+        print(f"[ablation] seed {seed} {arm}: motion {100 * r['motion_acc']:.1f} ± {100 * r['motion_se']:.1f}"
+              f", shape {100 * r['shape_acc']:.1f}, R@1 {100 * r['r1']:.1f}", flush=True)
     return {arm: {**rows[arm], "pretrain_s": times[arm]} for arm in args.arms}
 
 

@@ -10,8 +10,8 @@ Prints one table row per trial: motion and shape probe accuracy ± binomial SE, 
 from chance in standard errors (``z = (acc - chance) / SE(acc)``), the baseline's last logged InfoNCE
 and pos_prob, and the wall time. ``--json FILE`` appends the row as one JSON line.
 
-    python benchmarks/calibrate.py --name d1 --size 32 --frames 32 --classes 5 --grayscale \\
-        --sprite-size 0.25 0.4 --background-contrast 0.15 --distractors 0 1 --steps 300 --batch 32
+    python benchmarks/calibrate.py --name after       # the calibrated defaults (mcl synth, demo profile)
+    python benchmarks/calibrate.py --name bigger --size 48 --classes 8 --steps 400
     python benchmarks/calibrate.py --quick          # a ~1 minute smoke run (no claim)
 
 Benchmark data and motion caches are shared between trials with the same benchmark options
@@ -35,27 +35,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Command line; unset benchmark options keep the ``SynthConfig`` defaults (``mcl synth``'s)."""
+    from mcl_video.evaluation.demo import PROFILES
+
+    full = PROFILES["full"]
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", default="trial", help="row name (and trial folder)")
     p.add_argument("--work", default="/tmp/mcl-calibrate", help="root folder of benchmarks and runs")
     p.add_argument("--seed", type=int, default=0)
     b = p.add_argument_group("benchmark (mcl synth options)")
-    b.add_argument("--classes", type=int, default=8)
-    b.add_argument("--train-per-class", type=int, default=48)
-    b.add_argument("--test-per-class", type=int, default=32)
-    b.add_argument("--frames", type=int, default=40)
-    b.add_argument("--size", type=int, default=64)
+    b.add_argument("--classes", type=int, default=None)
+    b.add_argument("--train-per-class", type=int, default=None)
+    b.add_argument("--test-per-class", type=int, default=None)
+    b.add_argument("--frames", type=int, default=None)
+    b.add_argument("--size", type=int, default=None)
     b.add_argument("--sprite-size", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
     b.add_argument("--background-contrast", type=float, default=None)
     b.add_argument("--distractors", type=int, nargs=2, default=None, metavar=("MIN", "MAX"))
     b.add_argument("--pan-speed", type=float, default=None)
     b.add_argument("--period", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
     b.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None)
-    t = p.add_argument_group("training budget")
-    t.add_argument("--steps", type=int, default=150, help="baseline pretraining steps")
-    t.add_argument("--batch", type=int, default=16, help="baseline batch size")
-    t.add_argument("--sup-steps", type=int, default=450, help="supervised AdamW steps")
-    t.add_argument("--sup-batch", type=int, default=16)
+    t = p.add_argument_group("training budget (defaults: the demo's full profile)")
+    t.add_argument("--steps", type=int, default=full.steps, help="baseline pretraining steps")
+    t.add_argument("--batch", type=int, default=full.batch_size, help="baseline batch size")
+    t.add_argument("--sup-steps", type=int, default=full.supervised_steps, help="supervised AdamW steps")
+    t.add_argument("--sup-batch", type=int, default=full.supervised_batch_size)
     t.add_argument("--clips", type=int, default=4, help="centre clips per video for frozen features")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override of configs/demo_cpu.yaml for the baseline (repeatable), e.g. "
@@ -68,15 +72,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def benchmark_options(args) -> dict:
     """``make_benchmark`` options from the command line (unset knobs keep the SynthConfig default)."""
-    opts = dict(classes=args.classes, train_per_class=args.train_per_class,
-                test_per_class=args.test_per_class, frames=args.frames, size=args.size, seed=args.seed)
-    for key in ("sprite_size", "background_contrast", "distractors", "pan_speed", "period", "grayscale"):
+    from mcl_video.data.synth import SynthConfig
+
+    opts = dict(seed=args.seed)
+    for key in ("classes", "train_per_class", "test_per_class", "frames", "size", "sprite_size",
+                "background_contrast", "distractors", "pan_speed", "period", "grayscale"):
         value = getattr(args, key)
         if value is not None:
             opts[key] = tuple(value) if isinstance(value, list) else value
     if args.quick:
         opts.update(classes=3, train_per_class=4, test_per_class=4, frames=32, size=32)
-    return opts
+    return SynthConfig(**opts).recorded()
 
 
 def _digest(obj) -> str:
