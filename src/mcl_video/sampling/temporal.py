@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcl_video.motion.cache import num_starts
+
 
 @dataclass(frozen=True)
 class ClipDraw:
@@ -103,8 +105,9 @@ class MotionFocusedSampler:
             raise ValueError(f"min_frames must be >= span + 1 = {self.span + 1} (two starts)")
 
     def num_starts(self, num_frames: int) -> int:
-        """Possible clip starts of a video with ``num_frames`` raw frames (at least 1)."""
-        return max(1, num_frames - self.span + 1)
+        """Possible clip starts of a video with ``num_frames`` raw frames (at least 1), the same count
+        as the motion cache's clip scores."""
+        return num_starts(num_frames, self.span)
 
     def has_halves(self, num_frames: int) -> bool:
         """Whether the video is long enough for the first-half / second-half structure."""
