@@ -13,15 +13,23 @@ overrides; "baseline" is the demo's MoCo arm; every "+" arm adds one component t
     baseline_broken  baseline + motion-broken negatives
 
 For every seed, each arm is pretrained through the project's ``pretrain`` (finished runs are reused, so
-an interrupted ablation resumes), then the frozen features of all the seed's arms are extracted in one
-decoding pass and probed with the demo's linear SVMs (motion class, sprite shape) and retrieval R@1.
+an interrupted ablation resumes), then the frozen features of all the seed's arms, plus a random-init
+encoder of the same backbone (row ``random``, the floor), are extracted in one decoding pass and probed
+with the demo's linear SVMs (motion class, sprite shape) and retrieval R@1 (test queries the training
+set). The same encoders are then evaluated on the real Weizmann clips (``--weizmann``, default
+``../shared/data/actions-weizmann-mocogan``: 4 actions x 9 clips of 64 x 64 frames, stored as JPEG
+strips), converted once to grayscale H.264 MP4s (the pretraining data is grayscale) and read through
+the same reader at the pretraining size: leave-one-out 1-NN on cosine similarity (``wz_1nn``) and a
+leave-one-out linear SVM (``wz_svm``), ``--weizmann-clips`` centre clips per video (default 8).
+Weizmann has one clip per actor and action and the actor is not labelled, so a 1-NN that matches the
+actor (appearance) is wrong by construction: the two columns reward motion, not identity.
 The table gives mean ± sample std over seeds; ``--json`` keeps every per-seed number.
 
     python benchmarks/ablation.py --seeds 0 1 2                       # all arms, the demo budget
     python benchmarks/ablation.py --arms baseline mcl --seeds 0 1 2 --steps 300
     python benchmarks/ablation.py --quick                             # smoke run, no claim
 
-Not covered here: the Weizmann clips (issue 7 item 8's second benchmark) and the GPU-scale run.
+Not covered here: the GPU-scale run (R(2+1)D-18 at 112 px; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["motion_sampling=false", "motion_crop=false", "use_mal=false", "motion_broken_negatives=false"]
@@ -47,7 +57,8 @@ ARM_OVERRIDES = {
                    "motion_broken_negatives=true"],
     "baseline_broken": [*BASE[:-1], "motion_broken_negatives=true"],
 }
-METRICS = ("motion_acc", "shape_acc", "r1")
+METRICS = ("motion_acc", "shape_acc", "r1", "wz_1nn", "wz_svm")
+DEFAULT_WEIZMANN = REPO.parent / "shared" / "data" / "actions-weizmann-mocogan"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra override of configs/demo_cpu.yaml for every arm (repeatable)")
     p.add_argument("--config", default=str(REPO / "configs" / "demo_cpu.yaml"))
     p.add_argument("--quick", action="store_true", help="the demo's quick profile: a smoke run, no claim")
+    p.add_argument("--weizmann", default=str(DEFAULT_WEIZMANN),
+                   help="folder of Weizmann JPEG strips (skipped with a message when absent)")
+    p.add_argument("--weizmann-clips", type=int, default=8, help="centre clips per Weizmann video")
     p.add_argument("--json", default=None, help="write every per-seed row and the summary here")
     return p.parse_args(argv)
 
@@ -79,10 +93,13 @@ def settings_from(args):
                                                                                  *extra], **changes)
 
 
-def run_seed(args, settings, seed: int, shared: Path) -> dict:
-    """Pretrain every arm for ``seed`` and probe them together -> ``{arm: metrics}``."""
+def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> dict:
+    """Pretrain every arm for ``seed`` and probe them together -> ``{arm: metrics}`` (plus ``random``)."""
+    import torch
+
     from mcl_video.evaluation.demo import _records, arm_config, extract_all, pretrain_arm, probe_rows
     from mcl_video.evaluation.encoder import load_encoder
+    from mcl_video.models import build_backbone
 
     work = shared / f"seed-{seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -98,14 +115,53 @@ def run_seed(args, settings, seed: int, shared: Path) -> dict:
         encoders[arm] = load_encoder(ckpt)
         print(f"[ablation] seed {seed} arm {arm}: {ckpt} ({'reused' if reused else f'{times[arm]} s'})",
               flush=True)
+    torch.manual_seed(seed)
+    encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(), **encoders}
+    times["random"] = 0.0
     records, _, shapes = _records(work)
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
     rows = probe_rows(feats, shapes, meta["train"], meta["test"])
-    for arm in args.arms:
+    if weizmann is not None:
+        for arm, metrics in weizmann_rows(encoders, config, *weizmann, args.weizmann_clips).items():
+            rows[arm].update(metrics)
+    for arm in encoders:
         r = rows[arm]
+        wz = (f", Weizmann 1-NN {100 * r['wz_1nn']:.1f} SVM {100 * r['wz_svm']:.1f}"
+              if "wz_1nn" in r else "")
         print(f"[ablation] seed {seed} {arm}: motion {100 * r['motion_acc']:.1f} ± {100 * r['motion_se']:.1f}"
-              f", shape {100 * r['shape_acc']:.1f}, R@1 {100 * r['r1']:.1f}", flush=True)
-    return {arm: {**rows[arm], "pretrain_s": times[arm]} for arm in args.arms}
+              f", shape {100 * r['shape_acc']:.1f}, R@1 {100 * r['r1']:.1f}{wz}", flush=True)
+    return {arm: {**rows[arm], "pretrain_s": times[arm]} for arm in encoders}
+
+
+def prepare_weizmann(src: Path, out: Path) -> tuple[Path, list] | None:
+    """Convert the strips once (grayscale MP4s, one folder per action) -> ``(video root, records)``."""
+    from mcl_video.data import read_split
+    from mcl_video.data.strips import convert_strips
+
+    if not src.is_dir():
+        print(f"[ablation] {src} not found: the Weizmann columns are left out", flush=True)
+        return None
+    report = convert_strips(src, out, grayscale=True)
+    if report.skipped:
+        print(f"[ablation] Weizmann: skipped unreadable strips {sorted(report.skipped)}", flush=True)
+    return out, read_split("folder", out, video_root=out)
+
+
+def weizmann_rows(encoders: dict, config, root: Path, records: list, num_clips: int) -> dict:
+    """Leave-one-out 1-NN and linear-SVM accuracy of each encoder's Weizmann features."""
+    from mcl_video.evaluation.datasets import EvalClipDataset
+    from mcl_video.evaluation.demo import StackedEncoders
+    from mcl_video.evaluation.features import extract_features
+    from mcl_video.evaluation.probes import leave_one_out_svm
+    from mcl_video.evaluation.retrieval import leave_one_out_knn
+
+    stacked = StackedEncoders(encoders).eval()
+    ds = EvalClipDataset(root, records, config.clip_len, config.stride, num_clips, config.size)
+    res = extract_features(stacked, ds, batch_size=8)
+    labels = np.asarray(res["labels"])
+    return {arm: {"wz_1nn": leave_one_out_knn(x, labels, k=1), "wz_svm": leave_one_out_svm(x, labels),
+                  "wz_n": len(labels)}
+            for arm, x in stacked.split(res["features"]).items()}
 
 
 def summarise(per_seed: dict, arms: list[str]) -> dict:
@@ -114,16 +170,20 @@ def summarise(per_seed: dict, arms: list[str]) -> dict:
     for arm in arms:
         out[arm] = {}
         for m in METRICS:
-            values = [per_seed[s][arm][m] for s in per_seed]
+            values = [per_seed[s][arm][m] for s in per_seed if m in per_seed[s][arm]]
+            if not values:
+                continue
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             out[arm][m] = (statistics.fmean(values), std)
     return out
 
 
 def format_table(summary: dict, seeds: list[int]) -> str:
-    lines = ["| arm | seeds | motion probe | shape probe | R@1 |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| arm | seeds | motion probe | shape probe | R@1 | Weizmann LOO 1-NN | Weizmann LOO SVM |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for arm, metrics in summary.items():
-        cells = " | ".join(f"{100 * metrics[m][0]:.1f} ± {100 * metrics[m][1]:.1f}" for m in METRICS)
+        cells = " | ".join(f"{100 * metrics[m][0]:.1f} ± {100 * metrics[m][1]:.1f}" if m in metrics else "n/a"
+                           for m in METRICS)
         lines.append(f"| {arm} | {len(seeds)} | {cells} |")
     return "\n".join(lines)
 
@@ -137,8 +197,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     ensure_benchmark(shared / "data", settings.benchmark)
     ensure_motion(shared / "data", shared / "motion", 8, 2)
-    per_seed = {seed: run_seed(args, settings, seed, shared) for seed in args.seeds}
-    summary = summarise(per_seed, args.arms)
+    weizmann = prepare_weizmann(Path(args.weizmann), shared / "weizmann")
+    per_seed = {seed: run_seed(args, settings, seed, shared, weizmann) for seed in args.seeds}
+    summary = summarise(per_seed, ["random", *args.arms])
     table = format_table(summary, args.seeds)
     wall = time.perf_counter() - start
     if args.quick:

@@ -6,6 +6,7 @@ from scipy.optimize import minimize
 
 from mcl_video.evaluation.probes import (
     classification_metrics,
+    leave_one_out_svm,
     linear_probe_fc,
     linear_probe_svm,
     plot_confusion,
@@ -117,3 +118,14 @@ def test_plot_confusion_writes_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="class names"):
         plot_confusion(np.eye(3), ["a"], tmp_path / "x.png")
+
+
+def test_leave_one_out_svm_by_construction():
+    # two separated clusters of 5, plus a far-away singleton of class 2: when the singleton is left out
+    # its class is absent from training, so it must be wrong; every other item is right.
+    x, y = _clusters(1, 5, k=2)
+    x = np.vstack([x, np.full((1, x.shape[1]), 30.0)])
+    y = np.append(y, 2)
+    assert leave_one_out_svm(x, y) == pytest.approx(10 / 11)
+    with pytest.raises(ValueError, match="non-empty"):
+        leave_one_out_svm(np.ones((0, 3)), np.zeros(0, dtype=int))

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from mcl_video.evaluation.retrieval import cosine_similarity, knn_accuracy, retrieval_recall
+from mcl_video.evaluation.retrieval import (
+    cosine_similarity,
+    knn_accuracy,
+    leave_one_out_knn,
+    retrieval_recall,
+)
 
 
 def _angles(deg):
@@ -75,3 +80,35 @@ def test_bad_inputs_are_refused():
         knn_accuracy(np.ones((1, 3)), [0], np.ones((2, 4)), [0, 1])
     with pytest.raises(ValueError, match="vote"):
         knn_accuracy(np.ones((1, 3)), [0], np.ones((2, 3)), [0, 1], vote="soft")
+
+
+def test_leave_one_out_never_uses_the_item_itself():
+    # each point's nearest *other* point carries the other label: 0 % (with itself included it would be 100 %)
+    x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    y = np.array([0, 1, 1, 0])
+    assert leave_one_out_knn(x, y, k=1) == 0.0
+
+
+def test_leave_one_out_knn_majority_by_hand():
+    # clusters A = {0, 1, 2} (labels 0, 0, 1) and B = {3, 4} (labels 1, 1), far apart; no ties in angle
+    x = np.array([[1.0, 0.00], [1.0, 0.01], [1.0, 0.03], [0.0, 1.0], [0.01, 1.0]])
+    y = np.array([0, 0, 1, 1, 1])
+    sim = cosine_similarity(x, x)
+    np.fill_diagonal(sim, -np.inf)
+    expected = []
+    for i in range(5):
+        nearest = np.argsort(-sim[i], kind="stable")[:3]
+        votes = np.bincount(y[nearest], minlength=2)
+        expected.append(int(votes.argmax()) == y[i])
+    assert leave_one_out_knn(x, y, k=3) == pytest.approx(np.mean(expected))
+    # k=1: only item 2 is wrong (its nearest other item is item 1, label 0)
+    assert leave_one_out_knn(x, y, k=1) == pytest.approx(4 / 5)
+    # k larger than N - 1 is capped: every item sees the 4 others
+    assert leave_one_out_knn(x, y, k=50) == leave_one_out_knn(x, y, k=4)
+
+
+def test_leave_one_out_knn_refuses_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out_knn(np.ones((1, 3)), np.zeros(1, dtype=int))
+    with pytest.raises(ValueError, match="differ in length"):
+        leave_one_out_knn(np.ones((3, 3)), np.zeros(2, dtype=int))

@@ -11,12 +11,18 @@ from mcl_video.evaluation.features import extract_features, load_features, save_
 from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, finetune, predict_videos
 from mcl_video.evaluation.probes import (
     classification_metrics,
+    leave_one_out_svm,
     linear_probe_fc,
     linear_probe_svm,
     plot_confusion,
 )
 from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
-from mcl_video.evaluation.retrieval import cosine_similarity, knn_accuracy, retrieval_recall
+from mcl_video.evaluation.retrieval import (
+    cosine_similarity,
+    knn_accuracy,
+    leave_one_out_knn,
+    retrieval_recall,
+)
 
 __all__ = [
     "PROTOCOLS",
@@ -34,6 +40,8 @@ __all__ = [
     "extract_features",
     "finetune",
     "knn_accuracy",
+    "leave_one_out_knn",
+    "leave_one_out_svm",
     "linear_probe_fc",
     "linear_probe_svm",
     "load_encoder",

@@ -121,6 +121,22 @@ def linear_probe_svm(
     return classification_metrics(scores, test_y, k)
 
 
+def leave_one_out_svm(x: np.ndarray, y: np.ndarray, C: float = 1.0, preprocess: str = "standardize") -> float:
+    """Leave-one-out accuracy of :func:`linear_probe_svm` on one small labelled set: each item is
+    predicted by an SVM trained on all the others (standardisation statistics included)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    _check_features(x, y, x, y)
+    k = _num_classes(y)
+    correct = 0
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        result = linear_probe_svm(x[keep], y[keep], x[i : i + 1], y[i : i + 1], C=C,
+                                  preprocess=preprocess, num_classes=k)
+        correct += int(round(result["top1"]))
+    return correct / len(y)
+
+
 def linear_probe_fc(
     train_x: np.ndarray,
     train_y: np.ndarray,

@@ -100,10 +100,40 @@ def knn_accuracy(
     if k < 1:
         raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
     sim = cosine_similarity(test_x, train_x)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    pred = _vote(sim, train_y, k, vote, temperature, num_classes)
+    return float((pred == test_y).mean())
+
+
+def leave_one_out_knn(
+    x: np.ndarray, y: np.ndarray, k: int = 1, vote: str = "majority", temperature: float = 0.07
+) -> float:
+    """Leave-one-out kNN accuracy on one labelled set (for sets too small to split, e.g. Weizmann).
+
+    Each item is classified by its ``k`` nearest *other* items (cosine similarity; the item itself is
+    never its own neighbour); voting as in :func:`knn_accuracy`. With ``k=1`` this is leave-one-out
+    retrieval R@1.
+    """
+    y = np.asarray(y)
+    _check_pair(x, y, x, y)
+    if len(y) < 2:
+        raise ValueError("retrieval.py: leave-one-out needs at least 2 items")
+    if vote not in ("weighted", "majority"):
+        raise ValueError(f"retrieval.py: vote must be 'weighted' or 'majority', got {vote!r}")
+    if k < 1:
+        raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
+    sim = cosine_similarity(x, x)
+    np.fill_diagonal(sim, -np.inf)  # ranks itself last; k is capped below at N - 1
+    pred = _vote(sim, y, min(k, len(y) - 1), vote, temperature, int(y.max()) + 1)
+    return float((pred == y).mean())
+
+
+def _vote(sim: np.ndarray, train_y: np.ndarray, k: int, vote: str, temperature: float,
+          num_classes: int) -> np.ndarray:
+    """Predicted class of each query row of ``sim`` from its ``k`` most similar gallery items."""
     nn = _ranked_neighbours(sim, min(k, len(train_y)))
     nn_sim = np.take_along_axis(sim, nn, axis=1)  # N_test x k
     nn_lab = train_y[nn]
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
     onehot = np.eye(num_classes)[nn_lab]  # N_test x k x K
     sim_votes = (onehot * nn_sim[..., None]).sum(axis=1)
     if vote == "weighted":
@@ -111,8 +141,7 @@ def knn_accuracy(
     else:
         # counts dominate; the summed cosine (< k <= count step of 1 after scaling) only breaks ties
         votes = onehot.sum(axis=1) + sim_votes / (2.0 * (nn.shape[1] + 1))
-    pred = votes.argmax(axis=1)
-    return float((pred == test_y).mean())
+    return votes.argmax(axis=1)
 
 
 def _check_pair(test_x, test_y, train_x, train_y) -> None:

@@ -1,0 +1,45 @@
+"""benchmarks/ablation.py: the summary statistics and table (the runs themselves are benchmarks)."""
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_is_mean_and_sample_std_and_tolerates_missing_weizmann(ablation):
+    per_seed = {
+        0: {"mcl": {"motion_acc": 0.5, "shape_acc": 0.2, "r1": 0.4, "wz_1nn": 0.25, "wz_svm": 0.5}},
+        1: {"mcl": {"motion_acc": 0.6, "shape_acc": 0.3, "r1": 0.5, "wz_1nn": 0.50, "wz_svm": 0.75}},
+        2: {"mcl": {"motion_acc": 0.7, "shape_acc": 0.1, "r1": 0.6, "wz_1nn": 0.75, "wz_svm": 1.0}},
+    }
+    summary = ablation.summarise(per_seed, ["mcl"])
+    assert summary["mcl"]["motion_acc"] == pytest.approx((0.6, 0.1))
+    assert summary["mcl"]["wz_1nn"] == pytest.approx((0.5, statistics.stdev([0.25, 0.5, 0.75])))
+    table = ablation.format_table(summary, [0, 1, 2])
+    assert "| mcl | 3 | 60.0 ± 10.0 | 20.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 25.0 | 75.0 ± 25.0 |" in table
+    # without the Weizmann folder the two columns say n/a instead of failing
+    for row in per_seed.values():
+        del row["mcl"]["wz_1nn"], row["mcl"]["wz_svm"]
+    table = ablation.format_table(ablation.summarise(per_seed, ["mcl"]), [0, 1, 2])
+    assert table.splitlines()[-1].endswith("| n/a | n/a |")
+
+
+def test_every_plus_arm_adds_one_component_to_the_baseline(ablation):
+    base = set(ablation.ARM_OVERRIDES["baseline"])
+    for arm in ("tsamp", "crop", "mal_grad", "mal_gradcam"):
+        overrides = ablation.ARM_OVERRIDES[arm]
+        switched_on = {o for o in overrides if o.endswith("=true")}
+        assert len(switched_on) == 1, arm
+        key = next(iter(switched_on)).split("=")[0]
+        assert {o for o in base if not o.startswith(key)} <= set(overrides), arm
