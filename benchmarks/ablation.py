@@ -27,6 +27,7 @@ The table gives mean ± sample std over seeds; ``--json`` keeps every per-seed n
 
     python benchmarks/ablation.py --seeds 0 1 2                       # all arms, the demo budget
     python benchmarks/ablation.py --arms baseline mcl --seeds 0 1 2 --steps 300
+    python benchmarks/ablation.py --arms baseline mcl --size 64 --work runs/ablation64  # 4x4 MAL grid
     python benchmarks/ablation.py --quick                             # smoke run, no claim
 
 Not covered here: the GPU-scale run (R(2+1)D-18 at 112 px; see BENCHMARKS.md).
@@ -70,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="steps per arm (default: the demo profile's)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the demo profile's)")
     p.add_argument("--clips", type=int, default=None, help="centre clips per video for the features")
+    p.add_argument("--size", type=int, default=None,
+                   help="frame side of the built-in benchmark and the training/evaluation crop (default: "
+                        "the demo's 32; 64 gives the tiny backbone a 4x4 alignment grid instead of 2x2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override of configs/demo_cpu.yaml for every arm (repeatable)")
     p.add_argument("--config", default=str(REPO / "configs" / "demo_cpu.yaml"))
@@ -88,7 +92,10 @@ def settings_from(args):
     s = PROFILES["quick" if args.quick else "full"]
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch),
                                  ("num_clips", args.clips)) if v is not None}
-    extra = [f"size={s.benchmark['size']}", *args.set]
+    if args.size is not None:
+        changes["benchmark"] = {**s.benchmark, "size": args.size}
+    size = changes.get("benchmark", s.benchmark)["size"]
+    extra = [f"size={size}", *args.set]
     return dataclasses.replace(s, name=f"ablation-{s.name}", pretrain_overrides=[*s.pretrain_overrides,
                                                                                  *extra], **changes)
 
@@ -189,11 +196,14 @@ def format_table(summary: dict, seeds: list[int]) -> str:
 
 
 def main(argv=None) -> int:
-    from mcl_video.evaluation.demo import NO_CLAIM, ensure_benchmark, ensure_motion
+    from mcl_video.evaluation.demo import NO_CLAIM, PROFILES, ensure_benchmark, ensure_motion
 
     args = parse_args(argv)
     settings = settings_from(args)
-    shared = Path(args.work) / ("quick" if args.quick else "full")
+    profile = "quick" if args.quick else "full"
+    default_size = PROFILES[profile].benchmark["size"]
+    size = settings.benchmark["size"]  # another size gets its own folder: never regenerates the others
+    shared = Path(args.work) / (profile if size == default_size else f"{profile}-{size}px")
     start = time.perf_counter()
     ensure_benchmark(shared / "data", settings.benchmark)
     ensure_motion(shared / "data", shared / "motion", 8, 2)
