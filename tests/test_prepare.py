@@ -106,3 +106,31 @@ def test_real_clip_via_cli(shared, tmp_path, capsys):
     assert vm.num_frames == 32 and vm.frame_hw == (256, 340)
     assert vm.clip_scores.shape == (1,) and vm.fields.shape[1:] == (31, 24, 32)
     assert np.isfinite(vm.frame_maps).all() and vm.frame_maps.max() > 0
+
+
+def test_cli_dataset_mode_prepares_the_train_and_test_lists(videos, tmp_path, capsys):
+    # UCF101-format lists over the fixture's folders; v2 only in the test list, one listed file missing
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "classInd.txt").write_text("1 run\r\n2 walk\r\n")
+    (ann / "trainlist01.txt").write_text("walk/v1.avi 2\r\nrun/v3.avi 1\r\nrun/gone.avi 1\r\n")
+    (ann / "testlist01.txt").write_text("walk/v2.mp4\r\n")
+    out = tmp_path / "cache"
+    args = ["--clip-len", "4", "--border", "2", "--field-short", "12", "--no-progress"]
+    assert main(["prepare", str(ann), "--dataset", "ucf101", "--video-root", str(videos),
+                 "--out", str(out), *args]) == 0
+    assert MotionCache(out).video_ids() == ["run/v3", "walk/v1", "walk/v2"]
+    # the same entries as preparing the folder directly with the same settings
+    assert main(["prepare", str(videos), "--out", str(tmp_path / "folder"), *args]) == 0
+    for vid in ("run/v3", "walk/v1", "walk/v2"):
+        a, b = _arrays(out, vid), _arrays(tmp_path / "folder", vid)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{vid}:{k}")
+    # --dataset without --video-root, or over a folder without split files, is a usage error saying so
+    capsys.readouterr()
+    assert main(["prepare", str(ann), "--dataset", "ucf101", "--out", str(tmp_path / "x"), *args]) == 2
+    assert "--video-root" in capsys.readouterr().err
+    assert main(["prepare", str(videos), "--dataset", "ucf101", "--video-root", str(videos),
+                 "--out", str(tmp_path / "x"), *args]) == 2
+    assert str(videos) in capsys.readouterr().err
