@@ -113,18 +113,19 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
     for name in ("data", "motion"):
         if not (work / name).exists():
             (work / name).symlink_to(shared / name, target_is_directory=True)
-    encoders, times, config = {}, {}, None
+    encoders, times, diagnostics, config = {}, {}, {}, None
     for arm in args.arms:
         config = arm_config(arm, settings, work, seed, Path(args.config), ARM_OVERRIDES[arm])
         start = time.perf_counter()
-        _, ckpt, reused = pretrain_arm(config)
+        run_dir, ckpt, reused = pretrain_arm(config)
         times[arm] = None if reused else round(time.perf_counter() - start, 1)
+        diagnostics[arm] = mal_diagnostics(run_dir / "metrics.jsonl")
         encoders[arm] = load_encoder(ckpt)
         print(f"[ablation] seed {seed} arm {arm}: {ckpt} ({'reused' if reused else f'{times[arm]} s'})",
               flush=True)
     torch.manual_seed(seed)
     encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(), **encoders}
-    times["random"] = 0.0
+    times["random"], diagnostics["random"] = 0.0, {}
     records, _, shapes = _records(work)
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
     rows = probe_rows(feats, shapes, meta["train"], meta["test"])
@@ -137,7 +138,28 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
               if "wz_1nn" in r else "")
         print(f"[ablation] seed {seed} {arm}: motion {100 * r['motion_acc']:.1f} ± {100 * r['motion_se']:.1f}"
               f", shape {100 * r['shape_acc']:.1f}, R@1 {100 * r['r1']:.1f}{wz}", flush=True)
-    return {arm: {**rows[arm], "pretrain_s": times[arm]} for arm in encoders}
+    for arm, d in diagnostics.items():
+        if d:
+            print(f"[ablation] seed {seed} {arm}: last-quarter loss_mal {d['loss_mal']:.4f} vs flat-map "
+                  f"{d['mal_flat_loss']:.4f} (ratio {d['mal_vs_flat']:.3f}), "
+                  f"loss_order {d['loss_order']:.4f}", flush=True)
+    return {arm: {**rows[arm], **diagnostics[arm], "pretrain_s": times[arm]} for arm in encoders}
+
+
+def mal_diagnostics(metrics_path: Path) -> dict:
+    """Mean ``loss_mal``, the flat-saliency reference ``mal_flat_loss`` and ``loss_order`` over the last
+    quarter of the logged steps (empty for arms without MAL). ``mal_vs_flat`` < 1 means the learned
+    saliency fits the motion target better than a constant map would."""
+    if not metrics_path.is_file():
+        return {}
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("mal_flat_loss", 0) > 0]  # arms without MAL log 0
+    if not rows:
+        return {}
+    tail = rows[-max(1, len(rows) // 4):]
+    out = {k: statistics.fmean(r[k] for r in tail) for k in ("loss_mal", "mal_flat_loss", "loss_order")}
+    out["mal_vs_flat"] = out["loss_mal"] / max(out["mal_flat_loss"], 1e-12)
+    return out
 
 
 def prepare_weizmann(src: Path, out: Path) -> tuple[Path, list] | None:

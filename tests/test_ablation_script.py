@@ -43,3 +43,17 @@ def test_every_plus_arm_adds_one_component_to_the_baseline(ablation):
         assert len(switched_on) == 1, arm
         key = next(iter(switched_on)).split("=")[0]
         assert {o for o in base if not o.startswith(key)} <= set(overrides), arm
+
+
+def test_mal_diagnostics_average_the_last_quarter(ablation, tmp_path):
+    import json
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 5 * i, "loss_mal": 0.1 * i, "mal_flat_loss": 0.2, "loss_order": 0.7}
+            for i in range(1, 9)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    d = ablation.mal_diagnostics(path)
+    assert d["loss_mal"] == pytest.approx(0.75) and d["mal_vs_flat"] == pytest.approx(3.75)  # steps 7, 8
+    # an arm without MAL logs zeros: no diagnostics; a missing file likewise
+    path.write_text(json.dumps({"step": 5, "loss_mal": 0.0, "mal_flat_loss": 0.0}) + "\n")
+    assert ablation.mal_diagnostics(path) == {} and ablation.mal_diagnostics(tmp_path / "none") == {}
