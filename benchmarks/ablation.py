@@ -142,7 +142,8 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
         if d:
             print(f"[ablation] seed {seed} {arm}: last-quarter loss_mal {d['loss_mal']:.4f} vs flat-map "
                   f"{d['mal_flat_loss']:.4f} (ratio {d['mal_vs_flat']:.3f}), "
-                  f"loss_order {d['loss_order']:.4f}", flush=True)
+                  f"loss_order {d['loss_order']:.4f}, dead saliency maps "
+                  f"{d.get('mal_dead', float('nan')):.3f}", flush=True)
     return {arm: {**rows[arm], **diagnostics[arm], "pretrain_s": times[arm]} for arm in encoders}
 
 
@@ -157,7 +158,8 @@ def mal_diagnostics(metrics_path: Path) -> dict:
     if not rows:
         return {}
     tail = rows[-max(1, len(rows) // 4):]
-    out = {k: statistics.fmean(r[k] for r in tail) for k in ("loss_mal", "mal_flat_loss", "loss_order")}
+    keys = ("loss_mal", "mal_flat_loss", "loss_order", "mal_dead")  # mal_dead: logged since this commit
+    out = {k: statistics.fmean(r[k] for r in tail) for k in keys if all(k in r for r in tail)}
     out["mal_vs_flat"] = out["loss_mal"] / max(out["mal_flat_loss"], 1e-12)
     return out
 

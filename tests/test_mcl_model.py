@@ -53,6 +53,25 @@ def test_mal_flat_loss_is_the_loss_of_a_constant_map():
     )
 
 
+def test_mal_dead_counts_all_zero_saliency_maps(monkeypatch):
+    # a clip whose saliency is zero everywhere gets cosine 0 in all three terms (loss 3) and is "dead"
+    model = make_model()
+    batch = make_batch()
+    real, seen = model._saliency, []
+
+    def first_dead(x, l_pos, create_graph):
+        sal = real(x, l_pos, create_graph)
+        seen.append(torch.cat([sal[:1] * 0, sal[1:]]))
+        return seen[-1]
+
+    monkeypatch.setattr(model, "_saliency", first_dead)
+    out = model(batch)
+    assert out["mal_dead"].item() == pytest.approx(1 / batch["target"].shape[0])
+    terms = alignment_terms_from_saliency(seen[0].detach(), batch["target"])
+    assert [float(terms[k][0]) for k in ("spatiotemporal", "temporal", "spatial")] == [0.0, 0.0, 0.0]
+    assert out["loss_mal"].item() == pytest.approx(loss_from_terms(terms).item(), rel=1e-5)
+
+
 def test_disabled_terms_report_zero():
     model = make_model(use_intra=False, use_order=False, use_mal=False)
     out = model(make_batch())

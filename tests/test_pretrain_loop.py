@@ -73,7 +73,7 @@ class TinyMCL(nn.Module):
         return {"loss": loss, "loss_inter": loss_inter.detach(), "loss_intra": loss_intra.detach(),
                 "loss_order": loss_order.detach(), "loss_mal": loss_mal.detach(), "pos_prob": zero,
                 "mal_spatiotemporal": cos.mean().detach(), "mal_temporal": zero, "mal_spatial": zero,
-                "mal_flat_loss": zero}
+                "mal_flat_loss": zero, "mal_dead": zero}
 
     @torch.no_grad()
     def _enqueue(self, keys):
@@ -165,7 +165,7 @@ def test_run_folder_logs_and_checkpoint_contents(tmp_path):
     assert records[0]["mal_weight"] == 2.0 and records[2]["mal_weight"] == 1.0  # warm-up: 2 steps
     assert [r["order_weight"] for r in records] == pytest.approx([0, 1 / 6, 2 / 6])
     for key in ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob", "mal_spatial",
-                "mal_temporal", "mal_spatiotemporal", "mal_flat_loss", "samples_per_s"):
+                "mal_temporal", "mal_spatiotemporal", "mal_flat_loss", "mal_dead", "samples_per_s"):
         assert key in records[0]
     assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
     state = load_checkpoint(list_checkpoints(run_dir)[-1])  # weights_only=True

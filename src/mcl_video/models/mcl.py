@@ -27,7 +27,7 @@ from mcl_video.objective.saliency import SALIENCY_METHODS, saliency_map
 
 BROKEN_KINDS = {False: (), True: ("shuffle", "repeat"), "both": ("shuffle", "repeat"),
                 "shuffle": ("shuffle",), "repeat": ("repeat",)}  # fmt: skip
-MAL_KEYS = ("loss_mal", "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss")
+MAL_KEYS = ("loss_mal", "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss", "mal_dead")
 
 
 @dataclass
@@ -211,6 +211,9 @@ class MCL(nn.Module):
             "mal_temporal": terms["temporal"].detach().mean(),
             "mal_spatial": terms["spatial"].detach().mean(),
             "mal_flat_loss": loss_from_terms(flat).detach(),
+            # share of clips whose saliency is zero everywhere (ReLU of an all-negative map): their
+            # three cosines are 0 and the ReLU passes no gradient, so MAL cannot move them
+            "mal_dead": (sal.detach().flatten(1).amax(dim=1) <= 0).float().mean(),
         }
 
     def saliency_maps(self, batch: dict) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Every `log_every` steps (and at the last step) the step's metrics are averaged over ranks (a collective:
 every rank calls `step`), then the main rank writes one JSON line and one TensorBoard scalar per metric
 (`train/<name>`): every loss term, the LR, the loss weights, pos_prob, the three MAL cosines,
-mal_flat_loss, steps/s and samples/s (a sample is one query clip and its three key clips).
+mal_flat_loss (the loss a constant saliency map would get), mal_dead (share of clips whose saliency is
+zero everywhere), steps/s and samples/s (a sample is one query clip and its three key clips).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # the loss terms and monitors of the MCL forward (ARCHITECTURE.md); every one is logged
 LOSS_TERMS = ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob",
-              "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss")
+              "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss", "mal_dead")
 TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc costs a third of a step): "
                  "apt-get install libgoogle-perftools4, then "
                  "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 mcl pretrain ...")
