@@ -270,3 +270,22 @@ def test_resume_warns_about_changed_settings(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1, num_workers=0))
     assert "changed settings {'lr': (0.05, 0.1)}" in caplog.text
+
+
+def test_logger_warns_once_about_dead_saliency_maps(tmp_path, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from mcl_video.training.logger import MetricLogger
+
+    cfg = SimpleNamespace(log_every=1, tensorboard=False, progress=False)
+    logger = MetricLogger(tmp_path, True, 0, 4, cfg, samples_per_step=2)
+    with caplog.at_level(logging.WARNING, logger="mcl_video.training.logger"):
+        logger.step(1, 0, {"loss": 1.0, "mal_dead": 0.05}, 0.1)  # below the threshold: quiet
+        assert not caplog.records
+        logger.step(2, 0, {"loss": 1.0, "mal_dead": 0.25}, 0.1)
+        logger.step(3, 0, {"loss": 1.0, "mal_dead": 0.50}, 0.1)
+    logger.close()
+    assert len(caplog.records) == 1 and "25% of the clips" in caplog.records[0].getMessage()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["mal_dead"] for r in rows] == [0.05, 0.25, 0.50]

@@ -10,6 +10,7 @@ zero everywhere), steps/s and samples/s (a sample is one query clip and its thre
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import torch
 from mcl_video.training.distributed import all_reduce_mean
 
 SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
+DEAD_SALIENCY_WARNING = 0.1  # warn once when more than this share of clips has an all-zero saliency map
+
+log = logging.getLogger(__name__)
 
 
 class MetricLogger:
@@ -27,6 +31,7 @@ class MetricLogger:
         self.log_every, self.samples_per_step = config.log_every, samples_per_step
         self.bar = self.writer = self.jsonl = None
         self._step_times: list[float] = []
+        self._warned_dead = False
         if not is_main:
             return
         run_dir = Path(run_dir)
@@ -60,6 +65,12 @@ class MetricLogger:
         values["samples_per_s"] = values["steps_per_s"] * self.samples_per_step
         if not self.is_main:
             return
+        if values.get("mal_dead", 0.0) > DEAD_SALIENCY_WARNING and not self._warned_dead:
+            self._warned_dead = True
+            log.warning("step %d: %.0f%% of the clips have an all-zero saliency map (mal_dead), which the "
+                        "motion alignment loss cannot move (loss 3 each, no gradient through the ReLU); "
+                        "saliency=gradient (the release's) avoids this, Grad-CAM is prone to it "
+                        "(BENCHMARKS.md, Ablation)", step, 100 * values["mal_dead"])
         record = {"step": step, "epoch": epoch, "time": round(time.time(), 3), **values}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
