@@ -69,8 +69,8 @@ class MetricLogger:
             self._warned_dead = True
             log.warning("step %d: %.0f%% of the clips have an all-zero saliency map (mal_dead), which the "
                         "motion alignment loss cannot move (loss 3 each, no gradient through the ReLU); "
-                        "saliency=gradient (the release's) avoids this, Grad-CAM is prone to it "
-                        "(BENCHMARKS.md, Ablation)", step, 100 * values["mal_dead"])
+                        "in BENCHMARKS.md's ablation saliency=gradient (the release's) had none and "
+                        "Grad-CAM about 20%%", step, 100 * values["mal_dead"])
         record = {"step": step, "epoch": epoch, "time": round(time.time(), 3), **values}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
