@@ -1,6 +1,7 @@
 """Benchmark ``mcl prepare`` and the motion cache.
 
-    python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants]
+    python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants] \
+        [--resize-short none]
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -105,15 +106,16 @@ def bytes_per_frame(cache_dir: Path, ids: list[str]) -> float:
     return size / sum(cache.get(i).num_frames for i in ids)
 
 
-def bench_clips(clips: Path, tmp: Path, crops: int) -> None:
+def bench_clips(clips: Path, tmp: Path, crops: int, resize_short: str | None = None) -> None:
     out = tmp / "clips_cache"
-    status, secs = run_cli(clips, out, [])
+    status, secs = run_cli(clips, out, [] if resize_short is None else ["--resize-short", resize_short])
     stats = cache_stats(MotionCache(out))
     ucf = [i for i in MotionCache(out).video_ids() if i.startswith("v_") and i.endswith("_c01")]
-    print(f"\nmcl prepare {clips} (dis, defaults): exit {status}, {stats['videos']} videos, "
+    what = "defaults" if resize_short is None else f"--resize-short {resize_short}"
+    print(f"\nmcl prepare {clips} (dis, {what}): exit {status}, {stats['videos']} videos, "
           f"{stats['frames']} frames in {secs:.1f} s = {stats['videos'] / secs:.2f} videos/s, "
-          f"{stats['frames'] / secs:.1f} frames/s; {stats['bytes_per_frame']:.0f} B/frame overall, "
-          f"{bytes_per_frame(out, ucf):.0f} B/frame on the 320x240 UCF101 clips")
+          f"{stats['frames'] / secs:.1f} frames/s; {stats['bytes_per_frame']:.0f} B/frame overall"
+          + (f", {bytes_per_frame(out, ucf):.0f} B/frame on the 320x240 UCF101 clips" if ucf else ""))
     print(f"read latency per training sample: {read_latency(out):.2f} ms (median)")
     paths = {i: p for i in MotionCache(out).video_ids() for p in clips.glob(i + ".*")}
     corr = correlations(out, paths, crops)
@@ -165,9 +167,11 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=3, help="random crops per video for the correlation")
     parser.add_argument("--synth", action="store_true", help="also prepare a small built-in benchmark")
     parser.add_argument("--variants", action="store_true", help="compare stored representations")
+    parser.add_argument("--resize-short", default=None,
+                        help="passed to mcl prepare for the clips (e.g. 'none': flow at full resolution)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bench_clips(args.clips, Path(tmp), args.crops)
+        bench_clips(args.clips, Path(tmp), args.crops, args.resize_short)
         if args.synth:
             bench_synth(Path(tmp))
         if args.variants:
