@@ -158,7 +158,7 @@ def mal_diagnostics(metrics_path: Path) -> dict:
     if not rows:
         return {}
     tail = rows[-max(1, len(rows) // 4):]
-    keys = ("loss_mal", "mal_flat_loss", "loss_order", "mal_dead")  # mal_dead: logged since this commit
+    keys = ("loss_mal", "mal_flat_loss", "loss_order", "mal_dead")  # older runs did not log mal_dead
     out = {k: statistics.fmean(r[k] for r in tail) for k in keys if all(k in r for r in tail)}
     out["mal_vs_flat"] = out["loss_mal"] / max(out["mal_flat_loss"], 1e-12)
     return out
@@ -180,19 +180,15 @@ def prepare_weizmann(src: Path, out: Path) -> tuple[Path, list] | None:
 
 def weizmann_rows(encoders: dict, config, root: Path, records: list, num_clips: int) -> dict:
     """Leave-one-out 1-NN and linear-SVM accuracy of each encoder's Weizmann features."""
-    from mcl_video.evaluation.datasets import EvalClipDataset
-    from mcl_video.evaluation.demo import StackedEncoders
-    from mcl_video.evaluation.features import extract_features
+    from mcl_video.evaluation.demo import StackedEncoders, extract_videos
     from mcl_video.evaluation.probes import leave_one_out_svm
     from mcl_video.evaluation.retrieval import leave_one_out_knn
 
-    stacked = StackedEncoders(encoders).eval()
-    ds = EvalClipDataset(root, records, config.clip_len, config.stride, num_clips, config.size)
-    res = extract_features(stacked, ds, batch_size=8)
+    features, res = extract_videos(StackedEncoders(encoders).eval(), config, root, records, num_clips)
     labels = np.asarray(res["labels"])
     return {arm: {"wz_1nn": leave_one_out_knn(x, labels, k=1), "wz_svm": leave_one_out_svm(x, labels),
                   "wz_n": len(labels)}
-            for arm, x in stacked.split(res["features"]).items()}
+            for arm, x in features.items()}
 
 
 def summarise(per_seed: dict, arms: list[str]) -> dict:

@@ -33,6 +33,8 @@ import torch
 import yaml
 from torch import nn
 
+from mcl_video.data.synth import SynthConfig
+
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo_cpu.yaml"
@@ -64,11 +66,11 @@ class DemoSettings:
     claim: bool = True
 
 
+_BENCHMARK_KEYS = ("classes", "train_per_class", "test_per_class", "frames", "size", "sprite_size",
+                   "background_contrast", "distractors", "pan_speed", "period", "grayscale")
 PROFILES = {
-    "full": DemoSettings(  # calibrated: benchmarks/calibrate.py, BENCHMARKS.md "Calibration"
-        "full", dict(classes=5, train_per_class=96, test_per_class=32, frames=32, size=32,
-                     sprite_size=(0.25, 0.4), background_contrast=0.15, distractors=(0, 1),
-                     pan_speed=0.3, period=(6.0, 10.0), grayscale=True),
+    "full": DemoSettings(  # the calibrated `mcl synth` defaults: benchmarks/calibrate.py, BENCHMARKS.md
+        "full", {f.name: f.default for f in dataclasses.fields(SynthConfig) if f.name in _BENCHMARK_KEYS},
         steps=300, batch_size=32, supervised_steps=400, supervised_batch_size=32,
     ),
     "quick": DemoSettings(
@@ -307,19 +309,24 @@ def _encoders(config, arms: dict, supervised: nn.Module, seed: int, full: bool) 
     return encoders, sources
 
 
-def extract_all(encoders: dict, config, records: dict, work: Path, num_clips: int) -> tuple[dict, dict]:
-    """One decoding pass per split for all encoders -> ``({name: (train, test)}, {split: meta})``."""
+def extract_videos(stacked: StackedEncoders, config, video_root: Path, records, num_clips: int):
+    """Frozen features of one set of videos for every stacked encoder, decoded once ->
+    ``({name: N x C}, extract_features result)`` (centre crop at the config's clip and size)."""
     from mcl_video.evaluation.datasets import EvalClipDataset
     from mcl_video.evaluation.features import extract_features
 
+    ds = EvalClipDataset(video_root, records, config.clip_len, config.stride, num_clips, config.size)
+    res = extract_features(stacked, ds, batch_size=8)
+    return stacked.split(res["features"]), res
+
+
+def extract_all(encoders: dict, config, records: dict, work: Path, num_clips: int) -> tuple[dict, dict]:
+    """One decoding pass per split for all encoders -> ``({name: (train, test)}, {split: meta})``."""
     stacked = StackedEncoders(encoders).eval()
     out, meta = {}, {}
     for split in ("train", "test"):
-        ds = EvalClipDataset(work / "data" / "videos", records[split], config.clip_len, config.stride,
-                             num_clips, config.size)
-        res = extract_features(stacked, ds, batch_size=8)
-        meta[split] = res
-        out[split] = stacked.split(res["features"])
+        out[split], meta[split] = extract_videos(stacked, config, work / "data" / "videos", records[split],
+                                                 num_clips)
     return {k: (out["train"][k], out["test"][k]) for k in encoders}, meta
 
 
