@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from mcl_video.errors import DataError
+
 log = logging.getLogger(__name__)
 
 # FFmpeg writes warnings for every damaged packet; errors reach the caller as VideoReadError instead.
@@ -46,7 +48,7 @@ _TRUNCATION_SLACK_S = 0.5  # declared duration may exceed the last frame by this
 DECODE_STATS = {"clip_frames_decoded": 0}
 
 
-class VideoReadError(Exception):
+class VideoReadError(DataError):
     """A file that cannot be read as a video: missing, not a video, truncated or corrupt."""
 
 

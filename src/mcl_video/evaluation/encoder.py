@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from mcl_video.errors import DataError
+
 # where the query encoder's backbone lives inside the MCL state dict, most specific first
 QUERY_BACKBONE_PREFIXES = (
     "encoder_q.backbone.",
@@ -28,7 +30,7 @@ QUERY_BACKBONE_PREFIXES = (
 )
 
 
-class EncoderLoadError(ValueError):
+class EncoderLoadError(DataError, ValueError):
     """The checkpoint does not fit the backbone; the message names the offending keys."""
 
 

@@ -23,8 +23,10 @@ from typing import Any
 
 import yaml
 
+from mcl_video.errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError, ValueError):
     """A config file or override that cannot be used; the message names the source and the fix."""
 
 
