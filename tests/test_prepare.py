@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mcl_video.cli import main
+from mcl_video.motion import clip_score, window_map
 from mcl_video.motion.cache import CacheSettings, MotionCache, entry_path
-from mcl_video.motion.prepare import parse_shard, prepare, select_shard
+from mcl_video.motion.prepare import _MotionAccumulator, parse_shard, prepare, select_shard
 from test_motion_cache import write_moving_square
 
 SETTINGS = CacheSettings(clip_len=4, stride=2, border=2, field_short=12)
@@ -134,3 +135,28 @@ def test_cli_dataset_mode_prepares_the_train_and_test_lists(videos, tmp_path, ca
     assert main(["prepare", str(videos), "--dataset", "ucf101", "--video-root", str(videos),
                  "--out", str(tmp_path / "x"), *args]) == 2
     assert str(videos) in capsys.readouterr().err
+
+
+def test_streaming_window_sums_stay_exact_over_a_long_video():
+    # 200 flow frames (three refreshes of the running sums): strong motion, then motion 1000x weaker,
+    # where float32 add/subtract leftovers of the strong frames would show; every frame map and clip
+    # score is checked against the maps computed directly from its window
+    rng = np.random.default_rng(0)
+    n, hw = 200, (40, 52)
+    amp = np.where(np.arange(n) < 90, 20.0, 0.02)[:, None, None]
+    u, v = (rng.uniform(-1, 1, size=(2, n, *hw)) * amp).astype(np.float32)
+    settings = CacheSettings(clip_len=8, stride=2, frame_window=8, border=2)
+    acc = _MotionAccumulator(settings, hw)
+    for t in range(n):
+        acc.push(u[t], v[t])
+    arrays, frames = acc.finish()
+    assert frames == n + 1 and arrays["frame_maps"].shape == (n + 1, 7, 7)
+    peak = arrays["frame_maps"].max()
+    for t in range(n + 1):
+        lo, hi = max(0, t - 4), min(n, t + 4)
+        exact = window_map(u[lo:hi], v[lo:hi], (7, 7), border=2)
+        np.testing.assert_allclose(arrays["frame_maps"][t], exact, rtol=1e-4, atol=1e-6 * peak,
+                                   err_msg=f"frame {t}")
+    assert arrays["clip_scores"].shape == (n + 1 - 16 + 1,)
+    for s, score in enumerate(arrays["clip_scores"]):
+        assert score == pytest.approx(clip_score(u[s:s + 16], v[s:s + 16], border=2), rel=1e-4)
