@@ -9,9 +9,13 @@ in ``failed/`` with its reason and every other video is still prepared.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -36,6 +40,8 @@ from mcl_video.motion.cache import (
 from mcl_video.motion.maps import WindowMapper, prewitt_into
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 # window sums are running sums (add the new flow frame, subtract the one that leaves) and recomputed from
@@ -246,16 +252,30 @@ def list_videos(root: str | os.PathLike, dataset: str | None = None, split: int 
     return base, paths
 
 
-def _init_worker(threads: int) -> None:
-    import cv2
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it ends, however it ends (``kill -9`` included).
 
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
+    daemon thread polls the parent id. A parent that died before the call is caught by the id check.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     cv2.setNumThreads(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
@@ -283,7 +303,7 @@ def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, wor
     # spawn, not fork: a forked child of a process whose OpenMP/OpenCV thread pools already ran can hang
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads)
                    for vid, path in todo.items()]
         for fut in as_completed(futures):
