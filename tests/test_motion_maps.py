@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from mcl_video.motion import alignment_target, boundary_derivatives, clip_score, motion_box, window_map
-from mcl_video.motion.maps import area_weights, block_means, required_coverage
+from mcl_video.motion.maps import WindowMapper, aligned_planes, area_weights, block_means, required_coverage
 
 
 @pytest.fixture
@@ -124,3 +124,21 @@ def test_results_do_not_depend_on_memory_alignment():
         np.testing.assert_array_equal(got[0], ref[0])
         assert got[1] == ref[1]
         np.testing.assert_array_equal(got[2], ref[2])
+
+
+def test_aligned_magnitude_is_reproducible_and_matches():
+    # prepare's fast path (cv2.magnitude over 64-byte-aligned planes): the same bits from any aligned
+    # allocation, and the elementwise path's values to float32 precision
+    rng = np.random.default_rng(2)
+    sums = (rng.normal(size=(4, 37, 51)) * 30).astype(np.float32)
+    mapper = WindowMapper((37, 51), border=3)
+    first = None
+    for _ in range(8):
+        _ = [np.empty(int(n), np.float32) for n in rng.integers(1, 5000, size=3)]  # shift the allocator
+        planes = aligned_planes(4, (37, 51))
+        assert all(p.ctypes.data % 64 == 0 for p in planes)
+        planes[...] = sums
+        got = mapper.magnitude_aligned(planes).copy()
+        first = got if first is None else first
+        np.testing.assert_array_equal(got, first)
+    np.testing.assert_allclose(first, mapper.magnitude(sums), rtol=1e-6)

@@ -176,11 +176,20 @@ def interior(hw: tuple[int, int], border: int) -> tuple[slice, slice] | None:
     return slice(b, h - b), slice(b, w - b)
 
 
+def aligned_planes(n: int, hw: tuple[int, int]) -> np.ndarray:
+    """Zeroed float32 ``n x H x W`` whose planes each start on a 64-byte boundary."""
+    h, w = int(hw[0]), int(hw[1])
+    stride = -(-h * w // 16) * 16  # floats per plane: a multiple of 64 bytes
+    raw = np.zeros(n * stride + 16, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    return np.lib.stride_tricks.as_strided(raw[start:], (n, h, w), (stride * 4, w * 4, 4))
+
+
 class WindowMapper:
     """Zeroed spatial maps of summed derivatives (``4 x H x W``) of one frame size, reused per window.
 
     ``score`` is the clip score (mean of the zeroed map over the whole frame) and ``grid_map`` its block
-    means; only the pixels inside the border are computed, the block-mean weights are cut to them.
+    means; only the pixels inside the border count, the block-mean weights are cut to them.
     """
 
     def __init__(self, hw: tuple[int, int], border: int, grid_hw: tuple[int, int] = (7, 7)) -> None:
@@ -191,6 +200,7 @@ class WindowMapper:
             rows, cols = self.inner
             self.rows = np.ascontiguousarray(_weights32(self.hw[0], self.grid[0], 0.0, None)[:, rows] * 0.5)
             self.cols = np.ascontiguousarray(_weights32(self.hw[1], self.grid[1], 0.0, None)[:, cols].T)
+        self._out: np.ndarray | None = None
 
     def magnitude(self, summed: np.ndarray) -> np.ndarray | None:
         """``M_u + M_v`` (not yet halved) inside the border; None when the border leaves nothing."""
@@ -198,6 +208,24 @@ class WindowMapper:
             return None
         rows, cols = self.inner
         return _magnitude_sum(*(summed[k, rows, cols] for k in range(4)))
+
+    def magnitude_aligned(self, summed: np.ndarray) -> np.ndarray | None:
+        """:meth:`magnitude` of sums held in :func:`aligned_planes` (only those), about 2x faster.
+
+        ``cv2.magnitude`` over whole 64-byte-aligned planes: its vector path then never depends on
+        where the arrays were allocated, so the results are reproducible; they can differ from
+        :meth:`magnitude` in the last bit. The returned view is overwritten by the next call.
+        """
+        if self.inner is None:
+            return None
+        if self._out is None:
+            self._out = aligned_planes(2, self.hw)
+        mu, mv = self._out
+        cv2.magnitude(summed[0], summed[1], mu)
+        cv2.magnitude(summed[2], summed[3], mv)
+        cv2.add(mu, mv, mu)
+        rows, cols = self.inner
+        return mu[rows, cols]
 
     def score(self, magnitude: np.ndarray | None) -> float:
         if magnitude is None:

@@ -2,9 +2,11 @@
 
 Flow is computed streaming over the decoded frames (``FlowEstimator.stream``) at a short side of
 ``resize_short`` pixels (videos already smaller are not upscaled); only the last
-``max(clip_len * stride, frame_window)`` flow frames' derivatives are held in memory, so long or
+``max(clip_len * stride, frame_window) + 1`` flow frames' derivatives are held in memory, so long or
 large videos do not blow memory. A rerun skips videos whose entry exists; a failing video is recorded
-in ``failed/`` with its reason and every other video is still prepared.
+in ``failed/`` with its reason and every other video is still prepared. With ``workers > 1`` videos go
+to a pool of spawned processes (one OpenCV thread each) that end with the parent process, even when it
+is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from mcl_video.motion.cache import (
     write_entry,
     write_failure,
 )
-from mcl_video.motion.maps import WindowMapper, prewitt_into
+from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,9 @@ class _MotionAccumulator:
         self.cap = max(settings.span, settings.frame_window) + 1
         self.ring = np.empty((self.cap, 4, *frame_hw), np.float32)  # derivatives of flow i at i % cap
         self.mapper = WindowMapper(frame_hw, settings.border, settings.grid)
-        self.clip_sum = np.zeros((4, *frame_hw), np.float32)  # sum over flows [count - span, count)
+        self.clip_sum = aligned_planes(4, frame_hw)  # sum over flows [count - span, count)
         self.count = 0  # flow frames pushed
-        self.frame_sum = np.zeros((4, *frame_hw), np.float32)  # sum over flows [frame_lo, frame_hi)
+        self.frame_sum = aligned_planes(4, frame_hw)  # sum over flows [frame_lo, frame_hi)
         self.frame_lo = self.frame_hi = 0
         self.frame_maps: list[np.ndarray] = []
         self.clip_scores: list[float] = []
@@ -82,7 +84,7 @@ class _MotionAccumulator:
             np.add(out, self._flow(i), out=out)
 
     def _score(self, summed: np.ndarray) -> float:
-        return self.mapper.score(self.mapper.magnitude(summed))
+        return self.mapper.score(self.mapper.magnitude_aligned(summed))
 
     def _emit_frame_map(self, t: int) -> None:
         """Frame map of raw frame t: window ``[t - w/2, t + w/2)`` of flows, kept as a running sum."""
@@ -94,7 +96,7 @@ class _MotionAccumulator:
         while self.frame_lo < lo:
             np.subtract(self.frame_sum, self._flow(self.frame_lo), out=self.frame_sum)
             self.frame_lo += 1
-        self.frame_maps.append(self.mapper.grid_map(self.mapper.magnitude(self.frame_sum)))
+        self.frame_maps.append(self.mapper.grid_map(self.mapper.magnitude_aligned(self.frame_sum)))
 
     def _reduce(self, u: np.ndarray, v: np.ndarray, d: np.ndarray) -> None:
         """Area-average the stored fields to ``field_hw`` (cv2 INTER_AREA = exact area means) and quantise."""
