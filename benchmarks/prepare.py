@@ -2,6 +2,7 @@
 
     python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants] \
         [--resize-short none]
+    python benchmarks/prepare.py --side-by-side [--baseline-src DIR] [--rounds 2] [--copies 6]
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -12,6 +13,15 @@ Reports (markdown rows on stdout):
    alignment target);
 4. with ``--variants``: the same correlation and the bytes per frame for other stored representations
    and flow resolutions, on the two UCF101 clips (how the defaults were chosen).
+
+``--side-by-side`` instead measures the speed of preparation against its flow on the two 320x240
+UCF101 clips, per core (one OpenCV/BLAS thread, CPU time): DIS alone on the decoded gray frames, the
+flow stage (``FlowEstimator.stream``), the motion maps alone on those flows, flow + maps on the same
+decoded frames, and ``prepare`` end to end (decode, flow, maps, write). ``--baseline-src DIR`` (the
+``src`` folder of another version, e.g. a ``git worktree`` of an older commit) runs every measurement
+for that version too, each arm in its own process, arms interleaved over ``--rounds``. Then
+``--workers 1`` vs ``--workers 2`` on ``--copies`` links of each clip: CPU time of the whole run
+(workers included) and wall time.
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +46,8 @@ from mcl_video.motion.flow import FlowEstimator
 from mcl_video.motion.prepare import prepare
 
 GRID = (4, 7, 7)
+UCF_CLIPS = ("v_ApplyEyeMakeup_g01_c01.avi", "v_BaseballPitch_g01_c01.avi")
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def exact_flow(path: Path, idx: np.ndarray, resize_short: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +176,130 @@ def bench_synth(tmp: Path) -> None:
           f"{stats['bytes_per_frame']:.0f} B/frame")
 
 
+def _cpu_rate(frames: int, run) -> float:
+    """Frames per CPU second of ``run()`` in this process (best of 2)."""
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.process_time()
+        run()
+        best = min(best, time.process_time() - t0)
+    return frames / best
+
+
+def measure_arm(clips: Path) -> dict[str, float]:
+    """One version's per-core rates (frames/s of CPU time) on the 320x240 UCF101 clips; run in a child."""
+    import cv2
+
+    from mcl_video.data import read_frames
+    from mcl_video.motion.prepare import _MotionAccumulator
+
+    cv2.setNumThreads(1)
+    videos = [read_frames(clips / name) for name in UCF_CLIPS]
+    frames = sum(len(v) for v in videos)
+    grays = [[cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in v] for v in videos]
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    settings = CacheSettings()
+
+    def calc():
+        for g in grays:
+            for a, b in zip(g[:-1], g[1:]):
+                dis.calc(a, b, None)
+
+    def stream():
+        return [list(FlowEstimator("dis").stream(v)) for v in videos]
+
+    flows = stream()
+
+    def maps(per_video):
+        for fl in per_video:
+            acc = _MotionAccumulator(settings, fl[0][0].shape)
+            for u, v in fl:
+                acc.push(u, v)
+            acc.finish()
+
+    def flow_and_maps():
+        for v in videos:
+            acc = None
+            for u, w in FlowEstimator("dis").stream(v):
+                acc = acc or _MotionAccumulator(settings, u.shape)
+                acc.push(u, w)
+            acc.finish()
+
+    def end_to_end():
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "clips"
+            root.mkdir()
+            for name in UCF_CLIPS:
+                os.symlink(clips / name, root / name)
+            prepare(root, Path(tmp) / "cache", settings, progress=False)
+
+    return {"dis_calc": _cpu_rate(frames, calc), "flow_stage": _cpu_rate(frames, stream),
+            "maps": _cpu_rate(frames, lambda: maps(flows)), "flow_and_maps": _cpu_rate(frames, flow_and_maps),
+            "prepare": _cpu_rate(frames, end_to_end), "frames": frames}
+
+
+def _child(src: Path, args: list[str]) -> tuple[str, float, float]:
+    """Run this script with ``src`` first on the path -> (stdout, CPU s incl. grandchildren, wall s)."""
+    env = dict(os.environ, PYTHONPATH=str(src), **SINGLE_THREAD)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, *args], env=env, check=True, capture_output=True,
+                         text=True).stdout
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, cpu, wall
+
+
+def bench_side_by_side(clips: Path, tmp: Path, baseline: Path | None, rounds: int, copies: int) -> None:
+    arms = {"this version": Path(__file__).resolve().parents[1] / "src"}
+    if baseline is not None:
+        arms["baseline"] = baseline.resolve()
+    rates: dict[str, list[dict]] = {name: [] for name in arms}
+    for _ in range(rounds):
+        for name, src in arms.items():
+            out, _, _ = _child(src, ["--measure-arm", "--clips", str(clips)])
+            rates[name].append(json.loads(out.strip().splitlines()[-1]))
+    keys = ("dis_calc", "flow_stage", "maps", "flow_and_maps", "prepare")
+    print(f"\nper-core rates, frames/s of CPU time (best of {rounds} rounds x 2), "
+          f"{rates['this version'][0]['frames']} frames of the two 320x240 UCF101 clips:\n")
+    print("| version | DIS calc only | flow stage | maps only | flow + maps | prepare end to end | "
+          "flow + maps / DIS | prepare / DIS |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, runs in rates.items():
+        best = {k: max(r[k] for r in runs) for k in keys}
+        ratios = best["flow_and_maps"] / best["dis_calc"], best["prepare"] / best["dis_calc"]
+        print(f"| {name} | " + " | ".join(f"{best[k]:.0f}" for k in keys)
+              + f" | {ratios[0]:.2f} | {ratios[1]:.2f} |")
+    root = tmp / "copies"
+    root.mkdir()
+    for name in UCF_CLIPS:
+        for i in range(copies):
+            os.symlink(clips / name, root / f"{Path(name).stem}_{i}{Path(name).suffix}")
+    print(f"\nworkers on {2 * copies} videos (links to the two clips), best of {rounds} interleaved rounds: "
+          "CPU s incl. workers, wall s, efficiency = CPU(1 worker) / CPU(2 workers)\n\n| version | "
+          "1 worker CPU | 1 worker wall | 2 workers CPU | 2 workers wall | CPU efficiency | wall speed-up |"
+          "\n| --- | --- | --- | --- | --- | --- | --- |")
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in range(rounds):
+        for name, src in arms.items():
+            for workers in (1, 2):
+                out_dir = tmp / f"cache_{r}_{workers}_{name.replace(' ', '_')}"
+                runs.setdefault((name, workers), []).append(
+                    _child(src, ["--run-prepare", str(root), str(out_dir), str(workers)])[1:])
+    for name in arms:
+        (c1, w1), (c2, w2) = (tuple(min(x) for x in zip(*runs[name, w])) for w in (1, 2))
+        print(f"| {name} | {c1:.1f} | {w1:.1f} | {c2:.1f} | {w2:.1f} | {c1 / c2:.2f} | {w1 / w2:.2f} |")
+
+
+def run_prepare(root: str, out: str, workers: int) -> None:
+    """``prepare`` with one OpenCV thread per process (the per-core comparison of ``--side-by-side``)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    summary = prepare(root, out, workers=workers, progress=False)
+    print(json.dumps({"frames": summary.frames, "prepared": summary.prepared}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("/work/shared/data/clips"))
@@ -169,8 +308,25 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="compare stored representations")
     parser.add_argument("--resize-short", default=None,
                         help="passed to mcl prepare for the clips (e.g. 'none': flow at full resolution)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="speed of preparation vs its flow per core, and --workers 1 vs 2")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="with --side-by-side: the src folder of a version to compare against")
+    parser.add_argument("--rounds", type=int, default=2, help="with --side-by-side: interleaved rounds")
+    parser.add_argument("--copies", type=int, default=6, help="with --side-by-side: links per clip")
+    parser.add_argument("--measure-arm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run-prepare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_arm:
+        print(json.dumps(measure_arm(args.clips)))
+        return
+    if args.run_prepare:
+        run_prepare(args.run_prepare[0], args.run_prepare[1], int(args.run_prepare[2]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
+        if args.side_by_side:
+            bench_side_by_side(args.clips, Path(tmp), args.baseline_src, args.rounds, args.copies)
+            return
         bench_clips(args.clips, Path(tmp), args.crops, args.resize_short)
         if args.synth:
             bench_synth(Path(tmp))

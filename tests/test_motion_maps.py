@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from mcl_video.motion import alignment_target, boundary_derivatives, clip_score, motion_box, window_map
-from mcl_video.motion.maps import area_weights, block_means, required_coverage
+from mcl_video.motion.maps import WindowMapper, aligned_planes, area_weights, block_means, required_coverage
 
 
 @pytest.fixture
@@ -38,15 +38,20 @@ def test_reference_motion_box(golden):
     assert cov == float(golden["required_coverage"])
 
 
-def test_prewitt_matches_scipy_convolve():
+@pytest.mark.parametrize("hw", [(9, 11), (1, 1), (2, 5), (3, 1), (4, 2)])
+def test_prewitt_matches_scipy_convolve(hw):
+    # OpenCV's separable filter with BORDER_REFLECT == scipy convolve (flipped kernel, reflect border),
+    # including the edges of fields only 1-2 px wide; float32 results, so compared at float32 precision
     rng = np.random.default_rng(0)
-    u, v = rng.normal(size=(2, 3, 9, 11))
+    u, v = rng.normal(size=(2, 3, *hw)).astype(np.float32)
     d = boundary_derivatives(u, v)
+    assert d.dtype == np.float32 and d.shape == (4, 3, *hw)
     kx = np.array([[-1.0, 0, 1]] * 3)
     for t in range(3):
-        np.testing.assert_allclose(d[0, t], ndimage.convolve(u[t], kx), atol=1e-12)
-        np.testing.assert_allclose(d[1, t], ndimage.convolve(u[t], kx.T), atol=1e-12)
-        np.testing.assert_allclose(d[3, t], ndimage.convolve(v[t], kx.T), atol=1e-12)
+        for got, field, kernel in ((d[0, t], u[t], kx), (d[1, t], u[t], kx.T), (d[2, t], v[t], kx),
+                                   (d[3, t], v[t], kx.T)):
+            want = ndimage.convolve(field.astype(np.float64), kernel, mode="reflect")
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * (1 + np.abs(field).max()))
 
 
 def test_uniform_flow_has_zero_boundary():
@@ -104,3 +109,36 @@ def test_motion_box_single_hot_cell_and_spread():
     np.testing.assert_allclose(rows, [0, 10])
     np.testing.assert_allclose(cols, [0, 40])
     assert cov == 0.9
+
+
+def test_results_do_not_depend_on_memory_alignment():
+    # the same numbers at another address give bit-identical maps (cache entries must be reproducible)
+    rng = np.random.default_rng(1)
+    u, v = (rng.normal(size=(2, 3, 30, 44)) * 5).astype(np.float32)
+    ref = (window_map(u, v, border=3), clip_score(u, v, border=3), alignment_target(u, v, (1, 3, 3)))
+    for offset in range(1, 16):
+        buf = np.empty(2 * u.size + 16, np.float32)[offset:offset + 2 * u.size].reshape(2, *u.shape)
+        buf[0], buf[1] = u, v
+        got = (window_map(buf[0], buf[1], border=3), clip_score(buf[0], buf[1], border=3),
+               alignment_target(buf[0], buf[1], (1, 3, 3)))
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert got[1] == ref[1]
+        np.testing.assert_array_equal(got[2], ref[2])
+
+
+def test_aligned_magnitude_is_reproducible_and_matches():
+    # prepare's fast path (cv2.magnitude over 64-byte-aligned planes): the same bits from any aligned
+    # allocation, and the elementwise path's values to float32 precision
+    rng = np.random.default_rng(2)
+    sums = (rng.normal(size=(4, 37, 51)) * 30).astype(np.float32)
+    mapper = WindowMapper((37, 51), border=3)
+    first = None
+    for _ in range(8):
+        _ = [np.empty(int(n), np.float32) for n in rng.integers(1, 5000, size=3)]  # shift the allocator
+        planes = aligned_planes(4, (37, 51))
+        assert all(p.ctypes.data % 64 == 0 for p in planes)
+        planes[...] = sums
+        got = mapper.magnitude_aligned(planes).copy()
+        first = got if first is None else first
+        np.testing.assert_array_equal(got, first)
+    np.testing.assert_allclose(first, mapper.magnitude(sums), rtol=1e-6)

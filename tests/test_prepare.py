@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mcl_video.cli import main
+from mcl_video.motion import clip_score, window_map
 from mcl_video.motion.cache import CacheSettings, MotionCache, entry_path
-from mcl_video.motion.prepare import parse_shard, prepare, select_shard
+from mcl_video.motion.prepare import _MotionAccumulator, parse_shard, prepare, select_shard
 from test_motion_cache import write_moving_square
 
 SETTINGS = CacheSettings(clip_len=4, stride=2, border=2, field_short=12)
@@ -134,3 +141,95 @@ def test_cli_dataset_mode_prepares_the_train_and_test_lists(videos, tmp_path, ca
     assert main(["prepare", str(videos), "--dataset", "ucf101", "--video-root", str(videos),
                  "--out", str(tmp_path / "x"), *args]) == 2
     assert str(videos) in capsys.readouterr().err
+
+
+def test_streaming_window_sums_stay_exact_over_a_long_video():
+    # 200 flow frames (three refreshes of the running sums): strong motion, then motion 1000x weaker,
+    # where float32 add/subtract leftovers of the strong frames would show; every frame map and clip
+    # score is checked against the maps computed directly from its window
+    rng = np.random.default_rng(0)
+    n, hw = 200, (40, 52)
+    amp = np.where(np.arange(n) < 90, 20.0, 0.02)[:, None, None]
+    u, v = (rng.uniform(-1, 1, size=(2, n, *hw)) * amp).astype(np.float32)
+    settings = CacheSettings(clip_len=8, stride=2, frame_window=8, border=2)
+    acc = _MotionAccumulator(settings, hw)
+    for t in range(n):
+        acc.push(u[t], v[t])
+    arrays, frames = acc.finish()
+    assert frames == n + 1 and arrays["frame_maps"].shape == (n + 1, 7, 7)
+    peak = arrays["frame_maps"].max()
+    for t in range(n + 1):
+        lo, hi = max(0, t - 4), min(n, t + 4)
+        exact = window_map(u[lo:hi], v[lo:hi], (7, 7), border=2)
+        np.testing.assert_allclose(arrays["frame_maps"][t], exact, rtol=1e-4, atol=1e-6 * peak,
+                                   err_msg=f"frame {t}")
+    assert arrays["clip_scores"].shape == (n + 1 - 16 + 1,)
+    for s, score in enumerate(arrays["clip_scores"]):
+        assert score == pytest.approx(clip_score(u[s:s + 16], v[s:s + 16], border=2), rel=1e-4)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """``{pid: command line}`` of the live processes whose parent is ``pid`` (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"  # a zombie has exited, only its reaping is pending
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent(videos, tmp_path):
+    # the parent stalls inside the pool after the first finished video, then gets SIGKILL: no cleanup
+    # code of its own runs, yet its workers must end within seconds (the kernel kills them)
+    script = f"""
+import importlib, time
+P = importlib.import_module("mcl_video.motion.prepare")
+results = P._iter_results
+def stalled(*args, **kwargs):
+    for item in results(*args, **kwargs):
+        yield item
+        time.sleep(600)
+P._iter_results = stalled
+P.prepare({str(videos)!r}, {str(tmp_path / "cache")!r}, P.CacheSettings(clip_len=4, border=2), workers=2,
+          progress=False)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        workers: dict[int, str] = {}
+        while time.monotonic() < deadline and parent.poll() is None:
+            workers = {p: c for p, c in _children(parent.pid).items() if "spawn_main" in c}
+            if len(workers) == 2 and list((tmp_path / "cache").rglob("*.npz")):
+                break
+            time.sleep(0.1)
+        assert parent.poll() is None and len(workers) == 2, (parent.poll(), workers)
+        children = _children(parent.pid)  # the workers and multiprocessing's resource tracker
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(_alive, children)):
+            time.sleep(0.1)
+        assert not [c for p, c in children.items() if _alive(p)]
+    finally:  # a failed run leaves nothing behind either
+        parent.kill()
+        for pid in [*_children(parent.pid), *children]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

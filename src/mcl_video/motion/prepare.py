@@ -2,18 +2,23 @@
 
 Flow is computed streaming over the decoded frames (``FlowEstimator.stream``) at a short side of
 ``resize_short`` pixels (videos already smaller are not upscaled); only the last
-``max(clip_len * stride, frame_window)`` flow frames' derivatives are held in memory, so long or
+``max(clip_len * stride, frame_window) + 1`` flow frames' derivatives are held in memory, so long or
 large videos do not blow memory. A rerun skips videos whose entry exists; a failing video is recorded
-in ``failed/`` with its reason and every other video is still prepared.
+in ``failed/`` with its reason and every other video is still prepared. With ``workers > 1`` videos go
+to a pool of spawned processes (one OpenCV thread each) that end with the parent process, even when it
+is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,90 +39,111 @@ from mcl_video.motion.cache import (
     write_entry,
     write_failure,
 )
-from mcl_video.motion.maps import block_means, boundary_derivatives, boundary_magnitude, zero_border
+from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+# window sums are running sums (add the new flow frame, subtract the one that leaves) and recomputed from
+# the stored frames every _REFRESH flow frames, so float32 rounding cannot build up over a long video
+_REFRESH = 64
+
 
 class _MotionAccumulator:
-    """Streams flow frames in; emits frame maps, clip scores and reduced fields (module docstring)."""
+    """Streams flow frames in; emits frame maps, clip scores and reduced fields (module docstring).
+
+    The derivatives of the last ``max(span, frame_window) + 1`` flow frames live in a float32 ring; the
+    clip window and the frame window are running sums over it, so each flow frame costs one Prewitt
+    pass, one add and one subtract per window, and one magnitude per emitted map.
+    """
 
     def __init__(self, settings: CacheSettings, frame_hw: tuple[int, int]) -> None:
         self.s = settings
         self.hw = frame_hw
         self.field_hw = field_hw(frame_hw, settings.field_short)
-        self.keep = max(settings.span, settings.frame_window)
-        self.buffer: deque[np.ndarray] = deque()  # derivatives 4 x H x W (float32) of the last flows
-        self.first = 0  # flow index of buffer[0]
-        self.clip_sum = np.zeros((4, *frame_hw), np.float64)  # sum over flows [next_start, count)
+        self.cap = max(settings.span, settings.frame_window) + 1
+        self.ring = np.empty((self.cap, 4, *frame_hw), np.float32)  # derivatives of flow i at i % cap
+        self.mapper = WindowMapper(frame_hw, settings.border, settings.grid)
+        self.clip_sum = aligned_planes(4, frame_hw)  # sum over flows [count - span, count)
         self.count = 0  # flow frames pushed
-        self.frame_sum = np.zeros((4, *frame_hw), np.float64)  # sum over flows [frame_lo, frame_hi)
+        self.frame_sum = aligned_planes(4, frame_hw)  # sum over flows [frame_lo, frame_hi)
         self.frame_lo = self.frame_hi = 0
         self.frame_maps: list[np.ndarray] = []
         self.clip_scores: list[float] = []
         self.fields: list[np.ndarray] = []
         self.scales: list[np.ndarray] = []
 
-    def _zeroed_map(self, summed: np.ndarray) -> np.ndarray:
-        return zero_border(boundary_magnitude(summed.astype(np.float32)) / 2.0, self.s.border)
+    def _flow(self, i: int) -> np.ndarray:
+        return self.ring[i % self.cap]
 
-    def _window_sum(self, lo: int, hi: int) -> np.ndarray:
-        parts = [self.buffer[i - self.first] for i in range(max(lo, self.first), hi)]
-        return np.sum(parts, axis=0, dtype=np.float64)
+    def _recompute(self, out: np.ndarray, lo: int, hi: int) -> None:
+        out.fill(0.0)
+        for i in range(lo, hi):
+            np.add(out, self._flow(i), out=out)
+
+    def _score(self, summed: np.ndarray) -> float:
+        return self.mapper.score(self.mapper.magnitude_aligned(summed))
 
     def _emit_frame_map(self, t: int) -> None:
         """Frame map of raw frame t: window ``[t - w/2, t + w/2)`` of flows, kept as a running sum."""
         half = self.s.frame_window // 2
         lo, hi = max(0, t - half), min(self.count, t - half + self.s.frame_window)
         while self.frame_hi < hi:
-            self.frame_sum += self.buffer[self.frame_hi - self.first]
+            np.add(self.frame_sum, self._flow(self.frame_hi), out=self.frame_sum)
             self.frame_hi += 1
         while self.frame_lo < lo:
-            self.frame_sum -= self.buffer[self.frame_lo - self.first]
+            np.subtract(self.frame_sum, self._flow(self.frame_lo), out=self.frame_sum)
             self.frame_lo += 1
-        self.frame_maps.append(block_means(self._zeroed_map(self.frame_sum), self.s.grid))
+        self.frame_maps.append(self.mapper.grid_map(self.mapper.magnitude_aligned(self.frame_sum)))
 
     def _reduce(self, u: np.ndarray, v: np.ndarray, d: np.ndarray) -> None:
         """Area-average the stored fields to ``field_hw`` (cv2 INTER_AREA = exact area means) and quantise."""
-        full = d if self.s.representation == "derivatives" else np.stack([u, v])
+        full = d if self.s.representation == "derivatives" else (u, v)
         h, w = self.field_hw
-        small = np.stack([cv2.resize(np.ascontiguousarray(x, dtype=np.float32), (w, h),
-                                     interpolation=cv2.INTER_AREA) for x in full])
+        small = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in full])
         q, scales = quantise(small)
         self.fields.append(q)
         self.scales.append(scales)
 
     def push(self, u: np.ndarray, v: np.ndarray) -> None:
         """Add flow frame ``count`` (``u``, ``v``: ``H x W`` pixels)."""
-        d = boundary_derivatives(u[None], v[None])[:, 0]
+        u = np.ascontiguousarray(u, dtype=np.float32)
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        d = self._flow(self.count)
+        prewitt_into(u, d[0], d[1])
+        prewitt_into(v, d[2], d[3])
         self._reduce(u, v, d)
-        self.buffer.append(d.astype(np.float32))
-        self.clip_sum += d
+        np.add(self.clip_sum, d, out=self.clip_sum)
         self.count += 1
         span = self.s.span
         if self.count > span:  # drop flow count-1-span from the clip window
-            self.clip_sum -= self.buffer[self.count - 1 - span - self.first]
+            np.subtract(self.clip_sum, self._flow(self.count - 1 - span), out=self.clip_sum)
+        if self.count % _REFRESH == 0:
+            self._recompute(self.clip_sum, max(0, self.count - span), self.count)
+            self._recompute(self.frame_sum, self.frame_lo, self.frame_hi)
         if self.count >= span:
-            self.clip_scores.append(float(self._zeroed_map(self.clip_sum).mean()))
+            self.clip_scores.append(self._score(self.clip_sum))
         ready = self.count - (self.s.frame_window - self.s.frame_window // 2)  # frame whose window is full
         while len(self.frame_maps) <= ready:
             self._emit_frame_map(len(self.frame_maps))
-        while len(self.buffer) > self.keep and self.first < self.frame_lo:
-            self.buffer.popleft()
-            self.first += 1
 
     def finish(self) -> tuple[dict[str, np.ndarray], int]:
         """Emit what is left at the end of the video -> (arrays, num_frames)."""
         n = self.count + 1
+        lo = max(0, self.count - self.s.span)  # the clip window holds flows [lo, count)
         for s in range(len(self.clip_scores), num_starts(n, self.s.span)):
-            window = self._window_sum(s, min(self.count, s + self.s.span))
-            self.clip_scores.append(float(self._zeroed_map(window).mean()) if self.count else 0.0)
+            while lo < min(s, self.count):  # the last starts' windows are truncated at the end
+                np.subtract(self.clip_sum, self._flow(lo), out=self.clip_sum)
+                lo += 1
+            self.clip_scores.append(self._score(self.clip_sum) if self.count else 0.0)
         while len(self.frame_maps) < n:
             t = len(self.frame_maps)
             if self.count:
                 self._emit_frame_map(t)
             else:
-                self.frame_maps.append(np.zeros(self.s.grid))
+                self.frame_maps.append(np.zeros(self.s.grid, np.float32))
         k = REPRESENTATIONS[self.s.representation]
         fields = np.stack(self.fields, axis=1) if self.fields else np.zeros((k, 0, *self.field_hw), np.int8)
         scales = np.stack(self.scales, axis=1) if self.scales else np.zeros((k, 0), np.float32)
@@ -228,16 +254,30 @@ def list_videos(root: str | os.PathLike, dataset: str | None = None, split: int 
     return base, paths
 
 
-def _init_worker(threads: int) -> None:
-    import cv2
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it ends, however it ends (``kill -9`` included).
 
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
+    daemon thread polls the parent id. A parent that died before the call is caught by the id check.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     cv2.setNumThreads(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
@@ -265,7 +305,7 @@ def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, wor
     # spawn, not fork: a forked child of a process whose OpenMP/OpenCV thread pools already ran can hang
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads)
                    for vid, path in todo.items()]
         for fut in as_completed(futures):
