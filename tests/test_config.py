@@ -51,9 +51,9 @@ def test_every_shipped_config_builds_its_model(name):
         b, t, s = 2, cfg.clip_len, cfg.size
         batch = {k: torch.randn(b, 3, t, s, s) for k in ("q", "k0", "k1", "k2")}
         batch.update(target=torch.rand(b, *grid), order=torch.tensor([0, 1]), index=torch.tensor([0, 1]))
-        out = model(batch, order_weight=0.5, mal_weight=2.0)
-        out["loss"].backward()
-        assert torch.isfinite(out["loss"]) and out["loss_mal"] > 0
+        loss, out = model(batch, order_weight=0.5, mal_weight=2.0)
+        loss.backward()
+        assert torch.isfinite(loss) and out["loss_mal"] > 0
 
 
 def test_overrides_are_typed_by_field():
@@ -64,8 +64,11 @@ def test_overrides_are_typed_by_field():
     assert got == ("/x/ann", "c", "o", 7, 12, 3)
     assert cfg.resume is True and cfg.use_mal is False and cfg.lr == 2e-3
     assert cfg.backbone_options == {"widths": [8, 16]} and cfg.warmup_epochs == 1.0
-    assert parse_overrides(["motion_broken_negatives=shuffle"]) == {"motion_broken_negatives": "shuffle"}
+    assert parse_overrides(["motion_broken_negatives=[shuffle]"]) == {"motion_broken_negatives": ["shuffle"]}
+    # the former on/off switch still reads
     assert parse_overrides(["motion_broken_negatives=yes"]) == {"motion_broken_negatives": True}
+    broken = [load_config(None, [f"motion_broken_negatives={v}"]).motion_broken_negatives for v in (1, 0)]
+    assert broken == [["shuffle", "repeat"], []]
     assert parse_overrides(["--data=007"]) == {"data": "007"}  # strings stay strings
 
 
