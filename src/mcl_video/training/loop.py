@@ -22,6 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from mcl_video.models import dist as process_group
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training.builders import build_dataset, build_model, build_optimizer
 from mcl_video.training.config import PretrainConfig, config_to_dict, save_run_config
@@ -275,7 +276,7 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
     Under torchrun (WORLD_SIZE > 1) this starts and ends the process group itself, unless the caller
     already started one.
     """
-    started_here = not torch.distributed.is_initialized()
+    started_here = not process_group.is_initialized()
     env = init_distributed(config.device)
     try:
         run, dataset = _setup(config, env, model, dataset)
