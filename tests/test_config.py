@@ -21,6 +21,8 @@ def test_release_settings_in_shipped_configs():
         assert (c.backbone, c.size, c.batch_size, c.queue_size) == ("p3d_resnet50", 224, 8, 131072)
         assert (c.temperature, c.ema, c.warmup_epochs, c.schedule) == (0.1, 0.999, 5.0, "cosine")
         assert (c.optimizer, c.momentum, c.weight_decay) == ("sgd", 0.9, 1e-4)
+        # the release does not mask the query's own video, floors the cosine at 1e-6, uses a linear order head
+        assert (c.mask_same_video, c.min_lr, c.order_head, c.init) == (False, 1e-6, "linear", "")
     assert (ucf.epochs, ucf.lr, ucf.use_order, ucf.dataset) == (200, 0.01, True, "ucf101")
     assert (k400.epochs, k400.lr, k400.use_order, k400.dataset) == (400, 0.02, False, "kinetics400")
     r21 = load_config(CONFIGS / "ucf101_r2plus1d18_112.yaml")
@@ -113,3 +115,15 @@ def test_cli_prints_resolved_config_and_rejects_unknown_keys(capsys):
     assert printed["seed"] == 4 and printed["backbone"] == "tiny_r2plus1d"
     assert main(["pretrain", "--config", str(CONFIGS / "demo_cpu.yaml"), "lernrate=1"]) == 2
     assert "unknown config key 'lernrate'; did you mean 'lr'?" in capsys.readouterr().err
+
+
+def test_order_head_and_init_keys_reach_the_model():
+    cfg = load_config(CONFIGS / "demo_cpu.yaml", ["order_head=mlp", "init="])
+    assert model_config(cfg).order_head == "mlp" and model_config(cfg).backbone_options == {}
+    assert load_config(CONFIGS / "demo_cpu.yaml").order_head == "linear"  # the release's, everywhere
+    with pytest.raises(ConfigError, match="order_head='deep' is not one of linear, mlp"):
+        load_config(None, ["order_head=deep"])
+    with pytest.raises(ConfigError, match="motion_broken_negatives='reverse' is not one of shuffle, repeat"):
+        load_config(None, ["motion_broken_negatives=[reverse]"])
+    with pytest.raises(ConfigError, match="keep one"):
+        model_config(load_config(None, ["init=a.pth", "backbone_options={weights: b.pth}"]))
