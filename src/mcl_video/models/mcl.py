@@ -105,6 +105,8 @@ def motion_broken_clips(clips: torch.Tensor, kinds: tuple[str, ...]) -> torch.Te
 
 
 class MCL(nn.Module):
+    """Query encoder, momentum key encoder, queue of keys (with video ids) and the four terms."""
+
     def __init__(self, config: MCLConfig):
         super().__init__()
         self.config = cfg = config
@@ -123,7 +125,7 @@ class MCL(nn.Module):
 
     def forward(self, batch: dict, order_weight: float = 1.0, mal_weight: float = 1.0):
         """Clips ``q, k0, k1, k2``: ``B x 3 x T x H x W``; ``target``: ``B x T' x H' x W'`` motion map of q;
-        ``order``: ``B`` (1 when k1 is later than k2); ``index``: ``B`` video ids.
+        ``order``: ``B`` (1: the query clip precedes k1 and k2); ``index``: ``B`` video ids.
         Returns ``(loss, metrics)``: the scalar loss and {name: detached scalar}."""
         cfg, b = self.config, batch["q"].shape[0]
         mal_on = cfg.use_mal and torch.is_grad_enabled()
@@ -143,7 +145,7 @@ class MCL(nn.Module):
         # intra-video: the same clip must beat the video's other two clips
         loss_intra = intra_video_loss(q["intra"], *k["intra"], cfg.temperature) if cfg.use_intra else zero
         loss_order = zero
-        if cfg.use_order:  # which of k1, k2 comes first, from cat[q, k1, k2] (B x 3D)
+        if cfg.use_order:  # does q come before k1, k2? from cat[q, k1, k2] (B x 3D)
             order = batch["order"].to(zero.device)  # B
             loss_order = order_loss(q["order"], k["order"][1], k["order"][2], order, self.order_classifier)
         # motion alignment: saliency of the same-clip logit vs. the motion target
