@@ -46,9 +46,9 @@ def run_arm(args) -> dict:
     times, cpu = [], []
     for i in range(args.warmup + args.steps):
         start, start_cpu = time.perf_counter(), time.process_time()
-        out = model(batch)
+        loss, _ = model(batch)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        loss.backward()
         opt.step()
         model.momentum_update()
         if i >= args.warmup:

@@ -4,8 +4,11 @@ import pytest
 import torch
 import torchvision
 
+from mcl_video.errors import DataError
 from mcl_video.models import build_backbone
 from mcl_video.models.p3d_resnet import inflate_2d_state_dict
+from mcl_video.training.builders import build_model
+from mcl_video.training.config import ConfigError, PretrainConfig
 
 SMALL = {"tiny_r2plus1d": (8, 32), "r2plus1d_18": (2, 32), "r3d_18": (2, 32), "p3d_resnet50": (4, 32)}
 
@@ -95,5 +98,48 @@ def test_moco_checkpoint_and_bad_keys(resnet50_2d, tmp_path):
     assert torch.equal(centre, torch.eye(128))
     broken = {k: v for k, v in resnet50_2d.state_dict().items() if k != "layer1.0.bn1.weight"}
     broken["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing keys \['layer1.0.bn1.weight'\].*unexpected keys \['extra"):
+    with pytest.raises(DataError, match=r"missing keys \['layer1.0.bn1.weight'\].*unexpected keys \['extra"):
         inflate_2d_state_dict(broken, p3d.state_dict())
+
+
+@pytest.mark.parametrize("fmt", ["torchvision", "moco_v2"])
+def test_init_key_inflates_a_2d_resnet50_into_both_encoders(resnet50_2d, tmp_path, fmt):
+    weights = resnet50_2d.state_dict()
+    path = tmp_path / f"{fmt}.pth"
+    if fmt == "torchvision":
+        torch.save(weights, path)
+    else:  # MoCo v2: query encoder under module.encoder_q., its MLP head as fc.*, plus the key encoder
+        state = {f"module.encoder_q.{k}": v for k, v in weights.items() if not k.startswith("fc")}
+        state.update({"module.encoder_q.fc.0.weight": torch.zeros(2048, 2048),
+                      "module.encoder_q.fc.2.weight": torch.zeros(128, 2048),
+                      "module.encoder_k.conv1.weight": torch.zeros(64, 3, 7, 7)})
+        torch.save({"epoch": 800, "arch": "resnet50", "state_dict": state}, path)
+    cfg = PretrainConfig(backbone="p3d_resnet50", init=str(path), queue_size=8, use_mal=False)
+    model = build_model(cfg)
+    for encoder in (model.encoder_q, model.encoder_k):
+        p3d = encoder.backbone.state_dict()
+        assert torch.equal(p3d["conv1.weight"][:, :, 1], weights["conv1.weight"])  # stem at index 1 of 4
+        assert p3d["conv1.weight"][:, :, [0, 2, 3]].abs().sum() == 0
+        for key in ("layer1.0.conv2.weight", "layer3.5.conv2.weight", "layer4.2.conv1.weight",
+                    "layer2.0.downsample.0.weight"):
+            assert torch.equal(p3d[key][:, :, 0], weights[key]), key  # 3x3 -> 1x3x3, 1x1 -> 1x1x1
+        for key in ("bn1.running_var", "layer4.2.bn3.weight", "layer2.0.downsample.1.running_mean"):
+            assert torch.equal(p3d[key], weights[key]), key
+        ident = p3d["layer3.1.conv2_t.weight"]  # temporal conv starts as the identity
+        assert torch.equal(ident[:, :, 1, 0, 0], torch.eye(256)) and ident[:, :, [0, 2]].abs().sum() == 0
+
+
+def test_init_refuses_wrong_files_and_backbones(tmp_path):
+    torch.manual_seed(0)
+    r18 = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), r18)
+    with pytest.raises(DataError, match=r"resnet18.pth: cannot inflate.*missing keys \['layer1.0.bn3.bias'"):
+        build_backbone("p3d_resnet50", weights=str(r18))
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights\n")
+    with pytest.raises(DataError, match=r"notes.txt: not a PyTorch weights file"):
+        build_model(PretrainConfig(backbone="p3d_resnet50", init=str(text), queue_size=8))
+    with pytest.raises(DataError, match=r"init=.*absent.pth: file not found"):
+        build_model(PretrainConfig(backbone="p3d_resnet50", init=str(tmp_path / "absent.pth")))
+    with pytest.raises(ConfigError, match="backbone=tiny_r2plus1d has none to load"):
+        build_model(PretrainConfig(backbone="tiny_r2plus1d", init=str(r18)))

@@ -21,6 +21,8 @@ def test_release_settings_in_shipped_configs():
         assert (c.backbone, c.size, c.batch_size, c.queue_size) == ("p3d_resnet50", 224, 8, 131072)
         assert (c.temperature, c.ema, c.warmup_epochs, c.schedule) == (0.1, 0.999, 5.0, "cosine")
         assert (c.optimizer, c.momentum, c.weight_decay) == ("sgd", 0.9, 1e-4)
+        # the release does not mask the query's own video, floors the cosine at 1e-6, uses a linear order head
+        assert (c.mask_same_video, c.min_lr, c.order_head, c.init) == (False, 1e-6, "linear", "")
     assert (ucf.epochs, ucf.lr, ucf.use_order, ucf.dataset) == (200, 0.01, True, "ucf101")
     assert (k400.epochs, k400.lr, k400.use_order, k400.dataset) == (400, 0.02, False, "kinetics400")
     r21 = load_config(CONFIGS / "ucf101_r2plus1d18_112.yaml")
@@ -51,9 +53,9 @@ def test_every_shipped_config_builds_its_model(name):
         b, t, s = 2, cfg.clip_len, cfg.size
         batch = {k: torch.randn(b, 3, t, s, s) for k in ("q", "k0", "k1", "k2")}
         batch.update(target=torch.rand(b, *grid), order=torch.tensor([0, 1]), index=torch.tensor([0, 1]))
-        out = model(batch, order_weight=0.5, mal_weight=2.0)
-        out["loss"].backward()
-        assert torch.isfinite(out["loss"]) and out["loss_mal"] > 0
+        loss, out = model(batch, order_weight=0.5, mal_weight=2.0)
+        loss.backward()
+        assert torch.isfinite(loss) and out["loss_mal"] > 0
 
 
 def test_overrides_are_typed_by_field():
@@ -64,8 +66,11 @@ def test_overrides_are_typed_by_field():
     assert got == ("/x/ann", "c", "o", 7, 12, 3)
     assert cfg.resume is True and cfg.use_mal is False and cfg.lr == 2e-3
     assert cfg.backbone_options == {"widths": [8, 16]} and cfg.warmup_epochs == 1.0
-    assert parse_overrides(["motion_broken_negatives=shuffle"]) == {"motion_broken_negatives": "shuffle"}
+    assert parse_overrides(["motion_broken_negatives=[shuffle]"]) == {"motion_broken_negatives": ["shuffle"]}
+    # the former on/off switch still reads
     assert parse_overrides(["motion_broken_negatives=yes"]) == {"motion_broken_negatives": True}
+    broken = [load_config(None, [f"motion_broken_negatives={v}"]).motion_broken_negatives for v in (1, 0)]
+    assert broken == [["shuffle", "repeat"], []]
     assert parse_overrides(["--data=007"]) == {"data": "007"}  # strings stay strings
 
 
@@ -110,3 +115,15 @@ def test_cli_prints_resolved_config_and_rejects_unknown_keys(capsys):
     assert printed["seed"] == 4 and printed["backbone"] == "tiny_r2plus1d"
     assert main(["pretrain", "--config", str(CONFIGS / "demo_cpu.yaml"), "lernrate=1"]) == 2
     assert "unknown config key 'lernrate'; did you mean 'lr'?" in capsys.readouterr().err
+
+
+def test_order_head_and_init_keys_reach_the_model():
+    cfg = load_config(CONFIGS / "demo_cpu.yaml", ["order_head=mlp", "init="])
+    assert model_config(cfg).order_head == "mlp" and model_config(cfg).backbone_options == {}
+    assert load_config(CONFIGS / "demo_cpu.yaml").order_head == "linear"  # the release's, everywhere
+    with pytest.raises(ConfigError, match="order_head='deep' is not one of linear, mlp"):
+        load_config(None, ["order_head=deep"])
+    with pytest.raises(ConfigError, match="motion_broken_negatives='reverse' is not one of shuffle, repeat"):
+        load_config(None, ["motion_broken_negatives=[reverse]"])
+    with pytest.raises(ConfigError, match="keep one"):
+        model_config(load_config(None, ["init=a.pth", "backbone_options={weights: b.pth}"]))

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from mcl_video.models import MCL, FeatureCapture, MCLConfig, build_backbone
+from mcl_video.models.mcl import motion_broken_clips
 from mcl_video.objective import alignment_terms_from_saliency, info_nce_multi_positive, loss_from_terms
 
 CLIP, SIZE = 8, 48  # tiny_r2plus1d grid: 2 x 3 x 3
@@ -29,13 +30,14 @@ def make_model(backbone_options=None, **options):
 
 
 def test_all_terms_forward_backward_finite_gradients_everywhere():
-    model = make_model(motion_broken_negatives=True)
-    out = model(make_batch())
+    model = make_model(motion_broken_negatives=("shuffle", "repeat"))
+    loss, out = model(make_batch())
     for name in ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "mal_flat_loss"):
         assert torch.isfinite(out[name]) and out[name] > 0, name
     assert 0 < out["pos_prob"] < 1
-    assert not any(v.requires_grad for n, v in out.items() if n != "loss")
-    out["loss"].backward()
+    assert loss.requires_grad and not any(v.requires_grad for v in out.values())
+    assert out["loss"].item() == loss.item()
+    loss.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bad = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not bad, f"no finite gradient for {bad[:5]}"
@@ -46,7 +48,7 @@ def test_all_terms_forward_backward_finite_gradients_everywhere():
 
 def test_mal_flat_loss_is_the_loss_of_a_constant_map():
     batch = make_batch()
-    out = make_model()(batch)
+    _, out = make_model()(batch)
     ones = torch.ones_like(batch["target"])
     assert out["mal_flat_loss"].item() == pytest.approx(
         loss_from_terms(alignment_terms_from_saliency(ones, batch["target"])).item(), abs=1e-6
@@ -57,15 +59,15 @@ def test_mal_dead_counts_all_zero_saliency_maps(monkeypatch):
     # a clip whose saliency is zero everywhere gets cosine 0 in all three terms (loss 3) and is "dead"
     model = make_model()
     batch = make_batch()
-    real, seen = model._saliency, []
+    real, seen = model.alignment.saliency_map, []
 
-    def first_dead(x, l_pos, create_graph):
-        sal = real(x, l_pos, create_graph)
+    def first_dead(l_pos, create_graph=True):
+        sal = real(l_pos, create_graph)
         seen.append(torch.cat([sal[:1] * 0, sal[1:]]))
         return seen[-1]
 
-    monkeypatch.setattr(model, "_saliency", first_dead)
-    out = model(batch)
+    monkeypatch.setattr(model.alignment, "saliency_map", first_dead)
+    _, out = model(batch)
     assert out["mal_dead"].item() == pytest.approx(1 / batch["target"].shape[0])
     terms = alignment_terms_from_saliency(seen[0].detach(), batch["target"])
     assert [float(terms[k][0]) for k in ("spatiotemporal", "temporal", "spatial")] == [0.0, 0.0, 0.0]
@@ -74,10 +76,10 @@ def test_mal_dead_counts_all_zero_saliency_maps(monkeypatch):
 
 def test_disabled_terms_report_zero():
     model = make_model(use_intra=False, use_order=False, use_mal=False)
-    out = model(make_batch())
+    loss, out = model(make_batch())
     for name in ("loss_intra", "loss_order", "loss_mal", "mal_spatial", "mal_flat_loss"):
         assert out[name].item() == 0.0, name
-    assert out["loss"].item() == pytest.approx(out["loss_inter"].item())
+    assert loss.item() == pytest.approx(out["loss_inter"].item())
     assert set(model.encoder_q.heads) == {"inter"} and model.order_classifier is None
 
 
@@ -108,7 +110,7 @@ def test_same_video_masking_excludes_exactly_those_keys():
     with torch.no_grad():
         q = model.encoder_q(batch["q"])["inter"]
         keys = model.encoder_k(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))["inter"]
-        out = model(batch)
+        _, out = model(batch)
     keys = keys.view(3, 4, -1).transpose(0, 1)
     # sample i: its own video's keys removed from the negatives, every other key kept
     per_sample = [info_nce_multi_positive(q[[i]], keys[[i]], queue[:, ids != i], 0.1) for i in range(4)]
@@ -117,7 +119,7 @@ def test_same_video_masking_excludes_exactly_those_keys():
     unmasked.load_state_dict(model.state_dict())
     unmasked.queue.copy_(queue), unmasked.queue_ids.copy_(ids), unmasked.queue_ptr.zero_()
     with torch.no_grad():
-        assert unmasked(batch)["loss_inter"].item() != pytest.approx(out["loss_inter"].item(), rel=1e-6)
+        assert unmasked(batch)[1]["loss_inter"].item() != pytest.approx(out["loss_inter"].item(), rel=1e-6)
 
 
 def test_loss_falls_on_a_fixed_batch():
@@ -130,12 +132,12 @@ def test_loss_falls_on_a_fixed_batch():
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(20):
-        out = model(batch)
+        loss, _ = model(batch)
         opt.zero_grad()
-        out["loss"].backward()
+        loss.backward()
         opt.step()
         model.momentum_update()
-        losses.append(out["loss"].item())
+        losses.append(loss.item())
     # step 0 sees the random initial queue; from step 1 on the queue holds this batch's keys
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[1:4]) / 3, losses
 
@@ -199,3 +201,35 @@ def test_grid_mismatch_and_momentum_update():
     model.momentum_update()
     for p_k, before, p_q in zip(model.encoder_k.parameters(), k_before, model.encoder_q.parameters()):
         assert torch.allclose(p_k, 0.5 * before + 0.5 * p_q)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_order_head_options_train_with_finite_gradients(head):
+    model = make_model(order_head=head)
+    hidden = {"linear": [(2, 3 * 128)], "mlp": [(128, 3 * 128), (2, 128)]}[head]
+    weights = [p.shape for n, p in model.order_classifier.named_parameters() if n.endswith("weight")]
+    assert weights == [torch.Size(s) for s in hidden]
+    loss, out = model(make_batch())
+    assert torch.isfinite(out["loss_order"]) and out["loss_order"] > 0
+    loss.backward()
+    for name, p in model.order_classifier.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert all(torch.isfinite(p.grad).all() for p in model.encoder_q.heads["order"].parameters())
+
+
+def test_motion_broken_clips_break_the_motion_and_nothing_else():
+    torch.manual_seed(3)
+    b, t = 5, 6
+    # frame f of clip i is filled with the value 100 i + f, so the frame order can be read back
+    clips = (100 * torch.arange(b)[:, None] + torch.arange(t)[None, :]).float()
+    clips = clips[:, None, :, None, None].expand(b, 3, t, 2, 2).contiguous()
+    copies = motion_broken_clips(clips, ("shuffle", "repeat"))
+    assert copies.shape == (2 * b, 3, t, 2, 2)
+    order = copies[:, 0, :, 0, 0] - 100 * torch.arange(b).repeat(2)[:, None]  # 2B x T frame indices
+    shuffled, repeated = order[:b], order[b:]
+    assert all(sorted(row.tolist()) == list(range(t)) for row in shuffled)  # a permutation of the frames
+    assert not (shuffled == torch.arange(t)).all(1).any()  # never the original order
+    assert (repeated == repeated[:, :1]).all() and ((repeated >= 0) & (repeated < t)).all()  # one frame
+    assert motion_broken_clips(clips, ("repeat",)).shape == (b, 3, t, 2, 2)
+    with pytest.raises(ValueError, match="kinds must be from"):
+        MCLConfig("tiny_r2plus1d", motion_broken_negatives=("reverse",))

@@ -11,6 +11,7 @@ from mcl_video.objective import (
     info_nce_multi_positive,
     inter_logits,
     intra_video_loss,
+    order_head,
     order_loss,
 )
 
@@ -111,3 +112,31 @@ def test_argument_checks():
         info_nce_multi_positive(q, keys, queue, 0.1, torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="B x D"):
         intra_video_loss(q, q, q[:1], q)
+
+
+def test_only_the_mlp_order_head_can_read_a_relation_between_clips():
+    """Label o = [q.k1 > q.k2] (which key is closer to the query) is relational: negating all three
+    inputs keeps o and negates a linear head's logits, so the best linear head is a constant (ln 2).
+    A small MLP on the same concatenation learns it."""
+
+    def draw(n, g, d=16):
+        q, k1, k2 = (F.normalize(torch.randn(n, d, generator=g), dim=1) for _ in range(3))
+        return q, k1, k2, ((q * k1).sum(1) > (q * k2).sum(1)).long()
+
+    held_out = {}
+    for kind in ("linear", "mlp"):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        head = order_head(kind, 16)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = order_loss(*draw(256, g), head)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            held_out[kind] = order_loss(*draw(2000, torch.Generator().manual_seed(9)), head).item()
+    assert held_out["linear"] > math.log(2) - 0.02, held_out
+    assert held_out["mlp"] < math.log(2) - 0.05, held_out
+    with pytest.raises(ValueError, match="linear, mlp"):
+        order_head("deep", 16)

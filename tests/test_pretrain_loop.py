@@ -1,6 +1,6 @@
 """The pretraining loop on a tiny stand-in of the MCL contract (and on the real MCL when present).
 
-`TinyMCL` / `ToyClips` below follow ARCHITECTURE.md (forward(batch, order_weight, mal_weight) -> dict,
+`TinyMCL` / `ToyClips` below follow ARCHITECTURE.md (forward(batch, order_weight, mal_weight) -> (loss, dict),
 momentum_update(), queue buffers; dataset items q/k0/k1/k2/target/order/index/video_id, set_epoch) so the
 engine is tested independently of the real model; test_distributed.py imports them too.
 """
@@ -70,10 +70,10 @@ class TinyMCL(nn.Module):
         loss = loss_inter + loss_intra + order_weight * loss_order + mal_weight * loss_mal
         self._enqueue(torch.cat(keys))
         zero = torch.zeros(())
-        return {"loss": loss, "loss_inter": loss_inter.detach(), "loss_intra": loss_intra.detach(),
-                "loss_order": loss_order.detach(), "loss_mal": loss_mal.detach(), "pos_prob": zero,
-                "mal_spatiotemporal": cos.mean().detach(), "mal_temporal": zero, "mal_spatial": zero,
-                "mal_flat_loss": zero, "mal_dead": zero}
+        metrics = {"loss": loss, "loss_inter": loss_inter, "loss_intra": loss_intra, "loss_order": loss_order,
+                   "loss_mal": loss_mal, "pos_prob": zero, "mal_spatiotemporal": cos.mean(),
+                   "mal_temporal": zero, "mal_spatial": zero, "mal_flat_loss": zero, "mal_dead": zero}
+        return loss, {k: v.detach() for k, v in metrics.items()}
 
     @torch.no_grad()
     def _enqueue(self, keys):

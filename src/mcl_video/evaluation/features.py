@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from mcl_video.evaluation.datasets import collate_videos
+from mcl_video.models import dist as process_group
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ def _empty(dim: int) -> dict:
 
 
 def _dist_rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return process_group.rank(), process_group.world_size()
 
 
 @torch.no_grad()
@@ -135,7 +134,7 @@ def extract_features(
         )
     local["skipped"] = sorted(set(mine) - set(local["indices"].tolist()))
     shards = [local]
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
+    if world_size > 1 and process_group.is_initialized():
         shards = [None] * world_size
         dist.all_gather_object(shards, local)
     result = merge_shards(shards)

@@ -1,6 +1,8 @@
 """Distributed helpers for the encoder pair: all-gather of keys and shuffle-BN across processes.
 
-All are no-ops (identity) without an initialised process group, i.e. at world size 1. They assume
+All are no-ops (identity) without an initialised process group, i.e. at world size 1. ``is_initialized``,
+``world_size`` and ``rank`` are the package's one answer to "is this a distributed run" (training and
+evaluation use them too). They assume
 every rank has the same batch size (DDP with ``drop_last=True``).
 """
 
@@ -10,12 +12,17 @@ import torch
 import torch.distributed as dist
 
 
+def is_initialized() -> bool:
+    """True when a process group is running (the one place that asks torch.distributed)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if is_initialized() else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if is_initialized() else 0
 
 
 @torch.no_grad()

@@ -6,6 +6,8 @@ video id of each key, and the four terms:
 
     L = L_inter + L_intra + order_weight * L_order + mal_weight * L_MAL
 
+``forward(batch)`` returns ``(loss, metrics)``: the loss to back-propagate and a dict of detached scalars
+(every term, ``pos_prob`` and the MAL monitors) that the training loop logs as it is.
 No device is hard-coded: move the module with ``.to(device)``.
 """
 
@@ -19,15 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcl_video.models.backbones import build_backbone
-from mcl_video.models.capture import FeatureCapture
 from mcl_video.models.dist import batch_shuffle, batch_unshuffle, concat_all_gather
-from mcl_video.objective.alignment import alignment_terms_from_saliency, loss_from_terms
-from mcl_video.objective.contrastive import inter_logits, intra_video_loss, nce_from_logits, order_loss
-from mcl_video.objective.saliency import SALIENCY_METHODS, saliency_map
+from mcl_video.models.motion_alignment import MotionAlignment
+from mcl_video.objective.contrastive import (
+    ORDER_HEADS,
+    inter_logits,
+    intra_video_loss,
+    nce_from_logits,
+    order_head,
+    order_loss,
+)
+from mcl_video.objective.saliency import SALIENCY_METHODS
 
-BROKEN_KINDS = {False: (), True: ("shuffle", "repeat"), "both": ("shuffle", "repeat"),
-                "shuffle": ("shuffle",), "repeat": ("repeat",)}  # fmt: skip
-MAL_KEYS = ("loss_mal", "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss", "mal_dead")
+BROKEN_KINDS = ("shuffle", "repeat")  # motion-broken negatives (an ablation, not the release)
 
 
 @dataclass
@@ -43,18 +49,20 @@ class MCLConfig:
     use_order: bool = True
     use_mal: bool = True
     saliency: str = "gradient"  # or "gradcam"
-    motion_broken_negatives: bool | str = False  # True/"both", "shuffle" or "repeat"
+    order_head: str = "linear"  # the release's; or "mlp"
+    motion_broken_negatives: tuple[str, ...] = ()  # kinds from BROKEN_KINDS; () = none (the release)
     shuffle_bn: bool = True
     sync_bn: bool = False
 
     def __post_init__(self):
+        self.motion_broken_negatives = tuple(self.motion_broken_negatives)
         if self.saliency not in SALIENCY_METHODS:
             raise ValueError(f"MCLConfig.saliency must be one of {SALIENCY_METHODS}, got {self.saliency!r}")
-        if self.motion_broken_negatives not in BROKEN_KINDS:
-            raise ValueError(
-                "MCLConfig.motion_broken_negatives must be False, True, 'both', 'shuffle' or 'repeat', "
-                f"got {self.motion_broken_negatives!r}"
-            )
+        if self.order_head not in ORDER_HEADS:
+            raise ValueError(f"MCLConfig.order_head must be one of {ORDER_HEADS}, got {self.order_head!r}")
+        if not set(self.motion_broken_negatives) <= set(BROKEN_KINDS):
+            raise ValueError(f"MCLConfig.motion_broken_negatives: kinds must be from {BROKEN_KINDS}, "
+                             f"got {self.motion_broken_negatives!r}")
         if self.queue_size < 1 or self.feat_dim < 1 or not self.temperature > 0:
             raise ValueError("MCLConfig: queue_size and feat_dim must be >= 1 and temperature > 0")
         if not 0 <= self.momentum < 1:
@@ -77,7 +85,28 @@ class Encoder(nn.Module):
         return {h: F.normalize(head(pooled), dim=1) for h, head in self.heads.items()}
 
 
+def motion_broken_clips(clips: torch.Tensor, kinds: tuple[str, ...]) -> torch.Tensor:
+    """Copies of each clip of ``B x C x T x H x W`` whose motion is broken, ``(len(kinds) B) x C x T x H x W``
+    (kind-major): ``shuffle`` permutes the frames (never in the original order, T >= 2), ``repeat``
+    shows one random frame T times."""
+    b, t = clips.shape[0], clips.shape[2]
+    copies = []
+    for kind in kinds:
+        if kind == "shuffle":
+            order = torch.stack([torch.randperm(t, device=clips.device) for _ in range(b)])  # B x T
+            same = (order == torch.arange(t, device=clips.device)).all(1)
+            order[same] = order[same].roll(1, dims=1)
+        elif kind == "repeat":
+            order = torch.randint(t, (b, 1), device=clips.device).expand(b, t)  # B x T
+        else:
+            raise ValueError(f"unknown motion-broken kind {kind!r}; choose from {BROKEN_KINDS}")
+        copies.append(clips.gather(2, order[:, None, :, None, None].expand_as(clips)))
+    return torch.cat(copies)
+
+
 class MCL(nn.Module):
+    """Query encoder, momentum key encoder, queue of keys (with video ids) and the four terms."""
+
     def __init__(self, config: MCLConfig):
         super().__init__()
         self.config = cfg = config
@@ -88,15 +117,46 @@ class MCL(nn.Module):
         self.encoder_k = copy.deepcopy(self.encoder_q)  # before any hook is registered on encoder_q
         for p in self.encoder_k.parameters():
             p.requires_grad = False
-        self.order_classifier = nn.Linear(3 * cfg.feat_dim, 2) if cfg.use_order else None
+        self.order_classifier = order_head(cfg.order_head, cfg.feat_dim) if cfg.use_order else None
         self.register_buffer("queue", F.normalize(torch.randn(cfg.feat_dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ids", torch.full((cfg.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._capture = self._make_capture() if cfg.use_mal else None
+        self.alignment = MotionAlignment(self.encoder_q.backbone, cfg.saliency)
 
-    def _make_capture(self) -> FeatureCapture:
-        backbone = self.encoder_q.backbone
-        return FeatureCapture(backbone, backbone.alignment_layer)
+    def forward(self, batch: dict, order_weight: float = 1.0, mal_weight: float = 1.0):
+        """Clips ``q, k0, k1, k2``: ``B x 3 x T x H x W``; ``target``: ``B x T' x H' x W'`` motion map of q;
+        ``order``: ``B`` (1: the query clip precedes k1 and k2); ``index``: ``B`` video ids.
+        Returns ``(loss, metrics)``: the scalar loss and {name: detached scalar}."""
+        cfg, b = self.config, batch["q"].shape[0]
+        mal_on = cfg.use_mal and torch.is_grad_enabled()
+        with self.alignment.capturing(mal_on):  # keeps X (B x C x T' x H' x W') for MAL
+            q = self.encoder_q(batch["q"])  # {head: B x D}
+        k = self._encode_keys(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))  # {head: 3B x D}
+        k = {h: v.view(3, b, -1) for h, v in k.items()}  # {head: 3 x B x D}: k0, k1, k2
+        index = batch["index"].to(self.queue_ids.device)  # B: video ids
+        zero = q["inter"].new_zeros(())
+
+        # inter-video InfoNCE: 3 positives against the queue (+ motion-broken copies of the query)
+        mask = self.queue_ids[None, :] == index[:, None] if cfg.mask_same_video else None  # B x K
+        broken = self._broken_negatives(batch["q"])  # B x N x D, or None
+        queue = self.queue.clone().detach()  # D x K
+        logits = inter_logits(q["inter"], k["inter"].transpose(0, 1), queue, cfg.temperature, mask, broken)
+        loss_inter = nce_from_logits(logits)  # logits: B x 3 x (1 + N + K), positive at 0
+        # intra-video: the same clip must beat the video's other two clips
+        loss_intra = intra_video_loss(q["intra"], *k["intra"], cfg.temperature) if cfg.use_intra else zero
+        loss_order = zero
+        if cfg.use_order:  # does q come before k1, k2? from cat[q, k1, k2] (B x 3D)
+            order = batch["order"].to(zero.device)  # B
+            loss_order = order_loss(q["order"], k["order"][1], k["order"][2], order, self.order_classifier)
+        # motion alignment: saliency of the same-clip logit vs. the motion target
+        l_pos = (q["inter"] * k["inter"][0]).sum(1) / cfg.temperature  # B
+        loss_mal, mal = self.alignment(l_pos, batch["target"]) if mal_on else MotionAlignment.off(zero)
+
+        loss = loss_inter + loss_intra + order_weight * loss_order + mal_weight * loss_mal
+        self._dequeue_and_enqueue(k["inter"].reshape(3 * b, -1), index.repeat(3))
+        pos_prob = torch.softmax(logits[:, 0].detach(), dim=1)[:, 0].mean()  # of k0 among its row
+        terms = {"loss": loss, "loss_inter": loss_inter, "loss_intra": loss_intra, "loss_order": loss_order}
+        return loss, {**{n: v.detach() for n, v in terms.items()}, **mal, "pos_prob": pos_prob}
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -114,22 +174,13 @@ class MCL(nn.Module):
         return {h: batch_unshuffle(v, idx) for h, v in self.encoder_k(clips).items()}
 
     @torch.no_grad()
-    def _broken_negatives(self, clip: torch.Tensor) -> torch.Tensor:
-        """Motion-broken copies of each query clip ``B x C x T x H x W`` (frames shuffled in time and/or
-        one frame repeated), encoded by the key encoder -> ``B x N x D`` extra negatives."""
-        b, t = clip.shape[0], clip.shape[2]
-        copies = []
-        for kind in BROKEN_KINDS[self.config.motion_broken_negatives]:
-            if kind == "shuffle":
-                perm = torch.stack([torch.randperm(t, device=clip.device) for _ in range(b)])
-                ident = (perm == torch.arange(t, device=clip.device)).all(1)
-                perm[ident] = perm[ident].roll(1, dims=1)  # never the original order (T >= 2)
-                idx = perm
-            else:
-                idx = torch.randint(t, (b, 1), device=clip.device).expand(b, t)
-            copies.append(torch.stack([clip[i][:, idx[i]] for i in range(b)]))
-        emb = self._encode_keys(torch.cat(copies))["inter"]  # (N B) x D
-        return emb.view(len(copies), b, -1).transpose(0, 1)
+    def _broken_negatives(self, clips: torch.Tensor) -> torch.Tensor | None:
+        """Key embeddings ``B x N x D`` of N motion-broken copies of each query clip (None when off)."""
+        kinds = self.config.motion_broken_negatives
+        if not kinds:
+            return None
+        emb = self._encode_keys(motion_broken_clips(clips, kinds))["inter"]  # (N B) x D
+        return emb.view(len(kinds), clips.shape[0], -1).transpose(0, 1)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
@@ -143,91 +194,12 @@ class MCL(nn.Module):
         self.queue_ids[slots] = ids
         self.queue_ptr.fill_((int(self.queue_ptr) + keys.shape[0]) % size)
 
-    def forward(
-        self, batch: dict, order_weight: float = 1.0, mal_weight: float = 1.0
-    ) -> dict[str, torch.Tensor]:
-        cfg, b = self.config, batch["q"].shape[0]
-        mal_on = cfg.use_mal and torch.is_grad_enabled()
-        if mal_on:
-            self._capture.enabled = True
-        try:
-            q = self.encoder_q(batch["q"])  # {head: B x D}
-        finally:
-            if self._capture is not None:
-                self._capture.enabled = False
-        k = self._encode_keys(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))
-        k = {h: v.view(3, b, -1) for h, v in k.items()}  # {head: 3 x B x D}: k0, k1, k2
-        zero = q["inter"].new_zeros(())
-
-        # inter-video InfoNCE: 3 positives against the queue (+ motion-broken copies of the query)
-        index = batch["index"].to(self.queue_ids.device)
-        mask = self.queue_ids[None, :] == index[:, None] if cfg.mask_same_video else None  # B x K
-        broken = self._broken_negatives(batch["q"]) if cfg.motion_broken_negatives else None
-        logits = inter_logits(
-            q["inter"], k["inter"].transpose(0, 1), self.queue.clone().detach(), cfg.temperature, mask, broken
-        )  # B x 3 x (1 + N + K)
-        loss_inter = nce_from_logits(logits)
-        pos_prob = torch.softmax(logits[:, 0].detach(), dim=1)[:, 0].mean()
-
-        loss_intra = intra_video_loss(q["intra"], *k["intra"], cfg.temperature) if cfg.use_intra else zero
-        loss_order = zero
-        if cfg.use_order:
-            order = batch["order"].to(logits.device)
-            loss_order = order_loss(q["order"], k["order"][1], k["order"][2], order, self.order_classifier)
-
-        mal = dict.fromkeys(MAL_KEYS, zero)
-        if mal_on:
-            l_pos = (q["inter"] * k["inter"][0]).sum(1) / cfg.temperature  # B: logit of q.k0
-            mal = self._motion_alignment(self._capture.pop(), l_pos, batch["target"])
-
-        loss = loss_inter + loss_intra + order_weight * loss_order + mal_weight * mal["loss_mal"]
-        self._dequeue_and_enqueue(k["inter"].reshape(3 * b, -1), index.repeat(3))
-        out = {"loss_inter": loss_inter, "loss_intra": loss_intra, "loss_order": loss_order, **mal}
-        return {"loss": loss, "pos_prob": pos_prob, **{n: v.detach() for n, v in out.items()}}
-
-    def _check_grid(self, x: torch.Tensor, target: torch.Tensor) -> None:
-        if target.shape != (x.shape[0],) + tuple(x.shape[2:]):
-            layer = self.encoder_q.backbone.alignment_layer
-            raise ValueError(
-                f"motion target has shape {tuple(target.shape)} but the alignment layer {layer!r} of "
-                f"{self.config.backbone} gives a {tuple(x.shape[2:])} grid for this input; build the "
-                "dataset's target_grid with backbone.feature_grid(clip_len, size)"
-            )
-
-    def _saliency(self, x: torch.Tensor, l_pos: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        """``G = d sum_b l_pos / d X`` -> saliency ``B x T' x H' x W'`` (METHOD §4)."""
-        grad = torch.autograd.grad(l_pos.sum(), x, create_graph=create_graph)[0]
-        return saliency_map(grad, x, self.config.saliency)
-
-    def _motion_alignment(self, x: torch.Tensor, l_pos: torch.Tensor, target: torch.Tensor) -> dict:
-        """MAL between the saliency of X (``B x C x T' x H' x W'``) and the motion target."""
-        self._check_grid(x, target)
-        sal = self._saliency(x, l_pos, create_graph=True)
-        terms = alignment_terms_from_saliency(sal, target.to(sal.device))
-        flat = alignment_terms_from_saliency(torch.ones_like(sal), target.to(sal.device))
-        return {
-            "loss_mal": loss_from_terms(terms),
-            "mal_spatiotemporal": terms["spatiotemporal"].detach().mean(),
-            "mal_temporal": terms["temporal"].detach().mean(),
-            "mal_spatial": terms["spatial"].detach().mean(),
-            "mal_flat_loss": loss_from_terms(flat).detach(),
-            # share of clips whose saliency is zero everywhere (ReLU of an all-negative map): their
-            # three cosines are 0 and the ReLU passes no gradient, so MAL cannot move them
-            "mal_dead": (sal.detach().flatten(1).amax(dim=1) <= 0).float().mean(),
-        }
-
     def saliency_maps(self, batch: dict) -> torch.Tensor:
         """Saliency ``B x T' x H' x W'`` of the query clips for their same-clip positive (no queue
         update, no graph kept): for visualisation and checks."""
-        if self._capture is None:
-            self._capture = self._make_capture()
         with torch.enable_grad():
-            self._capture.enabled = True
-            try:
-                q = self.encoder_q(batch["q"])["inter"]
-            finally:
-                self._capture.enabled = False
-            x = self._capture.pop()
-            k0 = self._encode_keys(batch["k0"])["inter"]
-            sal = self._saliency(x, (q * k0).sum(1) / self.config.temperature, create_graph=False)
+            with self.alignment.capturing():
+                q = self.encoder_q(batch["q"])["inter"]  # B x D
+            k0 = self._encode_keys(batch["k0"])["inter"]  # B x D
+            sal = self.alignment.saliency_map((q * k0).sum(1) / self.config.temperature, create_graph=False)
         return sal.detach()

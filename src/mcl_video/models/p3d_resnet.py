@@ -15,12 +15,14 @@ at time step t equal the 2D ResNet-50's features of frame 4t+1 (no condition on 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mcl_video.models.backbones import Backbone, check_clip, conv_out
+from mcl_video.errors import DataError
+from mcl_video.models.base import Backbone, check_clip, conv_out
 
 STEM_T, STEM_T_STRIDE, STEM_T_INDEX = 4, 4, 1
 
@@ -94,7 +96,8 @@ class P3DResNet50(Backbone):
             if isinstance(m, nn.Conv3d) and m.kernel_size != (3, 1, 1):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if weights is not None:
-            self.load_state_dict(inflate_2d_state_dict(load_2d_state_dict(weights), self.state_dict()))
+            state_2d = load_2d_state_dict(weights)
+            self.load_state_dict(inflate_2d_state_dict(state_2d, self.state_dict(), source=str(weights)))
 
     def forward_features(self, x):
         check_clip(x, "p3d_resnet50")
@@ -112,15 +115,27 @@ class P3DResNet50(Backbone):
 
 
 MOCO_PREFIX = "module.encoder_q."
+INIT_HINT = (
+    "expected 2D ImageNet ResNet-50 weights: a torchvision resnet50 state dict or a MoCo v2 checkpoint "
+    "(state_dict with module.encoder_q.* keys)"
+)
 
 
 def load_2d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read 2D ResNet-50 weights: a torchvision state dict or a MoCo v2 checkpoint
-    (``state_dict`` with ``module.encoder_q.*``). Returns torchvision-named tensors without ``fc.*``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
+    (``state_dict`` with ``module.encoder_q.*``). Returns torchvision-named tensors without ``fc.*``;
+    raises :class:`DataError` for a file that is neither."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: file not found; {INIT_HINT}") from err
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise DataError(f"{path}: not a PyTorch weights file ({type(err).__name__}); {INIT_HINT}") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if any(k.startswith(MOCO_PREFIX) for k in state):
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise DataError(f"{path}: holds no state dict of tensors; {INIT_HINT}")
+    if any(k.startswith(MOCO_PREFIX) for k in state):  # MoCo: the query encoder only, fc (MLP head) dropped
         state = {k[len(MOCO_PREFIX) :]: v for k, v in state.items() if k.startswith(MOCO_PREFIX)}
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
@@ -131,26 +146,30 @@ def inflate_2d_state_dict(
     """Map torchvision ResNet-50 tensors onto the P3D state dict ``target`` (METHOD §5).
 
     3x3 kernels -> 1x3x3; 1x1 -> 1x1x1; the 7x7 stem -> temporal index 1 of 4; ``conv2_t`` keeps its
-    identity initialisation; BN tensors copy. Raises naming missing/unexpected keys."""
+    identity initialisation; BN tensors copy. Raises :class:`DataError` naming missing/unexpected keys
+    or a tensor of the wrong shape."""
     expected = {k for k in target if ".conv2_t." not in k}
     missing = sorted(expected - set(state_2d))
     unexpected = sorted(set(state_2d) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise DataError(
             f"{source}: cannot inflate into p3d_resnet50; missing keys {missing[:10]} "
-            f"({len(missing)} total), unexpected keys {unexpected[:10]} ({len(unexpected)} total). "
-            "Expected a torchvision resnet50 state dict or a MoCo v2 checkpoint (module.encoder_q.*)"
+            f"({len(missing)} total), unexpected keys {unexpected[:10]} ({len(unexpected)} total); "
+            f"{INIT_HINT}"
         )
     out = dict(target)
     for key, value in state_2d.items():
         shape = target[key].shape
-        if key == "conv1.weight":
+        if key == "conv1.weight" and value.shape == shape[:2] + shape[3:]:
             kernel = torch.zeros(shape, dtype=value.dtype)
             kernel[:, :, STEM_T_INDEX] = value
             value = kernel
         elif value.dim() == 4:
             value = value.unsqueeze(2)
         if value.shape != shape:
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+            raise DataError(
+                f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(shape)} after inflation; "
+                f"{INIT_HINT}"
+            )
         out[key] = value.to(target[key].dtype)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mcl_video.models.backbones import Backbone, check_clip, conv_out
+from mcl_video.models.base import Backbone, check_clip, conv_out
 
 
 def conv2plus1d(c_in: int, c_out: int, t_stride: int = 1, s_stride: int = 1) -> nn.Sequential:

@@ -86,6 +86,20 @@ def intra_video_loss(
     return nce_from_logits(logits / temperature)
 
 
+ORDER_HEADS = ("linear", "mlp")
+
+
+def order_head(kind: str, feat_dim: int) -> nn.Module:
+    """The order term's classifier on ``cat[q, k1, k2]`` (``B x 3D`` -> ``B x 2``): ``linear`` (the
+    release; it can only read each clip's absolute position, so on content that does not drift in time it
+    stays at ln 2) or ``mlp`` (one hidden ReLU layer of ``D`` units, which can read the clips' relation)."""
+    if kind == "linear":
+        return nn.Linear(3 * feat_dim, 2)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(3 * feat_dim, feat_dim), nn.ReLU(inplace=True), nn.Linear(feat_dim, 2))
+    raise ValueError(f"unknown order head {kind!r}; choose one of {', '.join(ORDER_HEADS)}")
+
+
 def order_loss(
     q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, order: torch.Tensor, classifier: nn.Module
 ) -> torch.Tensor:

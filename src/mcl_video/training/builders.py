@@ -6,16 +6,19 @@ from pathlib import Path
 
 import torch
 
+from mcl_video.errors import DataError
+from mcl_video.models import MCL, MCLConfig, build_backbone
 from mcl_video.training.config import ConfigError, PretrainConfig
 
+# backbones whose constructor loads initial weights (`init=`); p3d_resnet50 inflates 2D ResNet-50 ones
+INIT_BACKBONES = ("p3d_resnet50", "r2plus1d_18", "r3d_18")
 
-def model_config(config: PretrainConfig):
+
+def model_config(config: PretrainConfig) -> MCLConfig:
     """The `MCLConfig` of a pretraining config (METHOD §4, §5)."""
-    from mcl_video.models import MCLConfig
-
     return MCLConfig(
         backbone=config.backbone,
-        backbone_options=dict(config.backbone_options),
+        backbone_options=backbone_options(config),
         feat_dim=config.feat_dim,
         queue_size=config.queue_size,
         temperature=config.temperature,
@@ -25,22 +28,36 @@ def model_config(config: PretrainConfig):
         use_order=config.use_order,
         use_mal=config.use_mal,
         saliency=config.saliency,
-        motion_broken_negatives=config.motion_broken_negatives,
+        order_head=config.order_head,
+        motion_broken_negatives=tuple(config.motion_broken_negatives),
         shuffle_bn=config.shuffle_bn,
         sync_bn=config.sync_bn,
     )
 
 
-def build_model(config: PretrainConfig) -> torch.nn.Module:
-    from mcl_video.models import MCL
+def backbone_options(config: PretrainConfig) -> dict:
+    """`backbone_options`, plus `weights` from `init=` (the file the backbone starts from)."""
+    options = dict(config.backbone_options)
+    if not config.init:
+        return options
+    if config.backbone not in INIT_BACKBONES:
+        raise ConfigError(f"config: init= loads initial weights into {', '.join(INIT_BACKBONES)}; "
+                          f"backbone={config.backbone} has none to load: remove init=")
+    if "weights" in options:
+        raise ConfigError("config: init= and backbone_options={weights: ...} both name initial weights; "
+                          "keep one (init=)")
+    if not Path(config.init).is_file():
+        raise DataError(f"init={config.init}: file not found; give a local ImageNet ResNet-50 file "
+                        "(torchvision state dict or MoCo v2 checkpoint), or remove init= to start at random")
+    return {**options, "weights": config.init}
 
+
+def build_model(config: PretrainConfig) -> torch.nn.Module:
     return MCL(model_config(config))
 
 
 def feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
     """`(T', H', W')` of the backbone's alignment layer for the config's clip length and size."""
-    from mcl_video.models import build_backbone
-
     options = {k: v for k, v in config.backbone_options.items() if k != "weights"}
     with torch.device("meta"):  # the grid is analytic: build the structure only, no weights
         backbone = build_backbone(config.backbone, **options)

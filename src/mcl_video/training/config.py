@@ -24,6 +24,9 @@ from typing import Any
 import yaml
 
 from mcl_video.errors import UsageError
+from mcl_video.models.mcl import BROKEN_KINDS
+from mcl_video.objective.contrastive import ORDER_HEADS
+from mcl_video.objective.saliency import SALIENCY_METHODS
 
 
 class ConfigError(UsageError, ValueError):
@@ -44,6 +47,7 @@ class PretrainConfig:
     # model (MCLConfig)
     backbone: str = "p3d_resnet50"
     backbone_options: dict = field(default_factory=dict)
+    init: str = ""  # 2D ImageNet ResNet-50 weights (torchvision or MoCo v2 file) inflated into p3d_resnet50
     feat_dim: int = 128
     queue_size: int = 131072
     temperature: float = 0.1
@@ -53,7 +57,10 @@ class PretrainConfig:
     use_order: bool = True
     use_mal: bool = True
     saliency: str = "gradient"  # gradient | gradcam
-    motion_broken_negatives: bool | str = False  # True/"both", "shuffle" or "repeat"
+    order_head: str = "linear"  # linear (the release) | mlp (a hidden layer: the order term can learn)
+    # motion-broken negatives (an ablation): kinds from shuffle, repeat, e.g. [shuffle, repeat]; [] = none.
+    # true/false, the former switch, still read as [shuffle, repeat] / []
+    motion_broken_negatives: list | bool = field(default_factory=list)
     shuffle_bn: bool = True
     sync_bn: bool = False
     # sampling (METHOD §2, §3)
@@ -98,7 +105,12 @@ class PretrainConfig:
         _check_choice("schedule", self.schedule, ("cosine", "constant"))
         _check_choice("precision", self.precision, ("fp32", "bf16", "fp16"))
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("saliency", self.saliency, ("gradient", "gradcam"))
+        _check_choice("saliency", self.saliency, SALIENCY_METHODS)
+        _check_choice("order_head", self.order_head, ORDER_HEADS)
+        if isinstance(self.motion_broken_negatives, bool):
+            self.motion_broken_negatives = list(BROKEN_KINDS) if self.motion_broken_negatives else []
+        for kind in self.motion_broken_negatives:
+            _check_choice("motion_broken_negatives", kind, BROKEN_KINDS)
         for name in ("batch_size", "epochs", "grad_accum", "keep_checkpoints", "log_every",
                      "checkpoint_every", "clip_len", "stride", "size"):
             if getattr(self, name) < 1:
@@ -176,6 +188,8 @@ def _convert(value: Any, tp: type) -> tuple[bool, Any]:
         return True, "" if value is None else str(value)
     elif tp is dict and isinstance(value, dict):
         return True, dict(value)
+    elif tp is list and isinstance(value, list | tuple):
+        return True, list(value)
     return False, None
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from mcl_video.models import dist as process_group  # is_initialized, world_size, rank: one home
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -47,30 +49,30 @@ def init_distributed(device: str = "auto") -> DistEnv:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = select_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not process_group.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
                                 device_id=dev if dev.type == "cuda" else None)
-    elif dist.is_initialized():  # started by the caller (tests, notebooks)
+    elif process_group.is_initialized():  # started by the caller (tests, notebooks)
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
 def cleanup_distributed() -> None:
-    if dist.is_initialized():
+    if process_group.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if process_group.world_size() > 1:
         dist.barrier()
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean over ranks of a tensor (returned as a new tensor; identity at world size 1)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if process_group.world_size() == 1:
         return values.clone()
     out = values.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
@@ -78,7 +80,7 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_min(value: torch.Tensor) -> torch.Tensor:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if process_group.world_size() == 1:
         return value.clone()
     out = value.clone()
     dist.all_reduce(out, op=dist.ReduceOp.MIN)
@@ -87,7 +89,7 @@ def all_reduce_min(value: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool) -> bool:
     """True when `flag` is true on any rank (collective under a process group)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if process_group.world_size() == 1:
         return bool(flag)
     backend_cuda = dist.get_backend() == "nccl"
     t = torch.tensor([int(flag)], device="cuda" if backend_cuda else "cpu")
@@ -97,7 +99,7 @@ def any_rank(flag: bool) -> bool:
 
 def all_gather_objects(obj) -> list:
     """`[obj_rank0, obj_rank1, ...]` (pickled through the process group; `[obj]` at world size 1)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if process_group.world_size() == 1:
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)

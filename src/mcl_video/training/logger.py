@@ -2,9 +2,10 @@
 
 Every `log_every` steps (and at the last step) the step's metrics are averaged over ranks (a collective:
 every rank calls `step`), then the main rank writes one JSON line and one TensorBoard scalar per metric
-(`train/<name>`): every loss term, the LR, the loss weights, pos_prob, the three MAL cosines,
-mal_flat_loss (the loss a constant saliency map would get), mal_dead (share of clips whose saliency is
-zero everywhere), steps/s and samples/s (a sample is one query clip and its three key clips).
+(`train/<name>`): every metric the model's forward returned (for MCL: each loss term, pos_prob, the three
+MAL cosines, mal_flat_loss = the loss a constant saliency map would get, mal_dead = share of clips whose
+saliency is zero everywhere), the LR, the loss weights, steps/s and samples/s (a sample is one query clip
+and its three key clips). No list of names is kept here: what the forward reports is what is logged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from mcl_video.training.distributed import all_reduce_mean
 
@@ -37,13 +39,11 @@ class MetricLogger:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
-        if config.tensorboard:
+        if config.tensorboard:  # lazy: tensorboard is an optional, heavy import
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
         if config.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=final_step, initial=start_step, unit="step", dynamic_ncols=True,
                             desc="pretrain")
 

@@ -1,8 +1,8 @@
 """The pretraining loop: `pretrain(config) -> run folder`, on one process or under torchrun.
 
 Per optimizer step: set the step's LR, run `grad_accum` micro-batches through
-`model(batch, order_weight, mal_weight)` (autocast for bf16/fp16), stop on a non-finite loss term,
-`optimizer.step()`, then `model.momentum_update()` (EMA key encoder). Checkpoints every
+`loss, metrics = model(batch, order_weight, mal_weight)` (autocast for bf16/fp16), stop on a non-finite
+metric, `optimizer.step()`, then `model.momentum_update()` (EMA key encoder). Checkpoints every
 `checkpoint_every` steps and at the end; `resume=true` continues exactly from the newest one.
 """
 
@@ -22,6 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from mcl_video.models import dist as process_group
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training.builders import build_dataset, build_model, build_optimizer
 from mcl_video.training.config import PretrainConfig, config_to_dict, save_run_config
@@ -40,9 +41,6 @@ from mcl_video.training.schedule import TrainingSchedule, build_schedule
 
 log = logging.getLogger(__name__)
 
-# the loss terms and monitors of the MCL forward (ARCHITECTURE.md); every one is logged
-LOSS_TERMS = ("loss", "loss_inter", "loss_intra", "loss_order", "loss_mal", "pos_prob",
-              "mal_spatiotemporal", "mal_temporal", "mal_spatial", "mal_flat_loss", "mal_dead")
 TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc costs a third of a step): "
                  "apt-get install libgoogle-perftools4, then "
                  "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 mcl pretrain ...")
@@ -192,11 +190,11 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _check_finite(out: dict, step: int) -> dict[str, float]:
-    """The loss terms as floats (one device sync); stops every rank when any is NaN/inf, naming the term
-    and the step (1-based, as in metrics.jsonl)."""
-    names = [k for k in LOSS_TERMS if k in out]
-    values = torch.stack([out[k].detach().float().reshape(()) for k in names])
+def _check_finite(metrics: dict, step: int) -> dict[str, float]:
+    """The forward's metrics (loss terms and monitors) as floats (one device sync); stops every rank when
+    any is NaN/inf, naming the term and the step (1-based, as in metrics.jsonl)."""
+    names = sorted(metrics)
+    values = torch.stack([metrics[k].detach().float().reshape(()) for k in names])
     finite = torch.isfinite(values)
     ok = all_reduce_min(finite.all().to(torch.int32).reshape(1))
     floats = values.tolist()
@@ -224,9 +222,9 @@ def train_step(run: Run, batches) -> dict[str, float]:
         sync = contextlib.nullcontext() if last or run.net is run.model else run.net.no_sync()
         with sync:
             with autocast_context(cfg, run.env.device):
-                out = run.net(batch, **weights)
-            terms = _check_finite(out, step)
-            run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
+                loss, metrics = run.net(batch, **weights)
+            terms = _check_finite(metrics, step)
+            run.scaler.scale(loss / cfg.grad_accum).backward()
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
     if cfg.grad_clip > 0:
@@ -278,7 +276,7 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
     Under torchrun (WORLD_SIZE > 1) this starts and ends the process group itself, unless the caller
     already started one.
     """
-    started_here = not torch.distributed.is_initialized()
+    started_here = not process_group.is_initialized()
     env = init_distributed(config.device)
     try:
         run, dataset = _setup(config, env, model, dataset)

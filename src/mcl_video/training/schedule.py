@@ -1,7 +1,8 @@
 """Per-iteration schedules, precomputed as arrays (one value per optimizer step).
 
 - learning rate: linear warm-up from `lr * start_factor` (lr/100) at step 0 to `lr` at step `warmup`,
-  then cosine from `lr` (first step after warm-up) to `final_lr` (last step), or constant `lr`;
+  then cosine from `lr` (first step after warm-up) to `final_lr` (last step; the config's `min_lr`, 1e-6 in
+  the release presets as in the release), or constant `lr`;
 - MAL weight lambda (METHOD §4): `mal_weight_warmup` (2) during the warm-up steps, `mal_weight` (1) after;
 - order weight: linear 0 -> 1 over training (`step / total`), or constant 1.
 """

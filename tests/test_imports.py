@@ -1,0 +1,61 @@
+"""The package's import graph: no cycles, and models/ + objective/ import at module top only."""
+
+import ast
+from pathlib import Path
+
+import mcl_video
+
+PACKAGE = Path(mcl_video.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("mcl_video", *path.relative_to(PACKAGE).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(tree: ast.AST, modules: dict) -> set[str]:
+    """Package modules imported anywhere in ``tree`` (``from a.b import c`` counts a.b.c when c is one)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mcl_video"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("mcl_video"))
+    return found & set(modules)
+
+
+def test_no_import_cycles_even_through_function_local_imports():
+    modules = _modules()
+    graph = {name: _imports(ast.parse(path.read_text()), modules) - {name} for name, path in modules.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(name: str, stack: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, cycles[:5]
+
+
+def test_models_and_objective_import_at_module_top():
+    late = []
+    for layer in ("models", "objective"):
+        for path in sorted((PACKAGE / layer).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    late += [f"{path.name}:{n.lineno}" for n in ast.walk(node)
+                             if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert not late, late
