@@ -1,6 +1,6 @@
 """Pretraining throughput of the real engine step, with and without the motion alignment loss (MAL).
 
-Runs `steps` optimizer steps of configs/ucf101_r2plus1d18_112.yaml (R(2+1)D-18, 16 x 112 x 112, AMP bf16
+Runs `steps` optimizer steps of the shipped config ucf101_r2plus1d18_112 (R(2+1)D-18, 16 x 112 x 112, AMP bf16
 by default) on one synthetic batch kept in device memory (no decoding: this measures the model, the loss
 and the optimizer), first with use_mal=true then use_mal=false, after `--warmup` untimed steps.
 Prints samples/s (a sample = the query clip + 3 key clips), clips/s (4 x samples/s), ms/step and the
@@ -26,7 +26,7 @@ from mcl_video.training.distributed import DistEnv, ResumableShardSampler
 from mcl_video.training.loop import Run, train_step
 from mcl_video.training.schedule import build_schedule
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucf101_r2plus1d18_112.yaml"
+CONFIG = "ucf101_r2plus1d18_112"  # a shipped config (mcl_video/configs/)
 
 
 def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
@@ -39,7 +39,7 @@ def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
 
 
 def measure(overrides: list[str], steps: int, warmup: int, device: torch.device,
-            config: Path = CONFIG) -> dict:
+            config: str | Path = CONFIG) -> dict:
     cfg = load_config(config, overrides + [f"device={device.type}", "epochs=1"])
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="default bf16 on CUDA (the config's AMP setting), fp32 on CPU")
     p.add_argument("--clip-len", type=int, default=None, help="default 16 (GPU), 8 (CPU)")
     p.add_argument("--size", type=int, default=None, help="default 112 (GPU), 32 (CPU)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="another config (e.g. configs/demo_cpu.yaml); keeps its batch/clip/size unless given")
+    p.add_argument("--config", default=None,
+                   help="another config (a shipped name, e.g. demo_cpu, or a path); keeps its "
+                        "batch/clip/size unless given")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = args.config or CONFIG
     rows = [measure(overrides + [f"use_mal={mal}"], args.steps, warmup, device, config)
             for mal in ("true", "false")]
-    print(f"device: {name}; torch {torch.__version__}; config {config.name}; {' '.join(overrides)}")
+    print(f"device: {name}; torch {torch.__version__}; config {Path(config).stem}; {' '.join(overrides)}")
     print("| MAL | batch | clip | precision | steps | ms/step | samples/s | clips/s | peak GPU GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
