@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 import tomllib
 import zipfile
@@ -63,9 +64,9 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int) -> str:
 
 @pytest.mark.slow
 def test_wheel_runs_demo_and_pretrain_outside_the_repository(tmp_path):
-    """Build the wheel from a copy of the sources, install it (no dependencies) into a fresh venv that
-    sees this interpreter's site-packages (torch etc. are not downloaded again) but not our sources,
-    then run the two commands from a folder outside the repository."""
+    """Build the source archive from a copy of the sources and the wheel from it, install the wheel (no
+    dependencies) into a fresh venv that sees this interpreter's site-packages (torch etc. are not
+    downloaded again) but not our sources, then run the two commands in a folder outside the repository."""
     start = time.perf_counter()
     src = tmp_path / "src-copy"
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -73,9 +74,16 @@ def test_wheel_runs_demo_and_pretrain_outside_the_repository(tmp_path):
         shutil.copy(REPO / name, src / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONNOUSERSITE"] = "1"
+    # the source archive first, then the wheel from the unpacked archive (as pip does from an index)
+    sdist = f"from setuptools import build_meta; build_meta.build_sdist({str(tmp_path / 'sdist')!r})"
+    _run([sys.executable, "-c", sdist], src, env, 300)
+    with tarfile.open(next((tmp_path / "sdist").glob("mcl_video-*.tar.gz"))) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    unpacked = next((tmp_path / "unpacked").iterdir())
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-          str(tmp_path / "dist"), str(src)], tmp_path, env, 300)
+          str(tmp_path / "dist"), str(unpacked)], tmp_path, env, 300)
     wheel = next((tmp_path / "dist").glob("mcl_video-*.whl"))
+    times = {"build": time.perf_counter() - start}
     assert wheel.name.startswith(f"mcl_video-{mcl_video.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"mcl_video/configs/{n}.yaml" for n in SHIPPED} <= set(names)
@@ -95,12 +103,16 @@ def test_wheel_runs_demo_and_pretrain_outside_the_repository(tmp_path):
                  work, env, 60)
     assert where.strip().startswith(str(site)), where
     mcl = str(venv / "bin" / "mcl")
+    times["install"] = time.perf_counter() - start - sum(times.values())
     assert _run([mcl, "--version"], work, env, 60).strip() == f"mcl-video {mcl_video.__version__}"
     out = _run([mcl, "demo", "--quick", "--work-dir", "demo"], work, env, 600)
     assert "MCL" in out and (work / "demo" / "quick" / "report.html").is_file()
+    times["demo --quick"] = time.perf_counter() - start - sum(times.values())
     quick = work / "demo" / "quick"
     _run([mcl, "pretrain", "--config", "demo_cpu", f"data={quick / 'data' / 'annotations'}",
           f"video_root={quick / 'data' / 'videos'}", f"cache={quick / 'motion'}", "out=run", "max_steps=2",
           "batch_size=4", "num_workers=0", "tensorboard=false", "progress=false"], work, env, 300)
     assert sorted(p.name for p in (work / "run").glob("ckpt-*.pt")) == ["ckpt-00000002.pt"]
-    print(f"wheel build + install + demo --quick + pretrain: {time.perf_counter() - start:.0f} s")
+    times["pretrain"] = time.perf_counter() - start - sum(times.values())
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+    print(f"wall s: {stages}; total {sum(times.values()):.0f}")
