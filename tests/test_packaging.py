@@ -39,6 +39,11 @@ def test_shipped_configs_live_in_the_package_and_load_by_name_or_path(tmp_path, 
     assert resolve_config_path("demo_cpu.yaml") == Path("demo_cpu.yaml")
     assert load_config("demo_cpu.yaml").backbone == "r3d_18"
     assert load_config("demo_cpu").backbone == "tiny_r2plus1d"  # no such file: the shipped one
+    # the repository's former layout keeps working where no such folder exists
+    assert resolve_config_path("configs/demo_cpu.yaml") == shipped_configs()["demo_cpu"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo_cpu.yaml").write_text("backbone: r3d_18\n")
+    assert resolve_config_path("configs/demo_cpu.yaml") == Path("configs/demo_cpu.yaml")
 
 
 def test_unknown_config_names_the_choices():

@@ -203,13 +203,16 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """An existing file, else the shipped config of that name (`demo_cpu` or `demo_cpu.yaml`)."""
+    """An existing file, else the shipped config of that name (`demo_cpu` or `demo_cpu.yaml`; also
+    `configs/demo_cpu.yaml`, where the shipped configs were in the repository before they moved into
+    the package)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     shipped = shipped_configs()
-    if path.parent == Path(".") and path.name.removesuffix(".yaml") in shipped:
-        return shipped[path.name.removesuffix(".yaml")]
+    name = path.name.removesuffix(".yaml")
+    if path.parent in (Path("."), Path("configs")) and name in shipped:
+        return shipped[name]
     raise ConfigError(f"{name_or_path}: config file not found; give a path to a YAML file or the name of "
                       f"a shipped config ({', '.join(shipped)})")
 
