@@ -13,6 +13,7 @@ import tarfile
 import time
 import tomllib
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,8 @@ def test_wheel_runs_demo_and_pretrain_outside_the_repository(tmp_path):
     """Build the source archive from a copy of the sources and the wheel from it, install the wheel (no
     dependencies) into a fresh venv that sees this interpreter's site-packages (torch etc. are not
     downloaded again) but not our sources, then run the two commands in a folder outside the repository."""
+    setuptools = metadata.version("setuptools")
+    assert int(setuptools.split(".")[0]) >= 77, f"setuptools {setuptools}: building needs >= 77"
     start = time.perf_counter()
     src = tmp_path / "src-copy"
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
