@@ -1,16 +1,7 @@
 """The MCL ablation on the built-in motion benchmark (issue 7 item 8): arms x seeds, mean ± std.
 
-Arms (each is the demo config ``configs/demo_cpu.yaml`` with the demo profile's budget plus these
-overrides; "baseline" is the demo's MoCo arm; every "+" arm adds one component to the baseline):
-
-    baseline         motion sampling, motion crop and MAL off
-    tsamp            + motion-focused temporal sampling (METHOD §2)
-    crop             + motion-focused spatial cropping (§3)
-    mal_grad         + MAL with gradient saliency (§4)
-    mal_gradcam      + MAL with Grad-CAM saliency
-    mcl              full MCL (sampling + crop + MAL, gradient saliency) = the demo's MCL arm
-    mcl_broken       full MCL + motion-broken same-video negatives (frame-shuffled and static copies)
-    baseline_broken  baseline + motion-broken negatives
+The arms (``mcl_video.demo.ABLATION_ARMS``: the baseline, each component added alone, both saliency
+options, motion-broken negatives) are described in ``mcl_video/demo/ablation.py``.
 
 For every seed, each arm is pretrained through the project's ``pretrain`` (finished runs are reused, so
 an interrupted ablation resumes), then the frozen features of all the seed's arms, plus a random-init
@@ -38,33 +29,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from pathlib import Path
 
-import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = ["motion_sampling=false", "motion_crop=false", "use_mal=false", "motion_broken_negatives=false"]
-ARM_OVERRIDES = {
-    "baseline": BASE,
-    "tsamp": [*BASE, "motion_sampling=true"],
-    "crop": [*BASE, "motion_crop=true"],
-    "mal_grad": [*BASE, "use_mal=true", "saliency=gradient"],
-    "mal_gradcam": [*BASE, "use_mal=true", "saliency=gradcam"],
-    "mcl": ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
-            "motion_broken_negatives=false"],
-    "mcl_broken": ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
-                   "motion_broken_negatives=true"],
-    "baseline_broken": [*BASE[:-1], "motion_broken_negatives=true"],
-}
-METRICS = ("motion_acc", "shape_acc", "r1", "wz_1nn", "wz_svm")
-DEFAULT_WEIZMANN = REPO.parent / "shared" / "data" / "actions-weizmann-mocogan"
+from mcl_video.demo import (
+    ABLATION_ARMS,
+    DEFAULT_CONFIG,
+    NO_CLAIM,
+    PROFILES,
+    arm_config,
+    ensure_benchmark,
+    ensure_motion,
+    extract_all,
+    format_summary,
+    load_records,
+    mal_diagnostics,
+    pretrain_arm,
+    probe_rows,
+    summarise,
+)
+from mcl_video.demo.ablation import prepare_weizmann, weizmann_rows
+from mcl_video.evaluation import load_encoder
+from mcl_video.models import build_backbone
+
+DEFAULT_WEIZMANN = Path(__file__).resolve().parents[2] / "shared" / "data" / "actions-weizmann-mocogan"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arms", nargs="+", default=list(ARM_OVERRIDES), choices=list(ARM_OVERRIDES))
+    p.add_argument("--arms", nargs="+", default=list(ABLATION_ARMS), choices=list(ABLATION_ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                    help="training seeds (>= 3 for a claim)")
     p.add_argument("--work", default="runs/ablation", help="benchmark, motion cache and runs go here")
@@ -75,8 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="frame side of the built-in benchmark and the training/evaluation crop (default: "
                         "the demo's 32; 64 gives the tiny backbone a 4x4 alignment grid instead of 2x2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra override of configs/demo_cpu.yaml for every arm (repeatable)")
-    p.add_argument("--config", default=str(REPO / "configs" / "demo_cpu.yaml"))
+                   help="extra override of the demo config for every arm (repeatable)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="a shipped config's name or a YAML path")
     p.add_argument("--quick", action="store_true", help="the demo's quick profile: a smoke run, no claim")
     p.add_argument("--weizmann", default=str(DEFAULT_WEIZMANN),
                    help="folder of Weizmann JPEG strips (skipped with a message when absent)")
@@ -87,8 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def settings_from(args):
     """The demo profile (``full`` or ``quick``) with the command line's budget changes."""
-    from mcl_video.evaluation.demo import PROFILES
-
     s = PROFILES["quick" if args.quick else "full"]
     changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch),
                                  ("num_clips", args.clips)) if v is not None}
@@ -102,12 +95,6 @@ def settings_from(args):
 
 def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> dict:
     """Pretrain every arm for ``seed`` and probe them together -> ``{arm: metrics}`` (plus ``random``)."""
-    import torch
-
-    from mcl_video.evaluation.demo import _records, arm_config, extract_all, pretrain_arm, probe_rows
-    from mcl_video.evaluation.encoder import load_encoder
-    from mcl_video.models import build_backbone
-
     work = shared / f"seed-{seed}"
     work.mkdir(parents=True, exist_ok=True)
     for name in ("data", "motion"):
@@ -115,7 +102,7 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
             (work / name).symlink_to(shared / name, target_is_directory=True)
     encoders, times, diagnostics, config = {}, {}, {}, None
     for arm in args.arms:
-        config = arm_config(arm, settings, work, seed, Path(args.config), ARM_OVERRIDES[arm])
+        config = arm_config(arm, settings, work, seed, args.config, ABLATION_ARMS[arm])
         start = time.perf_counter()
         run_dir, ckpt, reused = pretrain_arm(config)
         times[arm] = None if reused else round(time.perf_counter() - start, 1)
@@ -126,7 +113,7 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
     torch.manual_seed(seed)
     encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(), **encoders}
     times["random"], diagnostics["random"] = 0.0, {}
-    records, _, shapes = _records(work)
+    records, _, shapes = load_records(work)
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
     rows = probe_rows(feats, shapes, meta["train"], meta["test"])
     if weizmann is not None:
@@ -147,77 +134,7 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
     return {arm: {**rows[arm], **diagnostics[arm], "pretrain_s": times[arm]} for arm in encoders}
 
 
-def mal_diagnostics(metrics_path: Path) -> dict:
-    """Mean ``loss_mal``, the flat-saliency reference ``mal_flat_loss`` and ``loss_order`` over the last
-    quarter of the logged steps (empty for arms without MAL). ``mal_vs_flat`` < 1 means the learned
-    saliency fits the motion target better than a constant map would."""
-    if not metrics_path.is_file():
-        return {}
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("mal_flat_loss", 0) > 0]  # arms without MAL log 0
-    if not rows:
-        return {}
-    tail = rows[-max(1, len(rows) // 4):]
-    keys = ("loss_mal", "mal_flat_loss", "loss_order", "mal_dead")  # older runs did not log mal_dead
-    out = {k: statistics.fmean(r[k] for r in tail) for k in keys if all(k in r for r in tail)}
-    out["mal_vs_flat"] = out["loss_mal"] / max(out["mal_flat_loss"], 1e-12)
-    return out
-
-
-def prepare_weizmann(src: Path, out: Path) -> tuple[Path, list] | None:
-    """Convert the strips once (grayscale MP4s, one folder per action) -> ``(video root, records)``."""
-    from mcl_video.data import read_split
-    from mcl_video.data.strips import convert_strips
-
-    if not src.is_dir():
-        print(f"[ablation] {src} not found: the Weizmann columns are left out", flush=True)
-        return None
-    report = convert_strips(src, out, grayscale=True)
-    if report.skipped:
-        print(f"[ablation] Weizmann: skipped unreadable strips {sorted(report.skipped)}", flush=True)
-    return out, read_split("folder", out, video_root=out)
-
-
-def weizmann_rows(encoders: dict, config, root: Path, records: list, num_clips: int) -> dict:
-    """Leave-one-out 1-NN and linear-SVM accuracy of each encoder's Weizmann features."""
-    from mcl_video.evaluation.demo import StackedEncoders, extract_videos
-    from mcl_video.evaluation.probes import leave_one_out_svm
-    from mcl_video.evaluation.retrieval import leave_one_out_knn
-
-    features, res = extract_videos(StackedEncoders(encoders).eval(), config, root, records, num_clips)
-    labels = np.asarray(res["labels"])
-    return {arm: {"wz_1nn": leave_one_out_knn(x, labels, k=1), "wz_svm": leave_one_out_svm(x, labels),
-                  "wz_n": len(labels)}
-            for arm, x in features.items()}
-
-
-def summarise(per_seed: dict, arms: list[str]) -> dict:
-    """``{seed: {arm: metrics}}`` -> ``{arm: {metric: (mean, std)}}`` (sample std; 0 for one seed)."""
-    out = {}
-    for arm in arms:
-        out[arm] = {}
-        for m in METRICS:
-            values = [per_seed[s][arm][m] for s in per_seed if m in per_seed[s][arm]]
-            if not values:
-                continue
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[arm][m] = (statistics.fmean(values), std)
-    return out
-
-
-def format_table(summary: dict, seeds: list[int]) -> str:
-    lines = ["| arm | seeds | motion probe | shape probe | R@1 | Weizmann LOO 1-NN | Weizmann LOO SVM |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for arm, metrics in summary.items():
-        cells = " | ".join(f"{100 * metrics[m][0]:.1f} ± {100 * metrics[m][1]:.1f}" if m in metrics else "n/a"
-                           for m in METRICS)
-        lines.append(f"| {arm} | {len(seeds)} | {cells} |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
-    from mcl_video.evaluation.demo import NO_CLAIM, PROFILES, ensure_benchmark, ensure_motion
-
     args = parse_args(argv)
     settings = settings_from(args)
     profile = "quick" if args.quick else "full"
@@ -230,7 +147,7 @@ def main(argv=None) -> int:
     weizmann = prepare_weizmann(Path(args.weizmann), shared / "weizmann")
     per_seed = {seed: run_seed(args, settings, seed, shared, weizmann) for seed in args.seeds}
     summary = summarise(per_seed, ["random", *args.arms])
-    table = format_table(summary, args.seeds)
+    table = format_summary(summary, args.seeds)
     wall = time.perf_counter() - start
     if args.quick:
         print(NO_CLAIM)

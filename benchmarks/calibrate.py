@@ -1,7 +1,7 @@
 """Calibrate the built-in motion benchmark (issue 7 item 7): supervised, random-init and MoCo-baseline rows.
 
 One trial = one benchmark setting (``mcl synth`` options) + one training budget. It runs the demo's own
-stages (``mcl_video.evaluation.demo``): generate the benchmark, prepare the DIS motion cache, pretrain the
+stages (``mcl_video.demo``): generate the benchmark, prepare the DIS motion cache, pretrain the
 MoCo baseline arm through ``pretrain``, train the supervised bound, extract frozen features of the
 random-init, supervised and baseline encoders (``--clips`` centre clips per video) and probe them with the
 demo's linear SVMs. MCL is never run here (the calibration must not be tuned toward it).
@@ -31,13 +31,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from mcl_video.data.synth import SynthConfig
+from mcl_video.demo import (
+    DEFAULT_CONFIG,
+    PROFILES,
+    DemoSettings,
+    arm_config,
+    ensure_benchmark,
+    ensure_motion,
+    extract_all,
+    load_records,
+    pretrain_arm,
+    probe_rows,
+    train_supervised,
+)
+from mcl_video.evaluation import chance_levels, load_encoder
+from mcl_video.models import build_backbone
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command line; unset benchmark options keep the ``SynthConfig`` defaults (``mcl synth``'s)."""
-    from mcl_video.evaluation.demo import PROFILES
-
     full = PROFILES["full"]
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--name", default="trial", help="row name (and trial folder)")
@@ -62,9 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--sup-batch", type=int, default=full.supervised_batch_size)
     t.add_argument("--clips", type=int, default=4, help="centre clips per video for frozen features")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra override of configs/demo_cpu.yaml for the baseline (repeatable), e.g. "
+                   help="extra override of the demo config for the baseline (repeatable), e.g. "
                         "queue_size=256 or 'sampling_options={colour: false}'")
-    t.add_argument("--config", default=str(REPO / "configs" / "demo_cpu.yaml"))
+    t.add_argument("--config", default=DEFAULT_CONFIG, help="a shipped config's name or a YAML path")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: makes no claim")
     p.add_argument("--json", default=None, help="append the result row to this JSON-lines file")
     return p.parse_args(argv)
@@ -72,8 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def benchmark_options(args) -> dict:
     """``make_benchmark`` options from the command line (unset knobs keep the SynthConfig default)."""
-    from mcl_video.data.synth import SynthConfig
-
     opts = dict(seed=args.seed)
     for key in ("classes", "train_per_class", "test_per_class", "frames", "size", "sprite_size",
                 "background_contrast", "distractors", "pan_speed", "period", "grayscale"):
@@ -91,9 +102,6 @@ def _digest(obj) -> str:
 
 def prepare_trial(args, bench: dict) -> tuple[Path, object]:
     """Shared data + motion cache for ``bench``; returns ``(trial work dir, DemoSettings)``."""
-    from mcl_video.data.synth import SynthConfig
-    from mcl_video.evaluation.demo import DemoSettings, ensure_benchmark, ensure_motion
-
     shared = Path(args.work) / f"bench-{_digest(SynthConfig(**bench).recorded())}"
     ensure_benchmark(shared / "data", bench)
     ensure_motion(shared / "data", shared / "motion", 8, 2)
@@ -122,26 +130,14 @@ def last_metrics(run_dir: Path) -> dict:
 
 def run_trial(args) -> dict:
     """Benchmark -> motion -> baseline pretraining -> supervised -> features -> probes; the result row."""
-    from mcl_video.evaluation.demo import (
-        _records,
-        arm_config,
-        chance_levels,
-        extract_all,
-        pretrain_arm,
-        probe_rows,
-    )
-    from mcl_video.evaluation.encoder import load_encoder
-    from mcl_video.evaluation.supervised import train_supervised
-    from mcl_video.models import build_backbone
-
     start = time.perf_counter()
     bench = benchmark_options(args)
     work, settings = prepare_trial(args, bench)
-    config = arm_config("moco", settings, work, args.seed, Path(args.config))
+    config = arm_config("moco", settings, work, args.seed, args.config)
     t0 = time.perf_counter()
     run_dir, ckpt, _ = pretrain_arm(config)
     t_pretrain = time.perf_counter() - t0
-    records, _, shapes = _records(work)
+    records, _, shapes = load_records(work)
     t0 = time.perf_counter()
     sup = train_supervised(config, settings, work, args.seed, records)
     t_sup = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Pretraining throughput of the real engine step, with and without the motion alignment loss (MAL).
 
-Runs `steps` optimizer steps of configs/ucf101_r2plus1d18_112.yaml (R(2+1)D-18, 16 x 112 x 112, AMP bf16
+Runs `steps` optimizer steps of the shipped config ucf101_r2plus1d18_112 (R(2+1)D-18, 16 x 112 x 112, AMP bf16
 by default) on one synthetic batch kept in device memory (no decoding: this measures the model, the loss
 and the optimizer), first with use_mal=true then use_mal=false, after `--warmup` untimed steps.
 Prints samples/s (a sample = the query clip + 3 key clips), clips/s (4 x samples/s), ms/step and the
@@ -13,60 +13,21 @@ peak allocated GPU memory (torch.cuda.max_memory_allocated).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from mcl_video.training.builders import build_model, build_optimizer, feature_grid
-from mcl_video.training.config import load_config
-from mcl_video.training.distributed import DistEnv, ResumableShardSampler
-from mcl_video.training.loop import Run, train_step
-from mcl_video.training.schedule import build_schedule
+from mcl_video.training import load_config
+from mcl_video.training.throughput import measure_step_rate
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ucf101_r2plus1d18_112.yaml"
-
-
-def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
-    """One collated batch: `q, k0, k1, k2` B x 3 x T x H x W, `target` B x T' x H' x W', order, index."""
-    g = torch.Generator().manual_seed(0)
-    out = {k: torch.randn(batch, 3, clip_len, size, size, generator=g) for k in ("q", "k0", "k1", "k2")}
-    out.update(target=torch.rand(batch, *grid, generator=g), order=torch.arange(batch) % 2,
-               index=torch.arange(batch))
-    return {k: v.to(device) for k, v in out.items()}
+CONFIG = "ucf101_r2plus1d18_112"  # a shipped config (mcl_video/configs/)
 
 
 def measure(overrides: list[str], steps: int, warmup: int, device: torch.device,
-            config: Path = CONFIG) -> dict:
+            config: str | Path = CONFIG) -> dict:
     cfg = load_config(config, overrides + [f"device={device.type}", "epochs=1"])
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
-    env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    schedule = build_schedule(cfg, steps + warmup)
-    run = Run(cfg, env, Path("."), model, model, build_optimizer(cfg, model),
-              torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"), schedule,
-              ResumableShardSampler(cfg.batch_size, cfg.batch_size), final_step=schedule.total_steps)
-    batches = itertools.repeat(synthetic_batch(cfg.batch_size, cfg.clip_len, cfg.size, feature_grid(cfg),
-                                               device))
-    for _ in range(warmup):
-        train_step(run, batches)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        metrics = train_step(run, batches)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    samples = cfg.batch_size * steps / seconds
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"use_mal": cfg.use_mal, "batch": cfg.batch_size, "clip": f"{cfg.clip_len}x{cfg.size}x{cfg.size}",
-            "precision": cfg.precision, "steps": steps, "ms_per_step": 1000 * seconds / steps,
-            "samples_per_s": samples, "clips_per_s": 4 * samples, "peak_gib": peak,
-            "loss": metrics["loss"]}
+    return measure_step_rate(cfg, steps, warmup, device)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -79,8 +40,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="default bf16 on CUDA (the config's AMP setting), fp32 on CPU")
     p.add_argument("--clip-len", type=int, default=None, help="default 16 (GPU), 8 (CPU)")
     p.add_argument("--size", type=int, default=None, help="default 112 (GPU), 32 (CPU)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="another config (e.g. configs/demo_cpu.yaml); keeps its batch/clip/size unless given")
+    p.add_argument("--config", default=None,
+                   help="another config (a shipped name, e.g. demo_cpu, or a path); keeps its "
+                        "batch/clip/size unless given")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -101,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     config = args.config or CONFIG
     rows = [measure(overrides + [f"use_mal={mal}"], args.steps, warmup, device, config)
             for mal in ("true", "false")]
-    print(f"device: {name}; torch {torch.__version__}; config {config.name}; {' '.join(overrides)}")
+    print(f"device: {name}; torch {torch.__version__}; config {Path(config).stem}; {' '.join(overrides)}")
     print("| MAL | batch | clip | precision | steps | ms/step | samples/s | clips/s | peak GPU GiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -6,11 +6,12 @@ import pytest
 import torch
 import yaml
 
+import mcl_video
 from mcl_video.training import ConfigError, PretrainConfig, load_config
 from mcl_video.training.builders import build_model, build_optimizer, feature_grid, model_config
 from mcl_video.training.config import config_from_dict, config_to_dict, parse_overrides, save_run_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(mcl_video.__file__).parent / "configs"
 SHIPPED = ["ucf101_p3d50.yaml", "k400_p3d50.yaml", "ucf101_r2plus1d18_112.yaml", "demo_cpu.yaml"]
 
 

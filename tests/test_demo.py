@@ -1,4 +1,4 @@
-"""`run_demo` end to end on a tiny benchmark (one run + one rerun), and its small pure helpers."""
+"""`run_demo` end to end on a tiny benchmark (one run + one rerun), and the probe-table helpers it uses."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mcl_video.evaluation.demo import (
-    DemoSettings,
-    StackedEncoders,
-    binomial_se,
-    chance_levels,
-    find_shipped,
-    run_demo,
-)
-from mcl_video.evaluation.report import format_rows
+from mcl_video.demo import DemoSettings, run_demo
+from mcl_video.demo.report import format_rows
+from mcl_video.evaluation import StackedEncoders, binomial_se, chance_levels, extract_stacked, probe_table
 
 # test-only profile: 2 classes x (3 train + 2 test) videos, 1 step per arm
 TINY = DemoSettings(
@@ -25,7 +19,7 @@ TINY = DemoSettings(
     steps=1, batch_size=4, supervised_steps=1, supervised_batch_size=4, num_clips=1, saliency_videos=2,
     num_workers=0, claim=False,
 )
-ROW_FIELDS = {"key", "name", "source", "motion_acc", "motion_se", "shape_acc", "shape_se", "r1", "r1_se"}
+ROW_FIELDS = {"key", "name", "motion_acc", "motion_se", "shape_acc", "shape_se", "r1", "r1_se"}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +32,9 @@ def demo(tmp_path_factory):
     return work / "quick", first, second, stamps
 
 
-def test_table_has_four_live_rows_and_says_no_claim(demo, capsys):
+def test_table_has_four_rows_and_says_no_claim(demo, capsys):
     out, first, _, _ = demo
     assert [r["name"] for r in first["rows"]] == ["random init", "supervised", "MoCo baseline", "MCL"]
-    assert all(r["source"] == "live" for r in first["rows"])
     table = format_rows(first)
     for name in ("random init", "supervised", "MoCo baseline", "MCL", "chance"):
         assert name in table
@@ -117,10 +110,36 @@ def test_stacked_encoders_columns_match_each_encoder():
     assert stacked.num_features == 6
 
 
-def test_shipped_checkpoint_needs_readme(tmp_path):
-    assert find_shipped("mcl", tmp_path) is None
-    (tmp_path / "mcl").mkdir()
-    (tmp_path / "mcl" / "checkpoint.pt").write_bytes(b"x")
-    assert find_shipped("mcl", tmp_path) is None  # no README: how it was made is unknown
-    (tmp_path / "mcl" / "README.md").write_text("config, seed, command, time")
-    assert find_shipped("mcl", tmp_path) == tmp_path / "mcl" / "checkpoint.pt"
+def test_extract_stacked_matches_each_encoder_alone():
+    a, b = torch.nn.Conv3d(3, 2, 1), torch.nn.Conv3d(3, 4, 1)
+    encoders = {name: _Pooled(conv) for name, conv in (("a", a), ("b", b))}
+    clips = torch.randn(3, 2, 3, 2, 4, 4)  # 3 videos x 2 clips x C x T x H x W
+    dataset = [{"clips": clips[i], "label": i % 2, "video_id": f"v{i}", "index": i} for i in range(3)]
+    parts, result = extract_stacked(encoders, dataset, batch_size=2)
+    assert result["features"].shape == (3, 6) and list(result["ids"]) == ["v0", "v1", "v2"]
+    for name, enc in encoders.items():  # each block = that encoder's clip features averaged over clips
+        want = torch.stack([enc(clips[i]).mean(0) for i in range(3)]).detach().numpy()
+        np.testing.assert_allclose(parts[name], want, rtol=1e-5, atol=1e-6)
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv, self.num_features = conv, conv.out_channels
+
+    def forward(self, x):  # B x 3 x T x H x W -> B x C
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+
+def test_probe_table_accuracies_r1_and_standard_errors():
+    # 1-D features: class 0 near -1, class 1 near +1; the "appearance" task is unrelated to the feature
+    xtr = np.array([[-1.0], [-1.1], [-0.9], [1.0], [1.1], [0.9]])
+    xte = np.array([[-1.05], [0.95], [1.05], [-0.95]])
+    ytr, yte = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 1, 0])
+    labels = {"motion": (ytr, yte), "shape": (np.array([0, 1, 0, 1, 0, 1]), np.array([1, 1, 1, 1]))}
+    rows = probe_table({"enc": (xtr, xte)}, labels, retrieval="motion")["enc"]
+    assert list(rows) == ["motion_acc", "motion_se", "shape_acc", "shape_se", "r1", "r1_se"]
+    assert rows["motion_acc"] == 1.0 and rows["motion_se"] == 0.0 and rows["r1"] == 1.0
+    assert rows["shape_se"] == pytest.approx(math.sqrt(rows["shape_acc"] * (1 - rows["shape_acc"]) / 4))
+    with pytest.raises(ValueError, match="retrieval task"):
+        probe_table({"enc": (xtr, xte)}, labels, retrieval="colour")

@@ -1,4 +1,4 @@
-"""``mcl demo``: the whole system end to end on the built-in benchmark (see ``evaluation/demo.py``).
+"""``mcl demo``: the whole system end to end on the built-in benchmark (see ``mcl_video/demo/``).
 
 Generates the benchmark and the motion cache when absent (reused on a rerun), pretrains MCL and the
 MoCo-style baseline with the same budget, trains a supervised upper bound, and evaluates them and a
@@ -22,17 +22,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="folder for data, motion cache, runs, results.json and report.html")
     p.add_argument("--quick", action="store_true",
                    help="smoke run on a tiny benchmark with a few steps (makes no claim; <work-dir>/quick)")
-    p.add_argument("--full", action="store_true",
-                   help="retrain everything even if shipped checkpoints exist in checkpoints/demo/")
     p.add_argument("--seed", type=int, default=0, help="seed of the training runs and the random init")
-    p.add_argument("--config", type=Path, default=None,
-                   help="pretraining config the demo overrides (default: configs/demo_cpu.yaml)")
+    p.add_argument("--config", default="demo_cpu",
+                   help="pretraining config the demo overrides: a shipped config's name or a YAML path")
     return p
 
 
 def run(args) -> int:
-    from mcl_video.evaluation.demo import DEFAULT_CONFIG, run_demo
+    from mcl_video.demo import run_demo  # lazy: `mcl --help` does not import torch
 
-    run_demo(args.work_dir, quick=args.quick, full=args.full, seed=args.seed,
-             config_path=args.config or DEFAULT_CONFIG)
+    run_demo(args.work_dir, quick=args.quick, seed=args.seed, config=args.config)
     return 0

@@ -1,8 +1,8 @@
-"""``mcl pretrain --config FILE [key=value ...]``: MCL pretraining, one process or under torchrun.
+"""``mcl pretrain --config NAME|FILE [key=value ...]``: MCL pretraining, one process or under torchrun.
 
-    mcl pretrain --config configs/demo_cpu.yaml data=bench/annotations cache=bench/motion out=runs/demo
-    torchrun --nproc_per_node 4 -m mcl_video pretrain --config configs/ucf101_p3d50.yaml data=... cache=...
-    mcl pretrain --config configs/demo_cpu.yaml out=runs/demo resume=true      # continue exactly
+    mcl pretrain --config demo_cpu data=bench/annotations cache=bench/motion out=runs/demo
+    torchrun --nproc_per_node 4 -m mcl_video pretrain --config ucf101_p3d50 data=... cache=...
+    mcl pretrain --config demo_cpu out=runs/demo resume=true      # continue exactly
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="self-supervised MCL pretraining (one process, or many under torchrun)",
         description=(
             "Pretrain a video encoder with Motion-Focused Contrastive Learning. Settings come from a flat "
-            "YAML (configs/*.yaml) and key=value overrides typed by PretrainConfig (e.g. data=DIR cache=DIR "
+            "YAML (a shipped config by name, e.g. demo_cpu, or a path) and key=value overrides typed by "
+            "PretrainConfig (e.g. data=DIR cache=DIR "
             "out=DIR seed=1 max_steps=100 resume=true); unknown keys are an error. Writes config.yaml, "
             "env.json, metrics.jsonl, tb/ (TensorBoard) and ckpt-<step>.pt into out. Under torchrun every "
             "process trains on its shard; batch_size is per process."
         ),
     )
-    p.add_argument("--config", metavar="FILE", help="flat YAML config (omit: the built-in defaults)")
+    p.add_argument("--config", metavar="NAME|FILE",
+                   help="a shipped config's name (e.g. demo_cpu, ucf101_p3d50) or a flat YAML file "
+                        "(omit: the built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p

@@ -1,13 +1,20 @@
 """mcl_video.evaluation: the protocols of METHOD §6 on frozen or fine-tuned backbones.
 
 load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
-knn_accuracy / retrieval_recall;   finetune for the whole network;   run_demo for ``mcl demo``.
+knn_accuracy / retrieval_recall;   extract_stacked + probe_table for several encoders at once;
+finetune for the whole network. (The demo application built on these lives in ``mcl_video.demo``.)
 """
 
 from mcl_video.evaluation.datasets import EvalClipDataset, clip_indices, collate_videos
-from mcl_video.evaluation.demo import DemoSettings, run_demo
 from mcl_video.evaluation.encoder import EncoderLoadError, load_encoder
-from mcl_video.evaluation.features import extract_features, load_features, save_features, shard_indices
+from mcl_video.evaluation.features import (
+    StackedEncoders,
+    extract_features,
+    extract_stacked,
+    load_features,
+    save_features,
+    shard_indices,
+)
 from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, finetune, predict_videos
 from mcl_video.evaluation.probes import (
     classification_metrics,
@@ -16,7 +23,14 @@ from mcl_video.evaluation.probes import (
     linear_probe_svm,
     plot_confusion,
 )
-from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
+from mcl_video.evaluation.protocols import (
+    PROTOCOLS,
+    binomial_se,
+    chance_levels,
+    format_table,
+    probe_table,
+    run_protocols,
+)
 from mcl_video.evaluation.retrieval import (
     cosine_similarity,
     knn_accuracy,
@@ -29,7 +43,7 @@ __all__ = [
     "format_table",
     "run_protocols",
     "EncoderLoadError",
-    "DemoSettings",
+    "StackedEncoders",
     "EvalClipDataset",
     "FinetuneConfig",
     "VideoClassifier",
@@ -37,7 +51,11 @@ __all__ = [
     "clip_indices",
     "collate_videos",
     "cosine_similarity",
+    "binomial_se",
+    "chance_levels",
     "extract_features",
+    "extract_stacked",
+    "probe_table",
     "finetune",
     "knn_accuracy",
     "leave_one_out_knn",
@@ -49,7 +67,6 @@ __all__ = [
     "plot_confusion",
     "predict_videos",
     "retrieval_recall",
-    "run_demo",
     "save_features",
     "shard_indices",
 ]

@@ -2,7 +2,7 @@
 
 Under torchrun every rank extracts a strided share of the videos (rank r takes r, r + W, r + 2W, ...);
 the shares are gathered to every rank and rank 0 writes the ``.npz``. Without a process group it is a
-plain single-process loop.
+plain single-process loop. ``extract_stacked`` runs several encoders on one decoding pass.
 """
 
 from __future__ import annotations
@@ -145,6 +145,37 @@ def extract_features(
     if out_path is not None and rank == 0:
         save_features(out_path, result)
     return result
+
+
+class StackedEncoders(torch.nn.Module):
+    """Several backbones on one input: ``B x 3 x T x H x W`` -> ``B x sum(C_i)`` (columns in order),
+    so the clips are decoded once for all encoders."""
+
+    def __init__(self, encoders: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.encoders = torch.nn.ModuleDict(encoders)
+        self.widths = {k: int(e.num_features) for k, e in encoders.items()}
+        self.num_features = sum(self.widths.values())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([e(x) for e in self.encoders.values()], dim=1)  # B x sum(C_i)
+
+    def split(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """``N x sum(C_i)`` -> ``{name: N x C_i}``."""
+        out, start = {}, 0
+        for name, width in self.widths.items():
+            out[name] = features[:, start : start + width]
+            start += width
+        return out
+
+
+def extract_stacked(encoders: dict[str, torch.nn.Module], dataset: torch.utils.data.Dataset,
+                    **options) -> tuple[dict[str, np.ndarray], dict]:
+    """Frozen features of every encoder from one decoding pass of ``dataset`` ->
+    ``({name: N x C_name}, extract_features result)``; ``options`` go to :func:`extract_features`."""
+    stacked = StackedEncoders(encoders).eval()
+    result = extract_features(stacked, dataset, **options)
+    return stacked.split(result["features"]), result
 
 
 def save_features(path: str | Path, result: dict) -> Path:

@@ -1,9 +1,11 @@
 """All frozen-feature protocols on one pair of extracted feature sets, as one call (used by
-``mcl evaluate`` and the demo): ``run_protocols(train, test, ...) -> results dict``."""
+``mcl evaluate``): ``run_protocols(train, test, ...) -> results dict``; and ``probe_table``: several
+encoders x several label sets (linear SVM accuracy, retrieval R@1, binomial standard errors)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,39 @@ def format_table(results: dict) -> str:
         rows.append(("retrieval", metric, f"{100 * value:.2f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` independent test items."""
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def chance_levels(train_y: np.ndarray, test_y: np.ndarray) -> dict:
+    """Accuracy of the best constant guess (most frequent test class) and the R@1 of a random gallery
+    item: ``sum_c p_test(c) p_train(c)``."""
+    classes = np.union1d(train_y, test_y)
+    p_test = np.array([(test_y == c).mean() for c in classes])
+    p_train = np.array([(train_y == c).mean() for c in classes])
+    return {"accuracy": float(p_test.max()), "r1": float((p_test * p_train).sum())}
+
+
+def probe_table(features: dict, labels: dict, retrieval: str) -> dict:
+    """A linear-SVM probe per label set and retrieval R@1 for each encoder's features.
+
+    ``features``: ``{encoder: (train N x C, test M x C)}``; ``labels``: ``{task: (train N, test M)}``
+    label arrays (e.g. the action class and an appearance label); ``retrieval``: the task whose labels
+    decide a retrieval hit (test queries the training set). Returns ``{encoder: {"<task>_acc",
+    "<task>_se" for each task, "r1", "r1_se"}}``; ``_se`` is the binomial standard error over M."""
+    if retrieval not in labels:
+        raise ValueError(f"probe_table: retrieval task {retrieval!r} is not one of {sorted(labels)}")
+    rows = {}
+    for name, (xtr, xte) in features.items():
+        row = {}
+        for task, (ytr, yte) in labels.items():
+            acc = linear_probe_svm(xtr, ytr, xte, yte)["top1"]
+            row[f"{task}_acc"], row[f"{task}_se"] = acc, binomial_se(acc, len(yte))
+        ytr, yte = labels[retrieval]
+        r1 = retrieval_recall(xte, yte, xtr, ytr, ks=(1,))[1]
+        row["r1"], row["r1_se"] = r1, binomial_se(r1, len(yte))
+        rows[name] = row
+    return rows

@@ -83,21 +83,24 @@ def dataset_options(config: PretrainConfig) -> dict:
     }
 
 
-def build_dataset(config: PretrainConfig):
-    """`MCLPretrainDataset` over the config's training split with its motion cache."""
+def build_dataset(config: PretrainConfig, records: list | None = None):
+    """`MCLPretrainDataset` with the config's motion cache over `records` (`VideoRecord`s relative to
+    the config's video root), by default the training videos of the config's split."""
     from mcl_video.data import read_split
     from mcl_video.motion import MotionCache
     from mcl_video.sampling import MCLPretrainDataset
 
-    if not config.data:
+    if records is None and not config.data:
         raise ConfigError("config: data= (the annotation folder) is required, e.g. data=bench/annotations")
     if not config.cache:
         raise ConfigError("config: cache= (the motion cache from `mcl prepare`) is required")
     root = _video_root(config)
-    records = read_split(config.dataset, config.data, split=config.split, subset="train",
-                         video_root=str(root))
-    if not records:
-        raise ConfigError(f"{config.data}: split {config.split} of {config.dataset} has no training videos")
+    if records is None:
+        records = read_split(config.dataset, config.data, split=config.split, subset="train",
+                             video_root=str(root))
+        if not records:
+            raise ConfigError(f"{config.data}: split {config.split} of {config.dataset} has no training "
+                              "videos")
     cache = MotionCache(config.cache)
     return MCLPretrainDataset(str(root), records, cache, _sampling_config(config), feature_grid(config))
 

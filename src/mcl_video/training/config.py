@@ -1,6 +1,9 @@
 """One strict pretraining config: a flat dataclass, a flat YAML per experiment, `key=value` overrides.
 
-    cfg = load_config("configs/ucf101_p3d50.yaml", ["data=/data/ucf101/annotations", "seed=1"])
+    cfg = load_config("ucf101_p3d50", ["data=/data/ucf101/annotations", "seed=1"])
+
+A config is named either by a file path or by the name of a config shipped inside the package
+(`mcl_video/configs/<name>.yaml`, listed by `shipped_configs()`).
 
 Unknown keys (in the file or on the command line) are an error with a did-you-mean suggestion. The
 resolved config, the git commit and the package versions go into the run folder (`config.yaml`,
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import json
 import platform
 import subprocess
@@ -205,13 +209,34 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped inside the package: name (file stem) -> path, sorted by name."""
+    folder = importlib.resources.files("mcl_video") / "configs"
+    return {p.name[: -len(".yaml")]: Path(str(p)) for p in sorted(folder.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """An existing file, else the shipped config of that name (`demo_cpu` or `demo_cpu.yaml`; also
+    `configs/demo_cpu.yaml`, where the shipped configs were in the repository before they moved into
+    the package)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = path.name.removesuffix(".yaml")
+    if path.parent in (Path("."), Path("configs")) and name in shipped:
+        return shipped[name]
+    raise ConfigError(f"{name_or_path}: config file not found; give a path to a YAML file or the name of "
+                      f"a shipped config ({', '.join(shipped)})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Read a flat YAML (may be None: the defaults), apply `key=value` overrides, validate."""
+    """Read a flat YAML (a path or a shipped config's name; None: the defaults), apply `key=value`
+    overrides, validate."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found (see configs/ for the shipped ones)")
+        path = resolve_config_path(path)
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a flat mapping of key: value")

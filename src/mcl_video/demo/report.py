@@ -13,8 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
 
+from mcl_video.objective.alignment import alignment_terms_from_saliency  # noqa: E402
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from mcl_video.training import load_checkpoint  # noqa: E402
+from mcl_video.training.builders import build_dataset, build_model  # noqa: E402
+from mcl_video.training.config import config_from_dict  # noqa: E402
 
 CURVE_PANELS = (  # (title, metrics.jsonl keys)
     ("InfoNCE inter-video loss", ("loss_inter",)),
@@ -65,10 +70,6 @@ def training_curves(run_dirs: dict[str, Path], supervised_history: list[dict], o
 
 
 def _load_mcl(checkpoint: Path) -> torch.nn.Module:
-    from mcl_video.training import load_checkpoint
-    from mcl_video.training.builders import build_model
-    from mcl_video.training.config import config_from_dict
-
     state = load_checkpoint(checkpoint)
     model = build_model(config_from_dict(state["config"]))
     model.load_state_dict(state["model"])
@@ -86,14 +87,7 @@ def _pick(records: list, n: int) -> list:
 
 def saliency_batch(config, records: list, n: int):
     """A batch of the MCL dataset (motion-focused clips and crops) over ``n`` test videos."""
-    from torch.utils.data import default_collate
-
-    from mcl_video.motion import MotionCache
-    from mcl_video.sampling import MCLPretrainDataset
-    from mcl_video.training.builders import _sampling_config, _video_root, feature_grid
-
-    ds = MCLPretrainDataset(str(_video_root(config)), _pick(records, n), MotionCache(config.cache),
-                            _sampling_config(config), feature_grid(config))
+    ds = build_dataset(config, records=_pick(records, n))
     return default_collate([ds[i] for i in range(len(ds))])
 
 
@@ -106,8 +100,6 @@ def _frame(q: torch.Tensor) -> np.ndarray:
 def saliency_figure(config, arms: dict, test_records: list, work: Path, n: int) -> dict:
     """Query frame, motion alignment target and each arm's saliency (time-averaged) for ``n`` test
     videos -> ``{"png": path, "cosines": {arm: [spatiotemporal cosine per video]}}``."""
-    from mcl_video.objective.alignment import alignment_terms_from_saliency
-
     batch = saliency_batch(config, test_records, n)
     target = batch["target"]  # B x T' x H' x W'
     sal, cos = {}, {}
@@ -175,14 +167,14 @@ CPU {results['cpu_s']} s; stages: {html.escape(str(results['stages_s']))}.</p>
 
 def format_rows(results: dict) -> str:
     """The demo table (percent, ± binomial standard error) with the chance levels."""
-    head = ("encoder", "source", "motion probe", "shape probe", "R@1")
+    head = ("encoder", "motion probe", "shape probe", "R@1")
     rows = [head]
     for r in results["rows"]:
-        rows.append((r["name"], r["source"], f"{100 * r['motion_acc']:5.1f} ± {100 * r['motion_se']:.1f}",
+        rows.append((r["name"], f"{100 * r['motion_acc']:5.1f} ± {100 * r['motion_se']:.1f}",
                      f"{100 * r['shape_acc']:5.1f} ± {100 * r['shape_se']:.1f}",
                      f"{100 * r['r1']:5.1f} ± {100 * r['r1_se']:.1f}"))
     c = results["chance"]
-    rows.append(("chance", "-", *(f"{100 * c[k]:5.1f}" for k in ("motion", "shape", "r1"))))
+    rows.append(("chance", *(f"{100 * c[k]:5.1f}" for k in ("motion", "shape", "r1"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

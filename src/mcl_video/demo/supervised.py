@@ -11,12 +11,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from mcl_video.errors import RunFailedError
+from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
+from mcl_video.evaluation.finetune import VideoClassifier, predict_videos
+from mcl_video.evaluation.probes import classification_metrics
+from mcl_video.models import build_backbone
 
 
 def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, seed: int) -> list[dict]:
     """AdamW on cross-entropy for ``steps`` steps over ``loader`` (repeated) -> ``[{"step", "loss"}]``."""
-    from tqdm import tqdm
-
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)
@@ -36,7 +41,8 @@ def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, s
                                                                  generator=gen)]
             loss = nn.functional.cross_entropy(model(x), batch["label"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"supervised.py: loss is {loss.item()} at step {step}; lower lr")
+                raise RunFailedError(f"supervised upper bound: loss is {loss.item()} at step {step}; "
+                                     "lower lr= in the demo config")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -55,11 +61,6 @@ def train_supervised(config, settings, work: Path, seed: int, records: dict) -> 
     ``settings``: the demo profile (``supervised_steps``, ``supervised_batch_size``,
     ``supervised_dropout``, ``num_clips``, ``num_workers``). Returns ``{"backbone" (eval mode),
     "test_top1" (its own classifier, ``num_clips`` centre clips averaged), "history", "reused"}``."""
-    from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
-    from mcl_video.evaluation.finetune import VideoClassifier, predict_videos
-    from mcl_video.evaluation.probes import classification_metrics
-    from mcl_video.models import build_backbone
-
     out = work / "runs" / "supervised"
     key = {"steps": settings.supervised_steps, "batch_size": settings.supervised_batch_size,
            "dropout": settings.supervised_dropout, "optimizer": "adamw", "lr": config.lr,
