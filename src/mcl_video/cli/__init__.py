@@ -64,15 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
 
 
 def writable_folder(path: str | os.PathLike, option: str) -> Path:
@@ -86,6 +95,19 @@ def writable_folder(path: str | os.PathLike, option: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: the folder is not writable; choose a folder you can write to")
     return path
+
+
+def open_cache(path: str | os.PathLike, option: str):
+    """`MotionCache(path)` with a missing or foreign cache as a one-line DataError naming the option."""
+    from mcl_video.errors import DataError
+    from mcl_video.motion.cache import MotionCache
+
+    try:
+        return MotionCache(path)
+    except MCLError:
+        raise
+    except (FileNotFoundError, ValueError) as err:  # the cache's own messages, without its source path
+        raise DataError(f"{option} {path}: {str(err).split('cache.py: ', 1)[-1]}") from None
 
 
 def _debug(args) -> bool:

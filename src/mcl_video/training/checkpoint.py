@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcl_video.errors import DataError, RunFailedError
+from mcl_video.errors import DataError, MissingInputError, RunFailedError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -143,7 +143,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
     path = Path(path)
     hint = hint or "check the path"
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; {hint}")
+        raise MissingInputError(f"{path}: no such file; {hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted copy?); {hint}")
     try:
