@@ -159,8 +159,8 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
     except (EOFError, RuntimeError) as e:
         torn = isinstance(e, EOFError) or "zip" in str(e).lower()
         reason = "truncated or corrupt" if torn else "unreadable"
-    except (KeyError, ValueError, UnicodeDecodeError, IndexError, TypeError, AttributeError):
-        reason = "not a PyTorch file (text or another format?)"
+    except Exception as e:  # noqa: BLE001 - whatever a foreign file makes the unpickler raise
+        reason = f"not a PyTorch file (text or another format?): {type(e).__name__}"
     raise CheckpointError(f"{path}: not a loadable checkpoint ({reason}); {hint}")
 
 

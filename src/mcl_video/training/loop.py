@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from mcl_video.errors import RunFailedError
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training import runfolder
-from mcl_video.training.builders import build_dataset, build_model, build_optimizer, feature_grid
+from mcl_video.training.builders import build_dataset, build_model, build_optimizer
 from mcl_video.training.config import ConfigError, PretrainConfig, config_to_dict, save_run_config
 from mcl_video.training.distributed import (
     DistEnv,
@@ -107,13 +107,14 @@ def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, o
     runfolder.check_run_folder(config)
     if dataset is None:
         runfolder.check_inputs(config)
-    runfolder.check_model_settings(config, env.world_size, feature_grid(config) if model is None else None)
+    grid = runfolder.checked_feature_grid(config) if model is None else None
+    runfolder.check_model_settings(config, env.world_size, grid)
+    resumed = _resume_state(config) if config.resume else None  # a refused resume writes nothing
     barrier()  # every rank has checked the folder before the main rank writes into it
     run_dir = Path(config.out)
     run_env = {"world_size": env.world_size, "device": str(env.device), **runfolder.apply_determinism(config)}
     if env.is_main:
         runfolder.prepare_run_folder(config)
-        run_env = save_run_config(config, run_dir, run_env)
     seed_everything(config.seed)  # identical model initialisation on every rank
     model = model if model is not None else build_model(config)
     dataset = dataset if dataset is not None else build_dataset(config)
@@ -126,8 +127,10 @@ def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, o
     scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "fp16")
     run = Run(config, env, run_dir, model, model, optimizer, scaler, schedule, sampler, final,
               run_env=run_env)
-    if config.resume:
-        _resume(run)
+    if resumed is not None:
+        _resume(run, *resumed)
+    if env.is_main:  # only now: a start that fails or a refused resume leaves the folder as it was
+        run.run_env = save_run_config(config, run_dir, run.run_env)
     if env.distributed:
         run.net = wrap_ddp(model, env, _needs_unused_parameter_search(config))
     return run, dataset
@@ -143,22 +146,23 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv, find_unused: bool) -> Distrib
                                    find_unused_parameters=find_unused, **no_forward_sync)
 
 
-def _resume(run: Run) -> None:
-    path = ckpt.latest_checkpoint(run.run_dir)
+def _resume_state(config: PretrainConfig) -> tuple[Path, dict, dict] | None:
+    """`(path, state, allowed changes)` of the newest checkpoint; raises when the resume is refused."""
+    path = ckpt.latest_checkpoint(Path(config.out))
     if path is None:
-        if run.env.is_main:
-            log.warning("resume=true but %s has no checkpoint: starting from step 0", run.run_dir)
-        return
+        log.warning("resume=true but %s has no checkpoint: starting from step 0", config.out)
+        return None
     state = ckpt.load_checkpoint(path, map_location="cpu")
-    changed = runfolder.resume_conflicts(run.config, state["config"], config_to_dict(run.config), path)
+    return path, state, runfolder.resume_conflicts(config, state["config"], config_to_dict(config), path)
+
+
+def _resume(run: Run, path: Path, state: dict, changed: dict) -> None:
+    runfolder.load_model_state(run.model, state["model"], path)
     history = list((state.get("env") or {}).get("resume_history", []))
     history.append({"step": int(state["step"]), "checkpoint": path.name, "overrides": changed})
     run.run_env["resume_history"] = history  # in env.json and in every later checkpoint
-    if run.env.is_main:
-        if changed:
-            log.warning("resuming %s with overridden settings %s (recorded in env.json)", path, changed)
-        save_run_config(run.config, run.run_dir, run.run_env)
-    runfolder.load_model_state(run.model, state["model"], path)
+    if run.env.is_main and changed:
+        log.warning("resuming %s with overridden settings %s (recorded in env.json)", path, changed)
     run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])

@@ -1,7 +1,9 @@
 """The checks around a run that protect the user's work: run folder, inputs, resume, determinism.
 
-- A fresh run refuses a non-empty run folder (``resume=true`` continues it, ``overwrite=true`` deletes
-  the old run's files first, or choose another ``out=``); an unwritable ``out`` is a one-line error.
+- A fresh run refuses a used run folder: one with checkpoints, a non-empty ``metrics.jsonl`` or files
+  that are not a run's (``resume=true`` continues it, ``overwrite=true`` deletes the old run's files
+  first, or choose another ``out=``). What a start that failed before its first step left
+  (``config.yaml``, ``env.json``) does not count. An unwritable ``out`` is a one-line error.
 - Missing ``data``/``cache`` folders, a ``size`` too small for a 2 x 2 feature grid, and a queue that
   cannot hold one step's keys are refused before anything is built.
 - ``resume=true`` refuses any change of a key that alters the run's meaning (every key except
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 
 from mcl_video.errors import DataError
+from mcl_video.motion.cache import MotionCache
+from mcl_video.training.builders import feature_grid
 from mcl_video.training.config import ConfigError, PretrainConfig
 
 # settings that may change on resume without changing what the run computes (where it reads its data,
@@ -43,14 +47,26 @@ def _run_files(run_dir: Path) -> list[Path]:
     return ours + sorted(run_dir.glob("ckpt-*.pt")) + sorted(run_dir.glob(".ckpt-*.pt.tmp-*"))
 
 
+def _used(run_dir: Path) -> list[str]:
+    """What makes `run_dir` a used run folder (see the module docstring)."""
+    used = []
+    for p in sorted(run_dir.iterdir()):
+        if p.name in ("config.yaml", "env.json", "tb"):
+            continue
+        if p.name == "metrics.jsonl" and p.is_file() and p.stat().st_size == 0:
+            continue
+        used.append(p.name)
+    return used
+
+
 def check_run_folder(config: PretrainConfig) -> None:
-    """Refuse a fresh run into a non-empty folder (every rank calls it before any rank writes)."""
+    """Refuse a fresh run into a used folder (every rank calls it before any rank writes)."""
     run_dir = Path(config.out)
     if config.resume or config.overwrite or not run_dir.is_dir():
         return
-    entries = sorted(p.name for p in run_dir.iterdir())
-    if entries:
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    used = _used(run_dir)
+    if used:
+        shown = ", ".join(used[:3]) + (", ..." if len(used) > 3 else "")
         raise ConfigError(f"out={run_dir} is not empty ({shown}): continue that run with resume=true, "
                           "choose a new out=, or start over with overwrite=true")
 
@@ -65,7 +81,7 @@ def prepare_run_folder(config: PretrainConfig) -> Path:
                           "folder you can write to") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"out={run_dir}: the run folder is not writable; choose a folder you can write to")
-    if config.overwrite and not config.resume:
+    if not config.resume:  # the old run's files (overwrite=true) or what a failed start left
         for path in _run_files(run_dir):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     return run_dir
@@ -75,10 +91,26 @@ def check_inputs(config: PretrainConfig) -> None:
     """The data and cache folders exist (only when the run builds its own dataset)."""
     if config.data and not Path(config.data).is_dir():
         raise ConfigError(f"data={config.data}: no such folder; pass the annotation folder of the split")
-    if config.cache and not (Path(config.cache) / "meta.json").is_file():
+    if not config.cache:
+        return
+    if not (Path(config.cache) / "meta.json").is_file():
         what = "no such folder" if not Path(config.cache).is_dir() else "not a motion cache (no meta.json)"
         raise ConfigError(f"cache={config.cache}: {what}; build it with `mcl prepare VIDEOS --out "
                           f"{config.cache}` or point cache= at one")
+    try:
+        MotionCache(config.cache)
+    except ValueError as err:  # another format or version; the cache's message without its source path
+        raise ConfigError(f"cache={config.cache}: not a motion cache this version reads "
+                          f"({str(err).split('cache.py: ', 1)[-1]})") from None
+
+
+def checked_feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
+    """The backbone's feature grid; an unknown backbone, bad option or too small input: ConfigError."""
+    try:
+        return feature_grid(config)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config: backbone={config.backbone} backbone_options={config.backbone_options} "
+                          f"clip_len={config.clip_len} size={config.size}: {err}") from None
 
 
 def check_model_settings(config: PretrainConfig, world_size: int, grid: tuple[int, int, int] | None) -> None:
