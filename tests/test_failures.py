@@ -281,6 +281,14 @@ def test_disk_full_during_a_checkpoint_write(bench, tmp_path, capsys, monkeypatc
 # ---- prepare: inputs, full disk -----------------------------------------------------------------------
 
 
+def test_prepare_into_a_cache_of_other_settings(bench, tmp_path, capsys):
+    shutil.copytree(bench[0] / "motion", tmp_path / "cache")
+    before = snapshot(tmp_path / "cache")
+    cli(capsys, ["prepare", bench[0] / "data" / "videos", "--out", tmp_path / "cache", "--clip-len", "4"], 2,
+        f"--out {tmp_path / 'cache'}", "other settings")
+    assert snapshot(tmp_path / "cache") == before
+
+
 def test_empty_input_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cli(capsys, ["prepare", tmp_path / "empty", "--out", tmp_path / "cache"], 1, tmp_path / "empty",
