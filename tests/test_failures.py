@@ -289,6 +289,12 @@ def test_prepare_into_a_cache_of_other_settings(bench, tmp_path, capsys):
     assert snapshot(tmp_path / "cache") == before
 
 
+def test_inspect_and_show_tubelets_name_a_missing_cache_or_video(bench, tmp_path, capsys):
+    cli(capsys, ["inspect", tmp_path / "nope"], 2, f"CACHE {tmp_path / 'nope'}", "mcl prepare")
+    cli(capsys, ["show-tubelets", tmp_path / "other.mp4", "--cache", bench[0] / "motion", "--out", tmp_path],
+        1, "other.mp4", "no id ending", "mcl prepare")
+
+
 def test_empty_input_folder_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cli(capsys, ["prepare", tmp_path / "empty", "--out", tmp_path / "cache"], 1, tmp_path / "empty",

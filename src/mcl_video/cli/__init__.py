@@ -99,7 +99,7 @@ def writable_folder(path: str | os.PathLike, option: str) -> Path:
 
 def open_cache(path: str | os.PathLike, option: str):
     """`MotionCache(path)` with a missing or foreign cache as a one-line DataError naming the option."""
-    from mcl_video.errors import DataError
+    from mcl_video.errors import DataError, MissingInputError
     from mcl_video.motion.cache import MotionCache
 
     try:
@@ -107,7 +107,8 @@ def open_cache(path: str | os.PathLike, option: str):
     except MCLError:
         raise
     except (FileNotFoundError, ValueError) as err:  # the cache's own messages, without its source path
-        raise DataError(f"{option} {path}: {str(err).split('cache.py: ', 1)[-1]}") from None
+        kind = MissingInputError if isinstance(err, FileNotFoundError) else DataError
+        raise kind(f"{option} {path}: {str(err).split('cache.py: ', 1)[-1]}") from None
 
 
 def _debug(args) -> bool:
