@@ -245,11 +245,19 @@ def test_resume_is_exact_with_the_real_mcl(tmp_path):
     assert all(torch.allclose(a["exp_avg"], b["exp_avg"], atol=1e-6) for a, b in moments)
 
 
-def test_resume_warns_about_changed_settings(tmp_path, caplog):
+def test_resume_refuses_changed_settings_unless_overridden(tmp_path, caplog):
+    from mcl_video.training import ConfigError
+
     _run(tiny_config(tmp_path, max_steps=1))
+    with pytest.raises(ConfigError, match="changed lr: 0.05 -> 0.1 .* resume_override=lr"):
+        _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1))
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000001.pt"]
     with caplog.at_level("WARNING"):
-        _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1, num_workers=0))
-    assert "changed settings {'lr': (0.05, 0.1)}" in caplog.text
+        _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1, resume_override="lr", num_workers=0))
+    assert "overridden settings {'lr': [0.05, 0.1]}" in caplog.text
+    history = [{"step": 1, "checkpoint": "ckpt-00000001.pt", "overrides": {"lr": [0.05, 0.1]}}]
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["resume_history"] == history
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["env"]["resume_history"] == history
 
 
 def test_logger_warns_once_about_dead_saliency_maps(tmp_path, caplog):

@@ -29,8 +29,15 @@ class DataError(MCLError):
     """An input file or folder that cannot be used (missing, unreadable, corrupt, wrong layout)."""
 
 
+class MissingInputError(DataError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a FileNotFoundError). Exit status 2: the
+    argument is what needs fixing."""
+
+    exit_code = 2
+
+
 class RunFailedError(MCLError):
     """A run that could not finish (full disk, non-finite loss, interrupted). Exit status 1."""
 
 
-__all__ = ["MCLError", "UsageError", "DataError", "RunFailedError"]
+__all__ = ["MCLError", "UsageError", "DataError", "MissingInputError", "RunFailedError"]

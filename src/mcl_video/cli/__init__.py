@@ -1,4 +1,4 @@
-"""The ``mcl`` command line: a thin argument parser over the library.
+"""The ``mcl`` command line: a thin argument parser over the library, and the one error policy.
 
 Each sub-command lives in its own module in this package and exposes
 
@@ -6,16 +6,27 @@ Each sub-command lives in its own module in this package and exposes
     run(args) -> int                                      # exit status
 
 The parser is built from the ``COMMANDS`` table below, so adding a command is one line here.
+
+Errors (``mcl_video.errors``): a user error (:class:`MCLError`) is printed as ``error: <message>`` on
+one line and ends the command with its exit status (2 usage/config, 1 run failed); a full disk
+(``ENOSPC``/``EDQUOT``) anywhere is one too. Ctrl-C exits 130 (``pretrain`` first writes a checkpoint
+after the current step). ``--debug`` or ``MCL_DEBUG=1`` adds the traceback; any other exception is a
+programming error and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
+import traceback
+from pathlib import Path
 
 from mcl_video import __version__
+from mcl_video.errors import MCLError, UsageError
 
 # command name -> module in mcl_video.cli (in the order of the data flow)
 COMMANDS: dict[str, str] = {
@@ -28,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
 }
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,12 +52,74 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcl-video {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of user errors too (same as MCL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"mcl_video.cli.{module}")
         p = mod.add_parser(sub)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of user errors too (same as MCL_DEBUG=1)")
         p.set_defaults(_run=mod.run, _name=name)
     return parser
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def writable_folder(path: str | os.PathLike, option: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it (else a UsageError)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{option} {path}: cannot create the folder ({err.strerror}); "
+                         "choose a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder is not writable; choose a folder you can write to")
+    return path
+
+
+def open_cache(path: str | os.PathLike, option: str):
+    """`MotionCache(path)` with a missing or foreign cache as a one-line DataError naming the option."""
+    from mcl_video.errors import DataError, MissingInputError
+    from mcl_video.motion.cache import MotionCache
+
+    try:
+        return MotionCache(path)
+    except MCLError:
+        raise
+    except (FileNotFoundError, ValueError) as err:  # the cache's own messages, without its source path
+        kind = MissingInputError if isinstance(err, FileNotFoundError) else DataError
+        raise kind(f"{option} {path}: {str(err).split('cache.py: ', 1)[-1]}") from None
+
+
+def _debug(args) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("MCL_DEBUG", "") not in ("", "0")
+
+
+def _user_error(message: str, status: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)  # one line
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    debug = _debug(args)
     try:
         return int(args._run(args) or 0)
+    except MCLError as err:
+        return _user_error(str(err), err.exit_code, debug)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        return _user_error(f"disk full{where} ({err.strerror}); free space or choose another folder, "
+                           "then rerun (finished work is kept)", 1, debug)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -12,6 +12,9 @@ import json
 import logging
 from pathlib import Path
 
+from mcl_video.cli import non_negative_int, positive_int, writable_folder
+from mcl_video.errors import DataError, UsageError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,20 +39,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="video root")
     p.add_argument("--annotations", type=Path, required=True, help="split files folder")
     p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400 or folder")
-    p.add_argument("--split", type=int, default=1)
-    p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"])
-    p.add_argument("--num-clips", type=int, default=20, help="uniformly spaced clips per video")
-    p.add_argument("--clip-len", type=int, default=16)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--size", type=int, default=112, help="centre crop side (short side resized to it)")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--fc-epochs", type=int, default=100)
-    p.add_argument("--fc-lr", type=float, default=16.0)
-    p.add_argument("--knn-k", type=int, default=20)
+    p.add_argument("--split", type=int, default=1, help="split number of the annotation lists (1-3)")
+    p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"],
+                   help="which evaluation(s) to run")
+    p.add_argument("--num-clips", type=positive_int, default=20, help="uniformly spaced clips per video")
+    p.add_argument("--clip-len", type=positive_int, default=16, help="frames per clip")
+    p.add_argument("--stride", type=positive_int, default=2, help="frame stride within a clip")
+    p.add_argument("--size", type=positive_int, default=112,
+                   help="centre crop side (short side resized to it)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="videos per batch")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data-loading worker processes")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when available (as pretrain)")
+    p.add_argument("--fc-epochs", type=positive_int, default=100, help="epochs of the FC probe")
+    p.add_argument("--fc-lr", type=float, default=16.0, help="learning rate of the FC probe")
+    p.add_argument("--knn-k", type=positive_int, default=20, help="neighbours of the kNN classifier")
     p.add_argument("--seed", type=int, default=0, help="seed of a --random-init backbone")
-    p.add_argument("--out", type=Path, default=Path("eval_out"))
+    p.add_argument("--out", type=Path, default=Path("eval_out"),
+                   help="folder for results.json, confusion_*.png and features_*.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -62,12 +70,19 @@ def _build_encoder(args):
     try:
         options = json.loads(args.backbone_options)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"mcl evaluate: --backbone-options is not valid JSON ({err})") from err
+        raise UsageError(f"--backbone-options is not valid JSON ({err}); "
+                         "e.g. '{\"widths\": [8, 16, 32, 64]}'") from None
+    if not isinstance(options, dict):
+        raise UsageError(f"--backbone-options must be a JSON dict, got {args.backbone_options}")
     if args.random_init:
         if not args.backbone:
-            raise SystemExit("mcl evaluate: --random-init needs --backbone NAME")
+            raise UsageError("--random-init needs --backbone NAME (e.g. r2plus1d_18)")
         torch.manual_seed(args.seed)
-        return build_backbone(args.backbone, **options).eval()
+        try:
+            return build_backbone(args.backbone, **options).eval()
+        except (ValueError, TypeError) as err:  # unknown name or option
+            raise UsageError(f"--backbone {args.backbone} --backbone-options {args.backbone_options}: "
+                             f"{err}") from None
     return load_encoder(args.checkpoint, backbone=args.backbone, **options)
 
 
@@ -79,22 +94,22 @@ def _class_names(records) -> list[str]:
 
 
 def run(args) -> int:
-    import torch
-
     from mcl_video.data import read_split
     from mcl_video.evaluation.datasets import EvalClipDataset
     from mcl_video.evaluation.features import extract_features
     from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
+    from mcl_video.training.distributed import select_device
 
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
-    encoder = _build_encoder(args).to(args.device)
+    device = select_device(args.device)
+    writable_folder(args.out, "--out")
+    encoder = _build_encoder(args).to(device)
     features, all_records = {}, []
     for subset in ("train", "test"):
         records = read_split(args.dataset, args.annotations, args.split, subset, video_root=args.data)
         if not records:
-            raise SystemExit(
-                f"mcl evaluate: no {subset} videos of {args.dataset} split {args.split} in {args.data}"
-            )
+            raise DataError(f"--data {args.data}: none of the {subset} videos of {args.dataset} split "
+                            f"{args.split} (listed in {args.annotations}) is there; check --data and --split")
         all_records += records
         ds = EvalClipDataset(args.data, records, args.clip_len, args.stride, args.num_clips, args.size)
         log.info("extracting %s features: %d videos x %d clips", subset, len(ds), args.num_clips)
@@ -102,9 +117,10 @@ def run(args) -> int:
             encoder,
             ds,
             args.batch_size,
-            torch.device(args.device),
+            device,
             args.workers,
             out_path=args.out / f"features_{subset}.npz",
+            progress=not args.no_progress,
         )
     results = run_protocols(
         features["train"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from mcl_video.cli import open_cache
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,14 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from mcl_video.motion.cache import MotionCache, cache_stats
+    from mcl_video.motion.cache import cache_stats
     from mcl_video.motion.prepare import list_videos
 
-    try:
-        cache = MotionCache(args.cache)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"mcl inspect: {err}", file=sys.stderr)
-        return 2
+    cache = open_cache(args.cache, "CACHE")
     stats = cache_stats(cache)
     s = cache.meta["settings"]
     print(f"cache            {cache.path} ({cache.meta['format']} v{cache.meta['version']})")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from mcl_video.cli import positive_int, writable_folder
+from mcl_video.errors import UsageError
 from mcl_video.motion.cache import CacheSettings
 
 
@@ -30,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--flow", default=d.flow_backend, choices=["dis", "tvl1", "farneback", "raft"],
                    help="optical-flow backend")
     p.add_argument("--raft-weights", metavar="PATH", help="local torchvision RAFT weights (--flow raft)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (>= 1)")
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
     p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
                    help="compute flow at this short side in pixels (no upscaling); 'none' = full size")
@@ -51,25 +52,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from mcl_video.motion.prepare import prepare
+    from mcl_video.motion.cache import init_cache
+    from mcl_video.motion.prepare import parse_shard, prepare
 
     options = {"weights": args.raft_weights} if args.raft_weights else {}
     if args.flow == "raft" and not options:
-        print("mcl prepare: --flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)")
+    if args.dataset and not args.video_root:
+        raise UsageError("--dataset needs --video-root DIR (the folder the annotation paths are relative to)")
+    try:
+        parse_shard(args.shard)
+    except ValueError as err:
+        raise UsageError(f"--shard: {err}") from None
     settings = CacheSettings(
         flow_backend=args.flow, flow_options=options, clip_len=args.clip_len, stride=args.stride,
         frame_window=args.frame_window, border=args.border, resize_short=args.resize_short,
         representation=args.representation, field_short=args.field_short,
     )
+    writable_folder(args.out, "--out")
     try:
-        summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
-                          dataset=args.dataset, split=args.split, video_root=args.video_root,
-                          progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"mcl prepare: {err}", file=sys.stderr)
-        return 2
+        init_cache(args.out, settings)  # an existing cache must have the same settings
+    except ValueError as err:
+        raise UsageError(f"--out {args.out}: {str(err).split(': ', 1)[-1]}") from None
+    summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
+                      dataset=args.dataset, split=args.split, video_root=args.video_root,
+                      progress=not args.no_progress)
     print(summary)
     for path, reason in sorted(summary.failed.items()):
         print(f"FAILED {path}: {reason}")

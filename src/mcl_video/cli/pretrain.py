@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import yaml
 
-from mcl_video.training import ConfigError, NonFiniteLossError, load_config, pretrain
+from mcl_video.training import load_config, pretrain
 from mcl_video.training.config import config_to_dict
 
 
@@ -26,8 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "YAML (a shipped config by name, e.g. demo_cpu, or a path) and key=value overrides typed by "
             "PretrainConfig (e.g. data=DIR cache=DIR "
             "out=DIR seed=1 max_steps=100 resume=true); unknown keys are an error. Writes config.yaml, "
-            "env.json, metrics.jsonl, tb/ (TensorBoard) and ckpt-<step>.pt into out. Under torchrun every "
-            "process trains on its shard; batch_size is per process."
+            "env.json, metrics.jsonl, tb/ (TensorBoard) and ckpt-<step>.pt into out. A non-empty out is "
+            "refused unless resume=true (continue; settings that change the run's meaning are refused "
+            "unless named in resume_override=key1,key2) or overwrite=true (start over). SIGTERM, SIGUSR1 "
+            "and Ctrl-C stop after the current step with a checkpoint. Under torchrun every process "
+            "trains on its shard; batch_size is per process."
         ),
     )
     p.add_argument("--config", metavar="NAME|FILE",
@@ -39,19 +41,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         return 0
-    try:
-        run_dir = pretrain(config)
-    except (ConfigError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+    run_dir = pretrain(config)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {run_dir}")
     return 0

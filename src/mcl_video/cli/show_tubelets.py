@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mcl_video.cli import open_cache
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -28,13 +30,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from mcl_video.motion.cache import MotionCache
-    from mcl_video.sampling.show import show_tubelets
+    from mcl_video.errors import DataError
+    from mcl_video.sampling.show import resolve_video_id, show_tubelets
 
+    cache = open_cache(args.cache, "--cache")
+    try:
+        resolve_video_id(args.video, cache)
+    except KeyError as err:  # the video is not in the cache
+        raise DataError(f"{args.video}: {str(err.args[0]).split('show.py: ', 1)[-1]}") from None
     options = {"size": args.size}
     if args.uniform:
         options.update(motion_sampling=False, motion_crop=False)
-    paths = show_tubelets(args.video, MotionCache(args.cache), args.out, seed=args.seed,
+    paths = show_tubelets(args.video, cache, args.out, seed=args.seed,
                           frames=args.frames, config=options)
     for path in paths.values():
         print(path)

@@ -42,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="frames per cycle of the periodic motions")
     p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=d.grayscale,
                    help="remove colour cues (--no-grayscale keeps colours)")
-    p.add_argument("--fps", type=int, default=d.fps)
+    p.add_argument("--fps", type=int, default=d.fps, help="frame rate of the written videos")
     p.add_argument("--crf", type=int, default=d.crf, help="libx264 constant rate factor")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (results do not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing benchmark in OUT")

@@ -31,12 +31,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mcl_video.data.video import find_videos
+from mcl_video.errors import DataError, MissingInputError, UsageError
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("ucf101", "hmdb51", "kinetics400", "folder")
 _SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics400": ("train", "val", "test")}
 _HMDB_IDS = {"train": "1", "test": "2"}
+
+
+class SplitChoiceError(UsageError, ValueError):
+    """An unknown dataset name, subset or split number."""
+
+
+class AnnotationError(DataError, ValueError):
+    """An annotation file whose content is not the dataset's format; the message names file and line."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +69,17 @@ def read_split(
     """Records of one split/subset of ``dataset`` (see the module docstring for the formats)."""
     dataset = dataset.lower()
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise SplitChoiceError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     annotation_dir = Path(annotation_dir)
     if not annotation_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"annotation folder {annotation_dir} does not exist; for {dataset} it should hold "
             f"{_EXPECTED[dataset]}")
     if dataset != "folder":
         if subset not in _SUBSETS[dataset]:
-            raise ValueError(f"{dataset}: subset must be one of {_SUBSETS[dataset]}, got {subset!r}")
+            raise SplitChoiceError(f"{dataset}: subset must be one of {_SUBSETS[dataset]}, got {subset!r}")
         if dataset != "kinetics400" and split not in (1, 2, 3):
-            raise ValueError(f"{dataset}: split must be 1, 2 or 3, got {split!r}")
+            raise SplitChoiceError(f"{dataset}: split must be 1, 2 or 3, got {split!r}")
     readers = {"ucf101": _read_ucf101, "hmdb51": _read_hmdb51, "kinetics400": _read_kinetics,
                "folder": _read_folder}
     records = readers[dataset](annotation_dir, split, subset)
@@ -89,18 +98,28 @@ _EXPECTED = {
 
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; expected {what} in {path.parent}")
+        raise MissingInputError(f"{path} is missing; expected {what} in {path.parent}"
+                                f"{_annotations_hint(path.parent)}")
     return path
+
+
+def _annotations_hint(folder: Path) -> str:
+    """For a dataset root given instead of its annotation folder: say that annotations/ is right there."""
+    inner = folder / "annotations"
+    return f" ({inner} is right there: pass that folder)" if inner.is_dir() else ""
 
 
 def _lines(path: Path) -> list[str]:
     """Non-blank lines, stripped (handles CRLF and trailing spaces)."""
-    with open(path, encoding="utf-8") as fh:
-        return [line.strip() for line in fh if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path}: not a UTF-8 text file; is this the right file?") from None
 
 
-def _bad_line(path: Path, number: int, line: str, expected: str) -> ValueError:
-    return ValueError(f"{path}, line {number}: {line!r} is not {expected}; is this the right file?")
+def _bad_line(path: Path, number: int, line: str, expected: str) -> AnnotationError:
+    return AnnotationError(f"{path}, line {number}: {line!r} is not {expected}; is this the right file?")
 
 
 # ---- UCF101 -------------------------------------------------------------------------------------------
@@ -123,7 +142,7 @@ def _read_ucf101(root: Path, split: int, subset: str) -> list[VideoRecord]:
         label = by_key.get(folder.lower())
         if len(parts) not in (1, 2) or "/" not in parts[0] or label is None:
             raise _bad_line(list_file, n, line, "'<ClassName>/<video>.avi [id]' with a class of classInd.txt")
-        if len(parts) == 2 and int(parts[1]) != label + 1:
+        if len(parts) == 2 and (not parts[1].isdigit() or int(parts[1]) != label + 1):
             raise _bad_line(list_file, n, line, f"labelled {label + 1} ({names[label]}) as classInd.txt says")
         records.append(VideoRecord(parts[0], label, names[label], split, subset))
     return records
@@ -136,8 +155,8 @@ def _read_hmdb51(root: Path, split: int, subset: str) -> list[VideoRecord]:
     suffix = f"_test_split{split}.txt"
     files = sorted(p for p in root.iterdir() if p.name.endswith(suffix))
     if not files:
-        raise FileNotFoundError(f"no HMDB51 split files <class>{suffix} in {root}; expected "
-                                f"{_EXPECTED['hmdb51']}")
+        raise MissingInputError(f"no HMDB51 split files <class>{suffix} in {root}; expected "
+                                f"{_EXPECTED['hmdb51']}{_annotations_hint(root)}")
     classes = sorted(p.name[: -len(suffix)] for p in files)
     records = []
     for label, name in enumerate(classes):
@@ -160,8 +179,9 @@ def _kinetics_csv(root: Path, subset: str) -> Path:
         for pattern in ("kinetics-400_{}.csv", "kinetics400_{}.csv", "kinetics_400_{}.csv", "{}.csv"):
             if (root / pattern.format(alias)).is_file():
                 return root / pattern.format(alias)
-    raise FileNotFoundError(f"no Kinetics-400 {subset} CSV in {root}; expected kinetics-400_{subset}.csv "
-                            "with columns label,youtube_id,time_start,time_end,split")
+    raise MissingInputError(f"no Kinetics-400 {subset} CSV in {root}; expected kinetics-400_{subset}.csv "
+                            "with columns label,youtube_id,time_start,time_end,split"
+                            f"{_annotations_hint(root)}")
 
 
 def _read_kinetics(root: Path, split: int, subset: str) -> list[VideoRecord]:
@@ -170,21 +190,25 @@ def _read_kinetics(root: Path, split: int, subset: str) -> list[VideoRecord]:
         rows = list(csv.DictReader(fh))
     needed = {"youtube_id", "time_start", "time_end"}
     if not rows or not needed <= set(rows[0]):
-        raise ValueError(f"{path}: expected a header with columns {sorted(needed)} (and label), "
+        raise AnnotationError(f"{path}: expected a header with columns {sorted(needed)} (and label), "
                          f"got {list(rows[0]) if rows else 'an empty file'}")
     labelled = "label" in rows[0]
     names = _kinetics_names(root, rows) if labelled else []
     label_of = {name: i for i, name in enumerate(names)}
     records = []
     for n, row in enumerate(rows, 2):
-        start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        except (TypeError, ValueError):
+            raise AnnotationError(f"{path}, line {n}: time_start/time_end {row['time_start']!r}, "
+                                  f"{row['time_end']!r} are not numbers; is this the right file?") from None
         stem = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
         if not labelled:
             records.append(VideoRecord(f"test/{stem}", -1, "", split, subset))
             continue
         name = row["label"]
         if name not in label_of:
-            raise ValueError(f"{path}, line {n}: label {name!r} is not in {root / 'label_map.txt'}")
+            raise AnnotationError(f"{path}, line {n}: label {name!r} is not in {root / 'label_map.txt'}")
         records.append(VideoRecord(f"{name}/{stem}", label_of[name], name, split, subset))
     return records
 
@@ -202,7 +226,7 @@ def _kinetics_names(root: Path, rows: list[dict]) -> list[str]:
 def _read_folder(root: Path, split: int, subset: str) -> list[VideoRecord]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise FileNotFoundError(f"{root} has no class sub-folders; expected {_EXPECTED['folder']}")
+        raise MissingInputError(f"{root} has no class sub-folders; expected {_EXPECTED['folder']}")
     records = []
     for label, name in enumerate(classes):
         for video in find_videos(root / name):
@@ -220,7 +244,7 @@ def _norm(part: str) -> str:
 def _keep_existing(records: list[VideoRecord], video_root: Path, what: str) -> list[VideoRecord]:
     """Records whose file exists under ``video_root`` (path as found); logs one line for the rest."""
     if not video_root.is_dir():
-        raise FileNotFoundError(f"video root {video_root} does not exist; pass the folder holding the videos")
+        raise MissingInputError(f"video root {video_root} does not exist; pass the folder holding the videos")
     listings: dict[Path, dict[str, str]] = {}
 
     def resolve(rel: str) -> str | None:

@@ -32,7 +32,7 @@ import av.logging
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from mcl_video.errors import DataError
+from mcl_video.errors import DataError, MissingInputError
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,11 @@ DECODE_STATS = {"clip_frames_decoded": 0}
 
 
 class VideoReadError(DataError):
-    """A file that cannot be read as a video: missing, not a video, truncated or corrupt."""
+    """A file that cannot be read as a video: missing, unreadable, not a video, truncated or corrupt."""
+
+
+class VideoIdCollisionError(DataError):
+    """Two videos of one folder with the same name and different extensions (one cache id)."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,26 @@ class _Index:
 
 
 def find_videos(root: str | os.PathLike) -> list[Path]:
-    """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, sorted."""
+    """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, sorted.
+
+    Raises :class:`VideoIdCollisionError` when two of them differ only by the extension (``clip.mp4`` and
+    ``clip.avi``): a video is known by its path without the extension, so one would be lost.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"video folder {root} does not exist or is not a folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        raise MissingInputError(f"video folder {root} does not exist or is not a folder")
+    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    by_id: dict[Path, list[Path]] = {}
+    for p in videos:
+        by_id.setdefault(p.with_suffix(""), []).append(p)
+    clashes = [paths for paths in by_id.values() if len(paths) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(str(p) for p in paths) for paths in clashes[:3])
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise VideoIdCollisionError(f"{len(clashes)} video name(s) under {root} differ only by extension: "
+                                    f"{shown}{more}; a video is known by its path without the extension, "
+                                    "so rename or remove one of each")
+    return videos
 
 
 def read_video_info(path: str | os.PathLike) -> VideoInfo:
@@ -213,6 +232,9 @@ def _get_index(path: str | os.PathLike) -> _Index:
     except OSError as err:
         msg = f"{path}: no such file ({err.strerror}); check the path and the video root"
         raise VideoReadError(msg) from None
+    if not os.access(path, os.R_OK):  # else FFmpeg reports it as "not a video, or corrupt"
+        raise VideoReadError(f"{path}: permission denied (the file is not readable by this user); fix its "
+                             "permissions, e.g. chmod a+r")
     key = (os.fspath(path), st.st_size, st.st_mtime_ns)
     if key in _INDEX_CACHE:
         _INDEX_CACHE.move_to_end(key)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mcl_video.errors import DataError
+from mcl_video.training.checkpoint import safe_load
 
 # where the query encoder's backbone lives inside the MCL state dict, most specific first
 QUERY_BACKBONE_PREFIXES = (
@@ -96,13 +97,13 @@ def load_encoder(
         the backbone (``forward(x)``: ``B x 3 x T x H x W`` -> ``B x num_features``), in eval mode.
     Raises:
         EncoderLoadError: when the keys or shapes do not fit, naming a few missing and unexpected keys.
+        CheckpointError: when ``path`` is missing, empty, not a torch file or holds Python objects.
     """
     from mcl_video.models import build_backbone
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"load_encoder: {path} does not exist")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+    hint = "pass a checkpoint of `mcl pretrain` or a torchvision state dict"
+    obj = safe_load(path, map_location, hint=hint)
     if not isinstance(obj, dict):
         raise EncoderLoadError(
             f"{path}: expected a dict (checkpoint or state dict), got {type(obj).__name__}"
@@ -121,7 +122,11 @@ def load_encoder(
     else:
         name, opts = backbone or "r2plus1d_18", dict(options)
         state = _plain_state(path, obj)
-    model = build_backbone(name, **opts)
+    try:
+        model = build_backbone(name, **opts)
+    except (ValueError, TypeError) as err:  # unknown name or option
+        raise EncoderLoadError(f"{path}: cannot build backbone {name!r} with options {opts} ({err}); pass "
+                               "the backbone the checkpoint was trained with") from None
     check_keys(path, model, state)
     model.load_state_dict(state, strict=True)
     return model.eval()

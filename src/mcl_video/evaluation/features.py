@@ -88,6 +88,7 @@ def extract_features(
     out_path: str | Path | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Features of every video of ``dataset`` (items as :class:`EvalClipDataset` yields them).
 
@@ -115,13 +116,19 @@ def extract_features(
     backbone.eval()
     before = _snapshot(backbone)
     feats, labels, ids, indices = [], [], [], []
+    from tqdm import tqdm  # lazy: only progress bars need it
+
+    bar = tqdm(total=len(loader), unit="batch", desc="features", disable=not progress or rank != 0,
+               dynamic_ncols=True)
     for batch in loader:
+        bar.update(1)
         if batch is None:
             continue
         feats.append(_pooled_video_features(backbone, batch["clips"], device, clip_chunk))
         labels.append(batch["label"])
         indices.append(batch["index"])
         ids.extend(batch["video_id"])
+    bar.close()
     _assert_unchanged(backbone, before)
     backbone.train(was_training)
     local = _empty(int(getattr(backbone, "num_features", 0)))

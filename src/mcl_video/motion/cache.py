@@ -30,6 +30,7 @@ Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from mcl_video.errors import RunFailedError
 from mcl_video.motion.maps import (
     block_means,
     boundary_derivatives,
@@ -144,11 +146,18 @@ def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a user error: one line, the finished entries kept
+            raise RunFailedError(f"{path}: disk full while writing it ({err.strerror}); free space and rerun "
+                                 "`mcl prepare` (finished videos are kept)") from None
+        raise
 
 
 def entry_path(root: str | os.PathLike, video_id: str) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mcl_video.errors import DataError
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
     CacheSettings,
@@ -328,6 +329,8 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     out = Path(out)
     init_cache(out, settings)
     _, videos = list_videos(root, dataset, split, video_root)
+    if not videos:
+        raise DataError(f"{root}: no videos to prepare (none under it, or none listed); check the path")
     chosen = select_shard(list(videos), shard)
     summary = PrepareSummary(total=len(chosen))
     todo = {vid: videos[vid] for vid in chosen if not entry_path(out, vid).is_file()}

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mcl_video.data.video import VideoReadError
+from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
 from mcl_video.sampling.spatial import CropBox, MotionFocusedCrop, RandomResizedCropBox
 from mcl_video.sampling.temporal import (
@@ -32,6 +34,12 @@ from mcl_video.sampling.temporal import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class DatasetError(DataError, ValueError):
+    """The videos and the motion cache cannot make a training set (the message says why)."""
+
+
 VIEWS = ("q", "k0", "k1", "k2")
 VIEW_CLIP = (0, 0, 1, 2)  # which clip each view augments
 
@@ -104,7 +112,11 @@ def _as_config(config) -> PretrainSamplingConfig:
 
 class MCLPretrainDataset(Dataset):
     """Items: ``q, k0, k1, k2`` float ``C x T x size x size``, ``target`` float ``T' x H' x W'``,
-    ``order`` long, ``index`` long (video index), ``video_id`` str.
+    ``order`` long, ``index`` long (video index), ``video_id`` str, ``skipped`` long (unreadable videos
+    replaced to make this item; the training loop counts them in ``videos_skipped``).
+
+    Only a :class:`VideoReadError` (a missing, unreadable or corrupt video) is replaced by another
+    video; any other exception is a bug and propagates.
 
     Args:
         video_root: folder the records' paths are relative to.
@@ -137,15 +149,15 @@ class MCLPretrainDataset(Dataset):
                                    cfg.blur_sigma, cfg.blur_p, cfg.flip_p, cfg.colour)
         self.videos = self._select(records)
         if not self.videos:
-            raise ValueError(f"sampling/dataset.py: no usable training videos under {self.root} "
-                             "(all missing from the motion cache or too short); run `mcl prepare`")
+            raise DatasetError(f"no usable training videos under {self.root} "
+                               "(all missing from the motion cache or too short); run `mcl prepare`")
 
     def _check_cache_settings(self) -> None:
         cfg = self.config
         got = (getattr(self.cache, "clip_len", cfg.clip_len), getattr(self.cache, "stride", cfg.stride))
         if cfg.motion_sampling and got != (cfg.clip_len, cfg.stride):
-            raise ValueError(
-                f"sampling/dataset.py: the motion cache scores {got[0]}x{got[1]} clips but the dataset "
+            raise DatasetError(
+                f"the motion cache scores {got[0]}x{got[1]} clips but the dataset "
                 f"samples {cfg.clip_len}x{cfg.stride}; rebuild the cache with matching --clip-len/"
                 "--stride or set clip_len/stride to the cache's")
 
@@ -209,18 +221,21 @@ class MCLPretrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = self.rng(index)
         current = int(index)
-        for _ in range(self.config.max_retries + 1):
+        for skipped in range(self.config.max_retries + 1):
             try:
-                return self.load(self.plan(current, rng))
-            except Exception as err:  # noqa: BLE001 - any unreadable video is replaced, never fatal
+                item = self.load(self.plan(current, rng))
+            except VideoReadError as err:  # only unreadable videos are replaced; bugs propagate
                 path = str(self.root / self.videos[current][0])
-                reason = f"{type(err).__name__}: {err}"
+                reason = str(err)
                 self.failures[path] = reason
                 log.warning("skipping %s (%s); using another video (%d failure(s) so far)",
                             path, reason, len(self.failures))
                 current = int(rng.integers(len(self)))
-        raise RuntimeError(f"sampling/dataset.py: {self.config.max_retries + 1} videos in a row could not "
-                           f"be read (last: {path}: {reason}); check the videos under {self.root}")
+                continue
+            item["skipped"] = torch.tensor(skipped, dtype=torch.long)
+            return item
+        raise VideoReadError(f"{self.config.max_retries + 1} videos in a row could not "
+                             f"be read (last: {path}: {reason}); check the videos under {self.root}")
 
     def load(self, plan: SamplePlan) -> dict:
         """Decode the plan's clips and build the item dict."""
@@ -245,7 +260,9 @@ class MCLPretrainDataset(Dataset):
         target = np.asarray(motion.alignment_target(plan.indices[0], plan.crops[0].as_tuple(),
                                                     self.target_grid), dtype=np.float32)
         if plan.params[0].flip:
-            target = target[..., ::-1]
+            # a copy: np.ascontiguousarray keeps the negative stride when the flipped axis has length 1
+            # (a 1-wide grid), which torch.from_numpy refuses
+            target = target[..., ::-1].copy()
         return torch.from_numpy(np.ascontiguousarray(target))
 
 

@@ -12,7 +12,9 @@ tensors, plain containers and primitives:
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -20,6 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mcl_video.errors import DataError, MissingInputError, RunFailedError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CheckpointError(DataError, RuntimeError):
+    """A file that is not a loadable checkpoint; the message names it and what to do."""
+
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -55,19 +66,49 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A file wrapper for `torch.save` that keeps the OSError of a failed write (torch replaces it)."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_save(obj: Any, path: Path) -> Path:
     """`torch.save` to a temporary file in the same folder, fsync, then `os.replace` onto `path`.
 
     A crash (even SIGKILL) at any point leaves either the old file or the new one, never a torn file.
+    A full disk (``ENOSPC``, which torch would report as an internal "enforce fail") is a
+    :class:`RunFailedError` naming the file; the temporary file is removed, older files are intact.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            writer = _RecordingWriter(f)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise RunFailedError(f"{path}: disk full while writing it ({err.strerror}); the previous checkpoints "
+                             "are intact: free space, then continue with resume=true") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -93,20 +134,47 @@ def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with `weights_only=True`; the error names the file and what to do."""
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", hint: str = "") -> Any:
+    """`torch.load(weights_only=True)` whose errors name the file and say what it is (CheckpointError).
+
+    An empty, text, torn or foreign file and a file holding Python objects other than tensors and plain
+    containers (refused for safety: loading them could run code) are told apart; ``hint`` ends each message.
+    """
     path = Path(path)
+    hint = hint or "check the path"
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no such file; {hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (an interrupted copy?); {hint}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torn/foreign file
-        raise RuntimeError(
-            f"{path}: not a loadable checkpoint ({type(e).__name__}: {e}); delete it to resume from the "
-            "previous one") from e
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: holds Python objects ({found.group(1)}) besides tensors and plain containers, "
+                "which mcl does not load (unpickling them can run arbitrary code); save only its state_dict "
+                "(tensors) and pass that file") from None
+        reason = "not a PyTorch file"
+    except (EOFError, RuntimeError) as e:
+        torn = isinstance(e, EOFError) or "zip" in str(e).lower()
+        reason = "truncated or corrupt" if torn else "unreadable"
+    except Exception as e:  # noqa: BLE001 - whatever a foreign file makes the unpickler raise
+        reason = f"not a PyTorch file (text or another format?): {type(e).__name__}"
+    raise CheckpointError(f"{path}: not a loadable checkpoint ({reason}); {hint}")
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a pretraining checkpoint with `weights_only=True`; errors name the file and what to do."""
+    path = Path(path)
+    hint = "delete it to resume from the previous one, or pass a checkpoint written by `mcl pretrain`"
+    state = safe_load(path, map_location, hint)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict; {hint}")
     missing = {"model", "step", "config"} - set(state)
     if missing:
-        raise RuntimeError(f"{path}: checkpoint lacks {sorted(missing)}; was it written by `mcl pretrain`?")
+        raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}; was it written by "
+                              "`mcl pretrain`?")
     return state
 
 

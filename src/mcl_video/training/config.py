@@ -102,7 +102,11 @@ class PretrainConfig:
     log_every: int = 10
     tensorboard: bool = True
     progress: bool = True
-    resume: bool = False
+    resume: bool = False  # continue from the newest checkpoint in `out`
+    resume_override: str = ""  # keys allowed to differ from the checkpoint's on resume: "lr,epochs"
+    overwrite: bool = False  # a fresh run into a non-empty `out` deletes the old run's files
+    deterministic: bool = False  # torch deterministic algorithms + a fixed thread count (num_threads or 1)
+    num_threads: int = 0  # torch CPU threads; 0: torch's default (the number of cores)
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw"))
@@ -119,8 +123,31 @@ class PretrainConfig:
                      "checkpoint_every", "clip_len", "stride", "size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name}={getattr(self, name)} must be >= 1")
-        if self.max_steps < 0 or self.num_workers < 0:
-            raise ConfigError("config: max_steps and num_workers must be >= 0")
+        for name in ("max_steps", "num_workers", "num_threads", "min_lr", "weight_decay", "warmup_epochs",
+                     "grad_clip", "mal_weight_warmup", "mal_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config: {name}={getattr(self, name)} must be >= 0")
+        if self.queue_size < 1 or self.feat_dim < 1:
+            raise ConfigError(f"config: queue_size={self.queue_size} and feat_dim={self.feat_dim} must be "
+                              ">= 1 (the queue must hold at least 3 x batch_size x processes keys)")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"config: {name}={getattr(self, name)} must be > 0")
+        if not (0 <= self.ema < 1 and 0 <= self.momentum < 1):
+            raise ConfigError(f"config: ema={self.ema} and momentum={self.momentum} must be in [0, 1)")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"config: min_lr={self.min_lr} must not exceed lr={self.lr}")
+        if self.resume and self.overwrite:
+            raise ConfigError("config: resume=true and overwrite=true contradict each other; choose one")
+        self.resume_keys()  # checks the names
+
+    def resume_keys(self) -> list[str]:
+        """The keys named in `resume_override` (comma-separated); unknown names are an error."""
+        keys = [k.strip() for k in str(self.resume_override).split(",") if k.strip()]
+        for key in keys:
+            if key not in config_fields():
+                raise _unknown_key(key, "resume_override")
+        return keys
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from mcl_video.errors import UsageError
 from mcl_video.models import dist as process_group  # is_initialized, world_size, rank: one home
 
 
@@ -39,7 +40,7 @@ def select_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
+        raise UsageError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 

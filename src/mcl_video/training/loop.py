@@ -3,7 +3,8 @@
 Per optimizer step: set the step's LR, run `grad_accum` micro-batches through
 `loss, metrics = model(batch, order_weight, mal_weight)` (autocast for bf16/fp16), stop on a non-finite
 metric, `optimizer.step()`, then `model.momentum_update()` (EMA key encoder). Checkpoints every
-`checkpoint_every` steps and at the end; `resume=true` continues exactly from the newest one.
+`checkpoint_every` steps and at the end; `resume=true` continues exactly from the newest one. The checks
+that protect the run folder, the inputs and a resume's meaning are in `runfolder.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import logging
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from mcl_video.errors import RunFailedError
 from mcl_video.models import dist as process_group
 from mcl_video.training import checkpoint as ckpt
+from mcl_video.training import runfolder
 from mcl_video.training.builders import build_dataset, build_model, build_optimizer
-from mcl_video.training.config import PretrainConfig, config_to_dict, save_run_config
+from mcl_video.training.config import ConfigError, PretrainConfig, config_to_dict, save_run_config
 from mcl_video.training.distributed import (
     DistEnv,
     ResumableShardSampler,
@@ -46,8 +50,14 @@ TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc
                  "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 mcl pretrain ...")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunFailedError, FloatingPointError):
     """Raised (on every rank) when a loss term is NaN/inf; no checkpoint is written from that state."""
+
+
+class RunInterrupted(RunFailedError):
+    """Ctrl-C stopped the run after a step; its checkpoint is written. Exit status 130."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -66,6 +76,7 @@ class Run:
     final_step: int
     step: int = 0
     saved_step: int = -1  # step of the newest checkpoint this run wrote or resumed from
+    skipped: int = 0  # unreadable videos the dataset replaced (this process, this session)
     run_env: dict = field(default_factory=dict)
 
 
@@ -80,7 +91,7 @@ def autocast_context(config: PretrainConfig, device: torch.device):
     if config.precision == "fp32":
         return contextlib.nullcontext()
     if config.precision == "fp16" and device.type != "cuda":
-        raise RuntimeError("precision=fp16 needs CUDA; on a CPU use precision=bf16 or fp32")
+        raise ConfigError("config: precision=fp16 needs CUDA; on a CPU use precision=bf16 or fp32")
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -91,10 +102,17 @@ def _needs_unused_parameter_search(config: PretrainConfig) -> bool:
 
 
 def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, object]:
+    runfolder.check_run_folder(config)
+    if dataset is None:
+        runfolder.check_inputs(config)
+    grid = runfolder.checked_feature_grid(config) if model is None else None
+    runfolder.check_model_settings(config, env.world_size, grid)
+    resumed = _resume_state(config) if config.resume else None  # a refused resume writes nothing
+    barrier()  # every rank has checked the folder before the main rank writes into it
     run_dir = Path(config.out)
-    run_env = {"world_size": env.world_size, "device": str(env.device)}
+    run_env = {"world_size": env.world_size, "device": str(env.device), **runfolder.apply_determinism(config)}
     if env.is_main:
-        run_env = save_run_config(config, run_dir, run_env)
+        runfolder.prepare_run_folder(config)
     seed_everything(config.seed)  # identical model initialisation on every rank
     model = model if model is not None else build_model(config)
     dataset = dataset if dataset is not None else build_dataset(config)
@@ -107,8 +125,10 @@ def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, o
     scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "fp16")
     run = Run(config, env, run_dir, model, model, optimizer, scaler, schedule, sampler, final,
               run_env=run_env)
-    if config.resume:
-        _resume(run)
+    if resumed is not None:
+        _resume(run, *resumed)
+    if env.is_main:  # only now: a start that fails or a refused resume leaves the folder as it was
+        run.run_env = save_run_config(config, run_dir, run.run_env)
     if env.distributed:
         run.net = wrap_ddp(model, env, _needs_unused_parameter_search(config))
     return run, dataset
@@ -124,18 +144,23 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv, find_unused: bool) -> Distrib
                                    find_unused_parameters=find_unused, **no_forward_sync)
 
 
-def _resume(run: Run) -> None:
-    path = ckpt.latest_checkpoint(run.run_dir)
+def _resume_state(config: PretrainConfig) -> tuple[Path, dict, dict] | None:
+    """`(path, state, allowed changes)` of the newest checkpoint; raises when the resume is refused."""
+    path = ckpt.latest_checkpoint(Path(config.out))
     if path is None:
-        if run.env.is_main:
-            log.warning("resume=true but %s has no checkpoint: starting from step 0", run.run_dir)
-        return
+        log.warning("resume=true but %s has no checkpoint: starting from step 0", config.out)
+        return None
     state = ckpt.load_checkpoint(path, map_location="cpu")
-    changed = _changed_settings(state["config"], config_to_dict(run.config))
-    if changed and run.env.is_main:
-        log.warning("resuming %s with changed settings %s: the continuation is not the run it would have "
-                    "been", path, changed)
-    run.model.load_state_dict(state["model"])
+    return path, state, runfolder.resume_conflicts(config, state["config"], config_to_dict(config), path)
+
+
+def _resume(run: Run, path: Path, state: dict, changed: dict) -> None:
+    runfolder.load_model_state(run.model, state["model"], path)
+    history = list((state.get("env") or {}).get("resume_history", []))
+    history.append({"step": int(state["step"]), "checkpoint": path.name, "overrides": changed})
+    run.run_env["resume_history"] = history  # in env.json and in every later checkpoint
+    if run.env.is_main and changed:
+        log.warning("resuming %s with overridden settings %s (recorded in env.json)", path, changed)
     run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -149,17 +174,6 @@ def _resume(run: Run) -> None:
         seed_everything(run.config.seed + run.env.rank + run.step)
     if run.env.is_main:
         log.info("resumed from %s (step %d of %d)", path, run.step, run.final_step)
-
-
-# settings that may change on resume without changing the run's course
-FREE_ON_RESUME = {"resume", "max_steps", "out", "num_workers", "progress", "log_every", "checkpoint_every",
-                  "keep_checkpoints", "tensorboard", "data", "video_root", "cache", "device"}
-
-
-def _changed_settings(saved: dict, current: dict) -> dict:
-    """`{key: (saved, current)}` for the settings that differ, except those in FREE_ON_RESUME."""
-    keys = (set(saved) | set(current)) - FREE_ON_RESUME
-    return {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
 
 
 def save_state(run: Run) -> Path | None:
@@ -217,7 +231,10 @@ def train_step(run: Run, batches) -> dict[str, float]:
     run.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
-        batch = _to_device(next(batches), run.env.device)
+        batch = next(batches)
+        skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
+        run.skipped += int(skipped.sum()) if skipped is not None else 0
+        batch = _to_device(batch, run.env.device)
         last = micro == cfg.grad_accum - 1
         sync = contextlib.nullcontext() if last or run.net is run.model else run.net.no_sync()
         with sync:
@@ -234,7 +251,12 @@ def train_step(run: Run, batches) -> dict[str, float]:
     run.scaler.update()
     run.model.momentum_update()
     run.step += 1
-    return {**sums, "lr": float(run.schedule.lr[step]), **weights}
+    return {**sums, "lr": float(run.schedule.lr[step]), **weights, "videos_skipped": float(run.skipped)}
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes the step and checkpoints."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoader:
@@ -245,6 +267,7 @@ def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoad
     return DataLoader(
         dataset, batch_size=run.config.batch_size, sampler=run.sampler, drop_last=True,
         num_workers=workers, pin_memory=run.env.device.type == "cuda", persistent_workers=False,
+        worker_init_fn=_ignore_sigint if workers else None,
         # own generator: building a loader must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch * 1009 + run.env.rank),
     )
@@ -277,6 +300,7 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
     already started one.
     """
     started_here = not process_group.is_initialized()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     env = init_distributed(config.device)
     try:
         run, dataset = _setup(config, env, model, dataset)
@@ -292,8 +316,13 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
             logger.close()
         if run.saved_step != run.step:  # always one checkpoint at the end
             save_state(run)
+        if stop.received == "SIGINT":
+            raise RunInterrupted(f"interrupted (Ctrl-C) after step {run.step}; its checkpoint is in "
+                                 f"{run.run_dir}: continue with resume=true")
         return run.run_dir
     finally:
+        torch.set_num_threads(threads)
+        runfolder.restore_determinism(deterministic)
         if started_here:
             cleanup_distributed()
 

@@ -1,4 +1,5 @@
-"""Stop cleanly on SIGTERM / SIGUSR1 (SLURM preemption or time limit, `scancel --signal=USR1`).
+"""Stop cleanly on SIGTERM / SIGUSR1 (SLURM preemption or time limit, `scancel --signal=USR1`) and on
+Ctrl-C (SIGINT; a second Ctrl-C interrupts at once, without a checkpoint).
 
 The handler only records the signal; the loop asks `requested()` after every optimizer step (a tiny
 collective, so every rank stops after the same step), then writes a checkpoint and returns. The job
@@ -8,11 +9,12 @@ continues exactly with `resume=true`.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 from mcl_video.training.distributed import any_rank
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StopOnSignal:
@@ -22,7 +24,12 @@ class StopOnSignal:
         self.signals, self.received, self._old = signals, None, {}
 
     def _handler(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == "SIGINT":
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait for the step
         self.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            print("Ctrl-C: stopping after the current step with a checkpoint (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
