@@ -38,6 +38,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400 or folder")
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"])
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=["default", "release"],
+        help="release: the authors' SVM-probe protocol (20 clips, 224 centre crop of frames with short side "
+        "240-256 without resizing, raw features; ignores --size/--num-clips); default: --size crop of "
+        "frames resized to it, standardised features",
+    )
     p.add_argument("--num-clips", type=int, default=20, help="uniformly spaced clips per video")
     p.add_argument("--clip-len", type=int, default=16)
     p.add_argument("--stride", type=int, default=2)
@@ -82,11 +90,11 @@ def run(args) -> int:
     import torch
 
     from mcl_video.data import read_split
-    from mcl_video.evaluation.datasets import EvalClipDataset
-    from mcl_video.evaluation.features import extract_features
+    from mcl_video.evaluation.features import extract_features, feature_protocol
     from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
 
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
+    preset = feature_protocol(args.preset, args.size, args.num_clips)
     encoder = _build_encoder(args).to(args.device)
     features, all_records = {}, []
     for subset in ("train", "test"):
@@ -96,8 +104,8 @@ def run(args) -> int:
                 f"mcl evaluate: no {subset} videos of {args.dataset} split {args.split} in {args.data}"
             )
         all_records += records
-        ds = EvalClipDataset(args.data, records, args.clip_len, args.stride, args.num_clips, args.size)
-        log.info("extracting %s features: %d videos x %d clips", subset, len(ds), args.num_clips)
+        ds = preset.dataset(args.data, records, args.clip_len, args.stride)
+        log.info("extracting %s features: %d videos x %d clips", subset, len(ds), preset.num_clips)
         features[subset] = extract_features(
             encoder,
             ds,
@@ -115,6 +123,7 @@ def run(args) -> int:
         fc_epochs=args.fc_epochs,
         fc_lr=args.fc_lr,
         knn_k=args.knn_k,
+        svm_preprocess=preset.svm_preprocess,
     )
     print(format_table(results))
     print(f"results: {args.out / 'results.json'}")

@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROPS = {"center": 1, "three": 3, "random": 1}
+# ``short_side="native"`` (the release's linear-probe protocol): frames whose short side is already in
+# this range are used as decoded (UCF101/HMDB51 are 240 px, Kinetics is usually stored at 256); any
+# other video is resized to NATIVE_FALLBACK first, so the crop never lands on 1080p or 128-px frames
+NATIVE_SHORT_SIDES = (240, 256)
+NATIVE_FALLBACK = 256
 
 
 def clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: int) -> np.ndarray:
@@ -70,7 +75,9 @@ class EvalClipDataset(torch.utils.data.Dataset):
         records: ``VideoRecord``-like objects with ``path`` and ``label``.
         clip_len, stride: frames per clip and the step between them.
         num_clips: clips per video (uniformly spaced).
-        size: crop side; ``short_side`` (default ``size``) is the short side after resizing.
+        size: crop side; ``short_side`` (default ``size``) is the short side after resizing, or
+            ``"native"``: no resize when the video's short side is in ``NATIVE_SHORT_SIDES``
+            (else resized to ``NATIVE_FALLBACK``), see :func:`native_resize`.
         crop: ``"center"`` (1 crop), ``"three"`` (3 crops along the long side) or ``"random"``
             (training for fine-tuning: one clip at a random start, a random crop position and a
             random horizontal flip; ``num_clips`` is ignored).
@@ -85,7 +92,7 @@ class EvalClipDataset(torch.utils.data.Dataset):
         num_clips: int = 20,
         size: int = 112,
         crop: str = "center",
-        short_side: int | None = None,
+        short_side: int | str | None = None,
     ):
         if crop not in CROPS:
             raise ValueError(f"EvalClipDataset: crop must be one of {sorted(CROPS)}, got {crop!r}")
@@ -94,8 +101,14 @@ class EvalClipDataset(torch.utils.data.Dataset):
         self.clip_len, self.stride, self.size, self.crop = clip_len, stride, size, crop
         self.num_clips = 1 if crop == "random" else num_clips
         self.short_side = short_side or size
-        if self.short_side < size:
-            raise ValueError(f"EvalClipDataset: short_side {self.short_side} < crop size {size}")
+        if self.short_side == "native":
+            if size > NATIVE_SHORT_SIDES[0]:
+                raise ValueError(f"EvalClipDataset: crop {size} > native short side {NATIVE_SHORT_SIDES[0]}")
+        elif not isinstance(self.short_side, int) or self.short_side < size:
+            raise ValueError(
+                f"EvalClipDataset: short_side must be 'native' or an int >= the crop size {size}, "
+                f"got {self.short_side!r}"
+            )
 
     @property
     def views_per_video(self) -> int:
@@ -110,9 +123,12 @@ class EvalClipDataset(torch.utils.data.Dataset):
         rec = self.records[i]
         path = self.video_root / rec.path
         try:
-            n = read_video_info(path).num_frames
-            idx = self._indices(n)
-            frames = read_clip(path, idx.reshape(-1), resize_short=self.short_side)
+            info = read_video_info(path)
+            idx = self._indices(info.num_frames)
+            resize = self.short_side
+            if resize == "native":
+                resize = native_resize(info.height, info.width)
+            frames = read_clip(path, idx.reshape(-1), resize_short=resize)
         except (VideoReadError, OSError) as err:
             log.warning("skipping unreadable video %s: %s", path, err)
             return None
@@ -143,6 +159,13 @@ class EvalClipDataset(torch.utils.data.Dataset):
             view = normalize_clip(clip[:, top : top + s, left : left + s])
             return [view.flip(-1) if torch.rand(()) < 0.5 else view]
         return [normalize_clip(clip[:, t : t + s, lf : lf + s]) for t, lf in crop_offsets(h, w, s, self.crop)]
+
+
+def native_resize(height: int, width: int) -> int | None:
+    """``resize_short`` for ``short_side="native"``: ``None`` (frames as decoded) when the short side
+    is in ``NATIVE_SHORT_SIDES``, else ``NATIVE_FALLBACK``."""
+    lo, hi = NATIVE_SHORT_SIDES
+    return None if lo <= min(height, width) <= hi else NATIVE_FALLBACK
 
 
 def collate_videos(batch: list[dict | None]) -> dict | None:
