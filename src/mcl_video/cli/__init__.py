@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "show-tubelets": "show_tubelets",
     "pretrain": "pretrain",
     "evaluate": "evaluate",
+    "export": "export",
     "demo": "demo",
 }
 
