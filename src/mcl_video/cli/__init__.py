@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "evaluate": "evaluate",
     "export": "export",
+    "finetune": "finetune",
     "demo": "demo",
 }
 

@@ -80,7 +80,9 @@ class EvalClipDataset(torch.utils.data.Dataset):
             (else resized to ``NATIVE_FALLBACK``), see :func:`native_resize`.
         crop: ``"center"`` (1 crop), ``"three"`` (3 crops along the long side) or ``"random"``
             (training for fine-tuning: one clip at a random start, a random crop position and a
-            random horizontal flip; ``num_clips`` is ignored).
+            random horizontal flip; ``num_clips`` is ignored). Every random draw of item ``i`` comes
+            from ``(seed, epoch, i)`` (see :meth:`set_epoch`), so a run resumed mid-epoch, with any
+            number of loader workers, sees the same clips.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class EvalClipDataset(torch.utils.data.Dataset):
         size: int = 112,
         crop: str = "center",
         short_side: int | str | None = None,
+        seed: int = 0,
     ):
         if crop not in CROPS:
             raise ValueError(f"EvalClipDataset: crop must be one of {sorted(CROPS)}, got {crop!r}")
@@ -100,6 +103,7 @@ class EvalClipDataset(torch.utils.data.Dataset):
         self.records = list(records)
         self.clip_len, self.stride, self.size, self.crop = clip_len, stride, size, crop
         self.num_clips = 1 if crop == "random" else num_clips
+        self.seed, self.epoch = seed, 0
         self.short_side = short_side or size
         if self.short_side == "native":
             if size > NATIVE_SHORT_SIDES[0]:
@@ -109,6 +113,10 @@ class EvalClipDataset(torch.utils.data.Dataset):
                 f"EvalClipDataset: short_side must be 'native' or an int >= the crop size {size}, "
                 f"got {self.short_side!r}"
             )
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose random draws ``crop="random"`` items use."""
+        self.epoch = int(epoch)
 
     @property
     def views_per_video(self) -> int:
@@ -124,7 +132,8 @@ class EvalClipDataset(torch.utils.data.Dataset):
         path = self.video_root / rec.path
         try:
             info = read_video_info(path)
-            idx = self._indices(info.num_frames)
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            idx = self._indices(info.num_frames, rng)
             resize = self.short_side
             if resize == "native":
                 resize = native_resize(info.height, info.width)
@@ -133,7 +142,7 @@ class EvalClipDataset(torch.utils.data.Dataset):
             log.warning("skipping unreadable video %s: %s", path, err)
             return None
         frames = frames.view(len(idx), self.clip_len, *frames.shape[1:])  # clips x T x H x W x 3
-        views = [self._views(clip) for clip in frames]
+        views = [self._views(clip, rng) for clip in frames]
         return {
             "clips": torch.stack([v for clip_views in views for v in clip_views]),
             "label": int(rec.label),
@@ -141,23 +150,23 @@ class EvalClipDataset(torch.utils.data.Dataset):
             "video_id": str(rec.path),
         }
 
-    def _indices(self, num_frames: int) -> np.ndarray:
+    def _indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         if self.crop != "random":
             return clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)
         span = (self.clip_len - 1) * self.stride + 1
-        start = int(torch.randint(0, max(1, num_frames - span + 1), ()).item())
+        start = int(rng.integers(0, max(1, num_frames - span + 1)))
         idx = start + np.arange(self.clip_len, dtype=np.int64)[None, :] * self.stride
         return np.minimum(idx, num_frames - 1)
 
-    def _views(self, clip: torch.Tensor) -> list[torch.Tensor]:
+    def _views(self, clip: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
         """uint8 ``T x H x W x 3`` -> list of normalised ``3 x T x S x S`` crops."""
         h, w = clip.shape[1:3]
         s = self.size
         if self.crop == "random":
-            top = int(torch.randint(0, h - s + 1, ()).item())
-            left = int(torch.randint(0, w - s + 1, ()).item())
+            top = int(rng.integers(0, h - s + 1))
+            left = int(rng.integers(0, w - s + 1))
             view = normalize_clip(clip[:, top : top + s, left : left + s])
-            return [view.flip(-1) if torch.rand(()) < 0.5 else view]
+            return [view.flip(-1) if rng.random() < 0.5 else view]
         return [normalize_clip(clip[:, t : t + s, lf : lf + s]) for t, lf in crop_offsets(h, w, s, self.crop)]
 
 
