@@ -192,3 +192,27 @@ def test_mcl_finetune_cli(split, tmp_path, capsys):
     assert main(["finetune", "--config", str(REPO / "configs" / "finetune_synth_tiny.yaml"), "--print-config",
                  "split=2"]) == 0
     assert "split: 2" in capsys.readouterr().out
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    """Every video unreadable (items are None), as EvalClipDataset reports a corrupt file."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        return None
+
+
+def test_unreadable_batches_are_skipped_with_a_warning(split, tmp_path, caplog):
+    from mcl_video.evaluation.finetune_engine import build_classifier, build_datasets
+
+    cfg = _config(split, tmp_path / "u", max_steps=2, test=False, weight_decay=0.0)
+    train, _, _ = build_datasets(cfg)
+    model = build_classifier(cfg, 2)
+    run = run_finetune(cfg, model=model, train_dataset=_Unreadable(train.records))
+    assert run.step == 2 and "whole local batch was unreadable" in caplog.text
+    assert all(m["loss"] == 0.0 for m in _metrics(tmp_path / "u"))

@@ -252,11 +252,12 @@ def train_step(run: FinetuneRun, batch: dict | None) -> dict[str, float]:
         group["lr"] = lr
     run.optimizer.zero_grad(set_to_none=True)
     with autocast_context(cfg, device):
-        if batch is None:
+        if batch is None:  # through the DDP wrapper, so every rank's all-reduce still happens
             log.warning(
                 "step %d: a whole local batch was unreadable; it contributes no gradient", run.step + 1
             )
-            loss, acc = sum(p.sum() for p in run.model.parameters()) * 0.0, 0.0
+            dummy = torch.zeros((1, 3, cfg.clip_len, cfg.size, cfg.size), device=device)
+            loss, acc = run.net(dummy).float().sum() * 0.0, 0.0
         else:
             clips = batch["clips"][:, 0].to(device, non_blocking=True)  # one view per training item
             labels = batch["label"].to(device, non_blocking=True)
@@ -330,15 +331,9 @@ def score_test_videos(run: FinetuneRun, test_ds, class_names: list[str] | None) 
     cfg, env = run.config, run.env
     broadcast_buffers(run.model)
     mine = Subset(test_ds, shard_indices(len(test_ds), env.rank, env.world_size))
-    try:
-        local = predict_videos(run.model, mine, cfg.test_batch_size, env.device, cfg.num_workers)
-    except RuntimeError:  # no readable video in this rank's share
-        local = {
-            "scores": np.zeros((0, run.model.fc.out_features)),
-            "labels": np.zeros(0, np.int64),
-            "ids": np.zeros(0, dtype=str),
-            "indices": np.zeros(0, np.int64),
-        }
+    local = predict_videos(
+        run.model, mine, cfg.test_batch_size, env.device, cfg.num_workers, allow_empty=True
+    )
     shards = all_gather_objects(
         {
             "features": local["scores"],
