@@ -406,7 +406,7 @@ def run_finetune(
             logger.close()
         if run.saved_step != run.step:
             save_state(run)
-        if config.test and not run.stopped and run.step >= run.final_step:
+        if config.test and test_dataset is not None and not run.stopped and run.step >= run.final_step:
             run.results = score_test_videos(run, test_dataset, class_names)
         return run
     finally:
