@@ -31,7 +31,8 @@ def test_release_settings_in_shipped_configs():
     demo = load_config(CONFIGS / "demo_cpu.yaml")
     assert (demo.backbone, demo.optimizer, demo.lr, demo.schedule) == ("tiny_r2plus1d", "adamw", 1e-3,
                                                                          "constant")
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(SHIPPED)
+    pretraining = [p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("finetune_")]
+    assert sorted(pretraining) == sorted(SHIPPED)  # finetune_*.yaml: tests/test_finetune_engine.py
 
 
 @pytest.mark.parametrize("name", SHIPPED)

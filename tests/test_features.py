@@ -165,7 +165,8 @@ def test_rank_split_covers_every_video_once(videos):
     merged = merge_shards(shards)
     full = extract_features(net, ds)
     assert merged["indices"].tolist() == [0, 1, 3] and merged["skipped"] == [2]
-    np.testing.assert_array_equal(merged["features"], full["features"])
+    # a share is batched differently from the whole set: the conv's summation order may move the last bit
+    np.testing.assert_allclose(merged["features"], full["features"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(merged["ids"], full["ids"])
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from mcl_video.evaluation.retrieval import (
     cosine_similarity,
@@ -112,3 +113,96 @@ def test_leave_one_out_knn_refuses_bad_input():
         leave_one_out_knn(np.ones((1, 3)), np.zeros(1, dtype=int))
     with pytest.raises(ValueError, match="differ in length"):
         leave_one_out_knn(np.ones((3, 3)), np.zeros(2, dtype=int))
+
+
+# ---- the chunked top-k against the full-matrix computation it replaced ----------------------------
+
+def _full_matrix_reference(test_x, test_y, train_x, train_y, k, vote, temperature, ks, loo=False):
+    """The previous implementation, written out: float64 full similarity matrix, stable argsort,
+    one-hot votes."""
+    def norm(a):
+        a = np.asarray(a, dtype=np.float64)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    sim = norm(test_x) @ norm(train_x).T
+    if loo:
+        np.fill_diagonal(sim, -np.inf)
+    order = np.argsort(-sim, axis=1, kind="stable")
+    recall = {}
+    for kk in ks:
+        hit = (train_y[order[:, :kk]] == test_y[:, None]).any(axis=1)
+        recall[kk] = float(hit.mean())
+    nn = order[:, :k]
+    nn_sim = np.take_along_axis(sim, nn, axis=1)
+    onehot = np.eye(int(max(train_y.max(), test_y.max())) + 1)[train_y[nn]]
+    if vote == "weighted":
+        votes = (onehot * np.exp(nn_sim / temperature)[..., None]).sum(axis=1)
+    else:
+        votes = onehot.sum(axis=1) + (onehot * nn_sim[..., None]).sum(axis=1) / (2.0 * (k + 1))
+    return recall, float((votes.argmax(axis=1) == test_y).mean())
+
+
+def _clustered(rng, n, num_classes, dim, quantise):
+    y = rng.integers(0, num_classes, n)
+    x = rng.normal(size=(num_classes, dim))[y] + rng.normal(scale=1.5, size=(n, dim))
+    if quantise:
+        # rows with four entries of +-1 (norm exactly 2): every cosine is a multiple of 1/4, computed
+        # exactly by any matmul, so most similarities are exactly tied and only the tie rule ranks them
+        x = np.zeros((n, dim))
+        for row, label in zip(x, y):
+            cols = rng.choice(dim // 2, 2, replace=False)
+            cols = np.concatenate([cols, dim // 2 + rng.choice(dim // 2, 2, replace=False)])
+            row[cols] = np.where(rng.random(4) < 0.2 + 0.1 * label, -1.0, 1.0)
+    return x, y
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+@pytest.mark.parametrize("chunks", [(7, 5), (1024, 16384), (1, 1)])
+def test_chunked_neighbours_equal_the_full_matrix(quantise, chunks):
+    from mcl_video.evaluation.retrieval import nearest_neighbours
+
+    rng = np.random.default_rng(3)
+    train_x, train_y = _clustered(rng, 83, 5, 6, quantise)
+    test_x, test_y = _clustered(rng, 29, 5, 6, quantise)
+    sim = cosine_similarity(test_x, train_x)
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :12]
+    s, i = nearest_neighbours(test_x, train_x, 12, chunk_size=chunks[0], gallery_chunk=chunks[1],
+                              device="cpu")
+    np.testing.assert_array_equal(i, order)  # identical ranking, ties included
+    np.testing.assert_allclose(s, np.take_along_axis(sim, order, axis=1), rtol=0, atol=1e-12)
+    # leave-one-out: the item's own column is never chosen
+    s, i = nearest_neighbours(train_x, train_x, 12, exclude_self=True, chunk_size=chunks[0],
+                              gallery_chunk=chunks[1], device="cpu")
+    full = cosine_similarity(train_x, train_x)
+    np.fill_diagonal(full, -np.inf)
+    np.testing.assert_array_equal(i, np.argsort(-full, axis=1, kind="stable")[:, :12])
+    assert not (i == np.arange(len(train_x))[:, None]).any()
+
+
+@pytest.mark.parametrize("quantise", [False, True])
+@pytest.mark.parametrize("vote", ["weighted", "majority"])
+def test_protocols_equal_the_full_matrix_reference(quantise, vote):
+    rng = np.random.default_rng(11)
+    train_x, train_y = _clustered(rng, 120, 6, 8, quantise)
+    test_x, test_y = _clustered(rng, 40, 6, 8, quantise)
+    ks = (1, 5, 10, 20)
+    recall, acc = _full_matrix_reference(test_x, test_y, train_x, train_y, 7, vote, 0.07, ks)
+    assert retrieval_recall(test_x, test_y, train_x, train_y, ks=ks, device="cpu") == recall
+    assert knn_accuracy(test_x, test_y, train_x, train_y, k=7, vote=vote, device="cpu") == acc
+    _, loo = _full_matrix_reference(train_x, train_y, train_x, train_y, 5, vote, 0.07, ks, loo=True)
+    assert leave_one_out_knn(train_x, train_y, k=5, vote=vote, device="cpu") == loo
+
+
+def test_nearest_neighbours_float32_and_argument_checks():
+    from mcl_video.evaluation.retrieval import nearest_neighbours
+
+    rng = np.random.default_rng(5)
+    train_x, _ = _clustered(rng, 50, 4, 16, False)
+    test_x, _ = _clustered(rng, 10, 4, 16, False)
+    s64, i64 = nearest_neighbours(test_x, train_x, 5, device="cpu")
+    s32, _ = nearest_neighbours(test_x, train_x, 5, device="cpu", dtype=torch.float32, chunk_size=3)
+    np.testing.assert_allclose(s32, s64, atol=1e-5)
+    with pytest.raises(ValueError, match="k must be in"):
+        nearest_neighbours(test_x, train_x, 51)
+    with pytest.raises(ValueError, match="exclude_self"):
+        nearest_neighbours(test_x, train_x, 3, exclude_self=True)

@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "show-tubelets": "show_tubelets",
     "pretrain": "pretrain",
     "evaluate": "evaluate",
+    "export": "export",
+    "finetune": "finetune",
     "demo": "demo",
 }
 

@@ -42,6 +42,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", type=int, default=1, help="split number of the annotation lists (1-3)")
     p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"],
                    help="which evaluation(s) to run")
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=["default", "release"],
+        help="release: the authors' SVM-probe protocol (20 clips, 224 centre crop of frames with short side "
+        "240-256 without resizing, raw features; ignores --size/--num-clips); default: --size crop of "
+        "frames resized to it, standardised features",
+    )
     p.add_argument("--num-clips", type=positive_int, default=20, help="uniformly spaced clips per video")
     p.add_argument("--clip-len", type=positive_int, default=16, help="frames per clip")
     p.add_argument("--stride", type=positive_int, default=2, help="frame stride within a clip")
@@ -95,14 +103,14 @@ def _class_names(records) -> list[str]:
 
 def run(args) -> int:
     from mcl_video.data import read_split
-    from mcl_video.evaluation.datasets import EvalClipDataset
-    from mcl_video.evaluation.features import extract_features
+    from mcl_video.evaluation.features import extract_features, feature_protocol
     from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
     from mcl_video.training.distributed import select_device
 
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
     device = select_device(args.device)
     writable_folder(args.out, "--out")
+    preset = feature_protocol(args.preset, args.size, args.num_clips)
     encoder = _build_encoder(args).to(device)
     features, all_records = {}, []
     for subset in ("train", "test"):
@@ -111,8 +119,8 @@ def run(args) -> int:
             raise DataError(f"--data {args.data}: none of the {subset} videos of {args.dataset} split "
                             f"{args.split} (listed in {args.annotations}) is there; check --data and --split")
         all_records += records
-        ds = EvalClipDataset(args.data, records, args.clip_len, args.stride, args.num_clips, args.size)
-        log.info("extracting %s features: %d videos x %d clips", subset, len(ds), args.num_clips)
+        ds = preset.dataset(args.data, records, args.clip_len, args.stride)
+        log.info("extracting %s features: %d videos x %d clips", subset, len(ds), preset.num_clips)
         features[subset] = extract_features(
             encoder,
             ds,
@@ -131,6 +139,7 @@ def run(args) -> int:
         fc_epochs=args.fc_epochs,
         fc_lr=args.fc_lr,
         knn_k=args.knn_k,
+        svm_preprocess=preset.svm_preprocess,
     )
     print(format_table(results))
     print(f"results: {args.out / 'results.json'}")

@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROPS = {"center": 1, "three": 3, "random": 1}
+# ``short_side="native"`` (the release's linear-probe protocol): frames whose short side is already in
+# this range are used as decoded (UCF101/HMDB51 are 240 px, Kinetics is usually stored at 256); any
+# other video is resized to NATIVE_FALLBACK first, so the crop never lands on 1080p or 128-px frames
+NATIVE_SHORT_SIDES = (240, 256)
+NATIVE_FALLBACK = 256
 
 
 def clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: int) -> np.ndarray:
@@ -70,10 +75,14 @@ class EvalClipDataset(torch.utils.data.Dataset):
         records: ``VideoRecord``-like objects with ``path`` and ``label``.
         clip_len, stride: frames per clip and the step between them.
         num_clips: clips per video (uniformly spaced).
-        size: crop side; ``short_side`` (default ``size``) is the short side after resizing.
+        size: crop side; ``short_side`` (default ``size``) is the short side after resizing, or
+            ``"native"``: no resize when the video's short side is in ``NATIVE_SHORT_SIDES``
+            (else resized to ``NATIVE_FALLBACK``), see :func:`native_resize`.
         crop: ``"center"`` (1 crop), ``"three"`` (3 crops along the long side) or ``"random"``
             (training for fine-tuning: one clip at a random start, a random crop position and a
-            random horizontal flip; ``num_clips`` is ignored).
+            random horizontal flip; ``num_clips`` is ignored). Every random draw of item ``i`` comes
+            from ``(seed, epoch, i)`` (see :meth:`set_epoch`), so a run resumed mid-epoch, with any
+            number of loader workers, sees the same clips.
     """
 
     def __init__(
@@ -85,7 +94,8 @@ class EvalClipDataset(torch.utils.data.Dataset):
         num_clips: int = 20,
         size: int = 112,
         crop: str = "center",
-        short_side: int | None = None,
+        short_side: int | str | None = None,
+        seed: int = 0,
     ):
         if crop not in CROPS:
             raise ValueError(f"EvalClipDataset: crop must be one of {sorted(CROPS)}, got {crop!r}")
@@ -93,9 +103,20 @@ class EvalClipDataset(torch.utils.data.Dataset):
         self.records = list(records)
         self.clip_len, self.stride, self.size, self.crop = clip_len, stride, size, crop
         self.num_clips = 1 if crop == "random" else num_clips
+        self.seed, self.epoch = seed, 0
         self.short_side = short_side or size
-        if self.short_side < size:
-            raise ValueError(f"EvalClipDataset: short_side {self.short_side} < crop size {size}")
+        if self.short_side == "native":
+            if size > NATIVE_SHORT_SIDES[0]:
+                raise ValueError(f"EvalClipDataset: crop {size} > native short side {NATIVE_SHORT_SIDES[0]}")
+        elif not isinstance(self.short_side, int) or self.short_side < size:
+            raise ValueError(
+                f"EvalClipDataset: short_side must be 'native' or an int >= the crop size {size}, "
+                f"got {self.short_side!r}"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose random draws ``crop="random"`` items use."""
+        self.epoch = int(epoch)
 
     @property
     def views_per_video(self) -> int:
@@ -110,14 +131,18 @@ class EvalClipDataset(torch.utils.data.Dataset):
         rec = self.records[i]
         path = self.video_root / rec.path
         try:
-            n = read_video_info(path).num_frames
-            idx = self._indices(n)
-            frames = read_clip(path, idx.reshape(-1), resize_short=self.short_side)
+            info = read_video_info(path)
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            idx = self._indices(info.num_frames, rng)
+            resize = self.short_side
+            if resize == "native":
+                resize = native_resize(info.height, info.width)
+            frames = read_clip(path, idx.reshape(-1), resize_short=resize)
         except (VideoReadError, OSError) as err:
             log.warning("skipping unreadable video %s: %s", path, err)
             return None
         frames = frames.view(len(idx), self.clip_len, *frames.shape[1:])  # clips x T x H x W x 3
-        views = [self._views(clip) for clip in frames]
+        views = [self._views(clip, rng) for clip in frames]
         return {
             "clips": torch.stack([v for clip_views in views for v in clip_views]),
             "label": int(rec.label),
@@ -125,24 +150,31 @@ class EvalClipDataset(torch.utils.data.Dataset):
             "video_id": str(rec.path),
         }
 
-    def _indices(self, num_frames: int) -> np.ndarray:
+    def _indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         if self.crop != "random":
             return clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)
         span = (self.clip_len - 1) * self.stride + 1
-        start = int(torch.randint(0, max(1, num_frames - span + 1), ()).item())
+        start = int(rng.integers(0, max(1, num_frames - span + 1)))
         idx = start + np.arange(self.clip_len, dtype=np.int64)[None, :] * self.stride
         return np.minimum(idx, num_frames - 1)
 
-    def _views(self, clip: torch.Tensor) -> list[torch.Tensor]:
+    def _views(self, clip: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
         """uint8 ``T x H x W x 3`` -> list of normalised ``3 x T x S x S`` crops."""
         h, w = clip.shape[1:3]
         s = self.size
         if self.crop == "random":
-            top = int(torch.randint(0, h - s + 1, ()).item())
-            left = int(torch.randint(0, w - s + 1, ()).item())
+            top = int(rng.integers(0, h - s + 1))
+            left = int(rng.integers(0, w - s + 1))
             view = normalize_clip(clip[:, top : top + s, left : left + s])
-            return [view.flip(-1) if torch.rand(()) < 0.5 else view]
+            return [view.flip(-1) if rng.random() < 0.5 else view]
         return [normalize_clip(clip[:, t : t + s, lf : lf + s]) for t, lf in crop_offsets(h, w, s, self.crop)]
+
+
+def native_resize(height: int, width: int) -> int | None:
+    """``resize_short`` for ``short_side="native"``: ``None`` (frames as decoded) when the short side
+    is in ``NATIVE_SHORT_SIDES``, else ``NATIVE_FALLBACK``."""
+    lo, hi = NATIVE_SHORT_SIDES
+    return None if lo <= min(height, width) <= hi else NATIVE_FALLBACK
 
 
 def collate_videos(batch: list[dict | None]) -> dict | None:

@@ -8,16 +8,59 @@ plain single-process loop. ``extract_stacked`` runs several encoders on one deco
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from mcl_video.evaluation.datasets import collate_videos
+from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.models import dist as process_group
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureProtocol:
+    """How frozen features are taken and fed to the SVM probe (METHOD §6).
+
+    ``release``: the authors' UCF101/HMDB51 linear-probe protocol: 20 uniformly spaced clips per video,
+    a 224 x 224 centre crop of frames with short side 240-256 taken without resizing the crop
+    (``short_side="native"``), raw features into the SVM (no standardisation).
+    ``default``: ours: the short side resized to the crop side ``size``, centre crop, features
+    standardised with the training set's statistics (see :func:`linear_probe_svm`).
+    """
+
+    name: str
+    num_clips: int
+    size: int
+    short_side: int | str
+    svm_preprocess: str
+
+    def dataset(
+        self, video_root: str | Path, records: Sequence, clip_len: int = 16, stride: int = 2
+    ) -> EvalClipDataset:
+        """The :class:`EvalClipDataset` (centre crop) this protocol extracts features from."""
+        return EvalClipDataset(
+            video_root, records, clip_len, stride, self.num_clips, self.size, "center", self.short_side
+        )
+
+
+FEATURE_PROTOCOLS = ("default", "release")
+RELEASE_NUM_CLIPS = 20
+RELEASE_CROP = 224
+
+
+def feature_protocol(name: str = "default", size: int = 112, num_clips: int = 20) -> FeatureProtocol:
+    """The named :class:`FeatureProtocol`; ``size`` and ``num_clips`` apply to ``default`` only
+    (``release`` fixes them at 224 and 20)."""
+    if name == "release":
+        return FeatureProtocol("release", RELEASE_NUM_CLIPS, RELEASE_CROP, "native", "none")
+    if name == "default":
+        return FeatureProtocol("default", num_clips, size, size, "standardize")
+    raise ValueError(f"features.py: protocol must be one of {FEATURE_PROTOCOLS}, got {name!r}")
 
 
 def shard_indices(num_items: int, rank: int, world_size: int) -> list[int]:

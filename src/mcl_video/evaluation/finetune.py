@@ -61,12 +61,18 @@ def cosine_lr(base_lr: float, step: int, total: int) -> float:
 
 @torch.no_grad()
 def predict_videos(
-    model: nn.Module, dataset, batch_size: int = 2, device: str | torch.device = "cpu", num_workers: int = 0
+    model: nn.Module,
+    dataset,
+    batch_size: int = 2,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    allow_empty: bool = False,
 ) -> dict:
     """Per-video class scores: softmax over each view, averaged over the video's V views.
 
     Returns:
-        ``{"scores": N x K float64, "labels": N, "ids": N str, "indices": N}`` for the readable videos.
+        ``{"scores": N x K float64, "labels": N, "ids": N str, "indices": N}`` for the readable videos
+        (N = 0 allowed only with ``allow_empty``: e.g. one rank's share of a sharded test set).
     """
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_videos
@@ -84,6 +90,14 @@ def predict_videos(
         indices.append(batch["index"])
         ids.extend(batch["video_id"])
     model.train(was_training)
+    if not scores and allow_empty:
+        k = model.fc.out_features if hasattr(model, "fc") else 0
+        return {
+            "scores": np.zeros((0, k)),
+            "labels": np.zeros(0, np.int64),
+            "ids": np.zeros(0, dtype=str),
+            "indices": np.zeros(0, np.int64),
+        }
     if not scores:
         raise RuntimeError("finetune.py: no readable test video; check the video root and the split")
     return {

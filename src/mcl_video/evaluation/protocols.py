@@ -26,8 +26,10 @@ def run_protocols(
     fc_lr: float = 16.0,
     knn_k: int = 20,
     ks: tuple[int, ...] = (1, 5, 10, 20),
+    svm_preprocess: str = "standardize",
 ) -> dict:
     """Run the chosen protocols on ``extract_features`` outputs (``features``, ``labels``).
+    ``svm_preprocess`` goes to :func:`linear_probe_svm` (``"none"`` in the release protocol).
 
     Returns:
         ``{"svm": {top1, top5, mean_class_accuracy, per_class}, "fc": {...}, "knn": {"k", "top1"},
@@ -42,13 +44,17 @@ def run_protocols(
     results: dict = {"num_train": int(len(ytr)), "num_test": int(len(yte)), "num_classes": num_classes}
     confusions = {}
     if "svm" in protocols:
-        confusions["svm"] = linear_probe_svm(xtr, ytr, xte, yte, num_classes=num_classes)
+        confusions["svm"] = linear_probe_svm(
+            xtr, ytr, xte, yte, preprocess=svm_preprocess, num_classes=num_classes
+        )
     if "fc" in protocols:
         confusions["fc"] = linear_probe_fc(
             xtr, ytr, xte, yte, epochs=fc_epochs, lr=fc_lr, num_classes=num_classes
         )
     for name, m in confusions.items():
         results[name] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "per_class")}
+    if "svm" in results:
+        results["svm"]["preprocess"] = svm_preprocess
     if "knn" in protocols:
         results["knn"] = {"k": knn_k, "vote": "weighted", "top1": knn_accuracy(xte, yte, xtr, ytr, k=knn_k)}
     if "retrieval" in protocols:

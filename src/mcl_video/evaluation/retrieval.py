@@ -2,11 +2,15 @@
 
 Both use cosine similarity between L2-normalised features; test videos query the training videos
 (METHOD §6, "also expected by users of the field").
+
+Neighbours come from :func:`nearest_neighbours`: chunked matmuls with a running top-k (on the GPU when
+present), so a Kinetics-size val x train comparison never holds the full similarity matrix.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def _l2_normalize(x: np.ndarray, name: str) -> np.ndarray:
@@ -18,7 +22,7 @@ def _l2_normalize(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def cosine_similarity(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """Cosine similarity matrix.
+    """Full cosine similarity matrix (small sets; the protocols below never build it).
 
     Args:
         query: ``Q x C`` features.
@@ -28,18 +32,100 @@ def cosine_similarity(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """
     q = _l2_normalize(query, "query")
     g = _l2_normalize(gallery, "gallery")
+    _check_dims(q, g)
+    return q @ g.T
+
+
+def _check_dims(q, g) -> None:
     if q.shape[1] != g.shape[1]:
         raise ValueError(
             f"retrieval.py: query has {q.shape[1]} feature dims but gallery has {g.shape[1]}; "
             "extract both with the same backbone"
         )
-    return q @ g.T
 
 
-def _ranked_neighbours(sim: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` most similar gallery items per query, best first (stable for ties)."""
-    order = np.argsort(-sim, axis=1, kind="stable")
-    return order[:, :k]
+def default_device() -> torch.device:
+    """The first CUDA device when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _merge_top(best_s, best_i, cand_s, cand_i, k: int):
+    """Top ``k`` of the union of two candidate sets, by similarity descending then gallery index
+    ascending. ``best_*`` come from earlier gallery chunks (all indices smaller than ``cand_i``), both
+    sets are ordered that way already, so a stable sort of the concatenation keeps ties in index order."""
+    s = torch.cat([best_s, cand_s], dim=1)
+    i = torch.cat([best_i, cand_i], dim=1)
+    s, order = torch.sort(s, dim=1, descending=True, stable=True)
+    return s[:, :k], torch.gather(i, 1, order[:, :k])
+
+
+def _block_top(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best columns of each row of ``sim`` (``R x B``), ties at the k-th value resolved to
+    the lowest column index (exactly as a stable sort would), ordered by similarity then index."""
+    kth = torch.topk(sim, k, dim=1).values[:, -1:]  # R x 1: the k-th largest value
+    above = sim > kth
+    tied = sim == kth
+    room = k - above.sum(dim=1, keepdim=True)  # how many tied columns still fit
+    keep = above | (tied & (torch.cumsum(tied.to(torch.int32), dim=1) <= room))
+    cols = keep.nonzero()[:, 1].view(sim.shape[0], k)  # ascending column order per row
+    vals = torch.gather(sim, 1, cols)
+    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals, torch.gather(cols, 1, order)
+
+
+def nearest_neighbours(
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    exclude_self: bool = False,
+    chunk_size: int = 1024,
+    gallery_chunk: int = 16384,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar gallery items of every query by cosine similarity, without building
+    the full ``Q x G`` matrix.
+
+    Queries go through in chunks of ``chunk_size`` and the gallery in chunks of ``gallery_chunk``;
+    a running top-k is merged per gallery chunk, so beyond the inputs the memory is bounded by
+    ``chunk_size x gallery_chunk`` similarities. Ties are broken by gallery order (as a stable sort of
+    the full matrix would). ``exclude_self`` (query set = gallery set) ranks each item's own column
+    last, so it is never its own neighbour when ``k < G``.
+
+    Args:
+        query: ``Q x C``; gallery: ``G x C`` features (any scale; rows are L2-normalised here).
+        k: neighbours per query, ``1 <= k <= G``.
+        device: where the matmuls run (default: CUDA when present, else CPU).
+        dtype: ``torch.float64`` (default; matches a NumPy float64 computation) or ``torch.float32``.
+    Returns:
+        ``(similarities, indices)``: ``Q x k`` float64 cosines and int64 gallery indices, best first.
+    """
+    q_np = _l2_normalize(query, "query")
+    g_np = _l2_normalize(gallery, "gallery")
+    _check_dims(q_np, g_np)
+    if not 1 <= k <= len(g_np):
+        raise ValueError(f"retrieval.py: k must be in [1, {len(g_np)}] (gallery size), got {k}")
+    if exclude_self and len(q_np) != len(g_np):
+        raise ValueError("retrieval.py: exclude_self needs the query set to be the gallery set")
+    device = torch.device(device) if device is not None else default_device()
+    g_all = torch.from_numpy(g_np).to(device=device, dtype=dtype)
+    out_s, out_i = [], []
+    for q0 in range(0, len(q_np), chunk_size):
+        q = torch.from_numpy(q_np[q0 : q0 + chunk_size]).to(device=device, dtype=dtype)
+        best_s = torch.empty((len(q), 0), dtype=dtype, device=device)
+        best_i = torch.empty((len(q), 0), dtype=torch.int64, device=device)
+        for g0 in range(0, len(g_np), gallery_chunk):
+            sim = q @ g_all[g0 : g0 + gallery_chunk].T  # Qc x Gc
+            if exclude_self:
+                rows = torch.arange(len(q), device=device)
+                cols = rows + q0 - g0
+                inside = (cols >= 0) & (cols < sim.shape[1])
+                sim[rows[inside], cols[inside]] = -torch.inf
+            s, i = _block_top(sim, min(k, sim.shape[1]))
+            best_s, best_i = _merge_top(best_s, best_i, s, i + g0, k)
+        out_s.append(best_s.double().cpu())
+        out_i.append(best_i.cpu())
+    return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
 
 
 def retrieval_recall(
@@ -48,6 +134,7 @@ def retrieval_recall(
     train_x: np.ndarray,
     train_y: np.ndarray,
     ks: tuple[int, ...] = (1, 5, 10, 20),
+    device: str | torch.device | None = None,
 ) -> dict[int, float]:
     """Video retrieval: each test video queries the training videos by cosine similarity.
 
@@ -58,6 +145,7 @@ def retrieval_recall(
         test_x: ``N_test x C`` query features; test_y: ``N_test`` labels.
         train_x: ``N_train x C`` gallery features; train_y: ``N_train`` labels.
         ks: the cut-offs; values above ``N_train`` are clipped to ``N_train``.
+        device: where the similarities are computed (see :func:`nearest_neighbours`).
     Returns:
         ``{k: recall}`` with recall in ``[0, 1]``.
     """
@@ -66,8 +154,7 @@ def retrieval_recall(
     _check_pair(test_x, test_y, train_x, train_y)
     if not ks or min(ks) < 1:
         raise ValueError(f"retrieval.py: ks must be positive integers, got {ks}")
-    sim = cosine_similarity(test_x, train_x)
-    nn = _ranked_neighbours(sim, min(max(ks), len(train_y)))
+    _, nn = nearest_neighbours(test_x, train_x, min(max(ks), len(train_y)), device=device)
     hit = train_y[nn] == test_y[:, None]  # N_test x K
     first_hit = np.cumsum(hit, axis=1) > 0
     return {int(k): float(first_hit[:, min(k, nn.shape[1]) - 1].mean()) for k in ks}
@@ -81,6 +168,7 @@ def knn_accuracy(
     k: int = 20,
     vote: str = "weighted",
     temperature: float = 0.07,
+    device: str | torch.device | None = None,
 ) -> float:
     """Top-1 accuracy of a k-nearest-neighbour classifier on cosine similarity.
 
@@ -99,14 +187,19 @@ def knn_accuracy(
         raise ValueError(f"retrieval.py: vote must be 'weighted' or 'majority', got {vote!r}")
     if k < 1:
         raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
-    sim = cosine_similarity(test_x, train_x)
+    nn_sim, nn = nearest_neighbours(test_x, train_x, min(k, len(train_y)), device=device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    pred = _vote(sim, train_y, k, vote, temperature, num_classes)
+    pred = _vote(nn_sim, train_y[nn], vote, temperature, num_classes)
     return float((pred == test_y).mean())
 
 
 def leave_one_out_knn(
-    x: np.ndarray, y: np.ndarray, k: int = 1, vote: str = "majority", temperature: float = 0.07
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int = 1,
+    vote: str = "majority",
+    temperature: float = 0.07,
+    device: str | torch.device | None = None,
 ) -> float:
     """Leave-one-out kNN accuracy on one labelled set (for sets too small to split, e.g. Weizmann).
 
@@ -122,25 +215,26 @@ def leave_one_out_knn(
         raise ValueError(f"retrieval.py: vote must be 'weighted' or 'majority', got {vote!r}")
     if k < 1:
         raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
-    sim = cosine_similarity(x, x)
-    np.fill_diagonal(sim, -np.inf)  # ranks itself last; k is capped below at N - 1
-    pred = _vote(sim, y, min(k, len(y) - 1), vote, temperature, int(y.max()) + 1)
+    # the item itself ranks last; k is capped at N - 1, so it is never its own neighbour
+    nn_sim, nn = nearest_neighbours(x, x, min(k, len(y) - 1), exclude_self=True, device=device)
+    pred = _vote(nn_sim, y[nn], vote, temperature, int(y.max()) + 1)
     return float((pred == y).mean())
 
 
-def _vote(sim: np.ndarray, train_y: np.ndarray, k: int, vote: str, temperature: float,
+def _vote(nn_sim: np.ndarray, nn_lab: np.ndarray, vote: str, temperature: float,
           num_classes: int) -> np.ndarray:
-    """Predicted class of each query row of ``sim`` from its ``k`` most similar gallery items."""
-    nn = _ranked_neighbours(sim, min(k, len(train_y)))
-    nn_sim = np.take_along_axis(sim, nn, axis=1)  # N_test x k
-    nn_lab = train_y[nn]
-    onehot = np.eye(num_classes)[nn_lab]  # N_test x k x K
-    sim_votes = (onehot * nn_sim[..., None]).sum(axis=1)
+    """Predicted class per query from its neighbours' cosines and labels (both ``N x k``, best first)."""
+    n, k = nn_sim.shape
+    where = (np.repeat(np.arange(n), k), nn_lab.ravel())
+    votes = np.zeros((n, num_classes))
     if vote == "weighted":
-        votes = (onehot * np.exp(nn_sim / temperature)[..., None]).sum(axis=1)
+        np.add.at(votes, where, np.exp(nn_sim / temperature).ravel())
     else:
         # counts dominate; the summed cosine (< k <= count step of 1 after scaling) only breaks ties
-        votes = onehot.sum(axis=1) + sim_votes / (2.0 * (nn.shape[1] + 1))
+        sim_votes = np.zeros((n, num_classes))
+        np.add.at(sim_votes, where, nn_sim.ravel())
+        np.add.at(votes, where, 1.0)
+        votes += sim_votes / (2.0 * (k + 1))
     return votes.argmax(axis=1)
 
 

@@ -1,0 +1,148 @@
+"""The strict config of a fine-tuning run (``mcl finetune``): a flat dataclass, a flat YAML per
+experiment, ``key=value`` overrides; unknown keys are an error with a did-you-mean hint (as for
+pretraining, :mod:`mcl_video.training.config`).
+
+    cfg = load_finetune_config("finetune_ucf101_r2plus1d18", ["data=/data/ucf101", "split=2"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcl_video.training.config import ConfigError, _convert, resolve_config_path
+
+
+@dataclass
+class FinetuneRunConfig:
+    """Every setting of one fine-tuning run (METHOD §6). Defaults are the release's protocol: 32-frame
+    clips at stride 2, 224 crops, dropout 0.9, SGD lr 0.01 with a cosine over 150 epochs, weight decay
+    1e-4, gradient clipping at 40; test = ``test_clips`` clips x 3 crops, softmax scores averaged."""
+
+    # data
+    dataset: str = "ucf101"  # ucf101 | hmdb51 | kinetics400 | folder (read_split's names)
+    data: str = ""  # annotation directory (split lists)
+    video_root: str = ""  # folder of the videos ("" = <data>/../videos)
+    split: int = 1  # 1-3 for UCF101 / HMDB51
+    out: str = "runs/finetune"  # run folder: config.yaml, env.json, metrics.jsonl, tb/, ckpt-*.pt, results
+    # model
+    checkpoint: str = ""  # pretrained encoder (our checkpoint or a torchvision state dict); "" = random init
+    backbone: str = ""  # "" = the checkpoint's; required without a checkpoint
+    backbone_options: dict = field(default_factory=dict)
+    dropout: float = 0.9
+    # clips
+    clip_len: int = 32
+    stride: int = 2
+    size: int = 224
+    short_side: int | str = "native"  # int: resize the short side to it; native: 240-256 px frames as is
+    test_clips: int = 10
+    test_crops: str = "three"  # three | center
+    # optimisation
+    batch_size: int = 8  # per process
+    test_batch_size: int = 2  # videos per process
+    num_workers: int = 4
+    epochs: int = 150  # the cosine spans `epochs`; max_steps only stops early
+    max_steps: int = 0
+    optimizer: str = "sgd"  # sgd (the release's) | adamw (the built-in benchmark's light protocol)
+    lr: float = 0.01
+    warmup_steps: int = 0  # linear warm-up, then the cosine over the remaining steps
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: float = 40.0  # 0: off
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    # bookkeeping
+    checkpoint_every: int = 500  # optimizer steps; a checkpoint is always written at the end
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    tensorboard: bool = True
+    progress: bool = True
+    resume: bool = False
+    test: bool = True  # test (multi-clip x crops) at the end and write results.json + confusion.png
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("precision", self.precision, ("fp32", "bf16", "fp16")),
+            ("device", self.device, ("auto", "cpu", "cuda")),
+            ("test_crops", self.test_crops, ("three", "center")),
+            ("optimizer", self.optimizer, ("sgd", "adamw")),
+        ):
+            if value not in choices:
+                raise ConfigError(f"config: {name}={value!r} is not one of {', '.join(choices)}")
+        for name in (
+            "batch_size",
+            "test_batch_size",
+            "epochs",
+            "clip_len",
+            "stride",
+            "size",
+            "test_clips",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: {name}={getattr(self, name)} must be >= 1")
+        if self.max_steps < 0 or self.num_workers < 0 or self.warmup_steps < 0:
+            raise ConfigError("config: max_steps, num_workers and warmup_steps must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"config: dropout={self.dropout} must be in [0, 1)")
+        if isinstance(self.short_side, str) and self.short_side != "native":
+            raise ConfigError(f"config: short_side={self.short_side!r} must be an integer or 'native'")
+        if not self.checkpoint and not self.backbone:
+            raise ConfigError(
+                "config: set checkpoint=FILE (a pretrained encoder) or backbone=NAME (random init)"
+            )
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(FinetuneRunConfig)}
+
+
+def coerce(key: str, value: Any, source: str) -> Any:
+    """``value`` (YAML value or command-line string) as the type of field ``key``."""
+    if key not in _fields():
+        close = difflib.get_close_matches(key, list(_fields()), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(_fields())}"
+        raise ConfigError(f"{source}: unknown config key '{key}'{hint}")
+    tp = typing.get_type_hints(FinetuneRunConfig)[key]
+    members = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
+    tps = [typing.get_origin(a) or a for a in members]
+    if isinstance(value, str) and tps != [str]:
+        try:
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: cannot parse {key}={value!r}: {e}") from e
+    for t in tps:
+        ok, out = _convert(value, t)
+        if ok:
+            return out
+    raise ConfigError(f"{source}: {key}={value!r} is not a valid {' or '.join(t.__name__ for t in tps)}")
+
+
+def load_finetune_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> FinetuneRunConfig:
+    """Read a flat YAML (``None``: the defaults), apply ``key=value`` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = resolve_config_path(path)  # a file, or a shipped name such as finetune_ucf101_r2plus1d18
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a flat mapping of key: value")
+        values = {str(k): coerce(str(k), v, str(path)) for k, v in raw.items()}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"command line: override '{item}' must look like key=value (e.g. split=2)")
+        values[key] = coerce(key, value, "command line")
+    return FinetuneRunConfig(**values)
