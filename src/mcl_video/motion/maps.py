@@ -9,10 +9,11 @@ magnitude**, as the authors' release does::
     spatial map (crop, clip scores): (M_u + M_v) / 2 with a border zeroed
     alignment target:                 M_u + M_v         (no border)
 
-Border: the method zeroes "8 px at 224 px frame scale". The reference vectors of the release
-(``motion_golden.npz``, a 112 px flow) are reproduced with ``border=8`` applied to the 112 px field
-itself, i.e. the release zeroes 8 px whatever the frame size; that is the default here and the
-parameter stays configurable (pass ``border_for(frame_hw)`` to scale it with the frame instead).
+Border: the release zeroes 8 px of a map whose side is about 224-240 px (about 3.6% of the side). The
+default here (``border=None``) scales that to the map's own resolution, ``border_for(H, W) =
+round(8 * min(H, W) / 224)`` px (1 px at 32, 4 px at 112); an explicit pixel count overrides it. The
+reference vectors of the release (``motion_golden.npz``, a 112 px flow) were computed with the literal
+8 px, so its tests pass ``border=8``.
 
 Block means over a grid use exact area weights (:func:`area_weights`): for a size divisible by the grid
 (112 px -> 7 cells of 16) they are plain block means; otherwise a pixel straddling two cells counts in
@@ -156,19 +157,29 @@ def alignment_target(flow_u: np.ndarray, flow_v: np.ndarray, grid: tuple[int, in
     return block_means(boundary_magnitude(sums), (gh, gw)).astype(np.float32)
 
 
-def spatial_map(flow_u: np.ndarray, flow_v: np.ndarray, border: int = 8) -> np.ndarray:
-    """Zeroed spatial map ``(M_u + M_v) / 2`` of the whole window: ``H x W`` float64."""
+def resolve_border(border: int | str | None, field_hw: tuple[int, int]) -> int:
+    """Pixels to zero: an explicit count, or (``None`` / ``"auto"``) :func:`border_for` the field."""
+    if border is None or border == "auto":
+        return border_for(field_hw)
+    return int(border)
+
+
+def spatial_map(flow_u: np.ndarray, flow_v: np.ndarray, border: int | None = None) -> np.ndarray:
+    """Zeroed spatial map ``(M_u + M_v) / 2`` of the whole window: ``H x W`` float64.
+
+    ``border``: pixels zeroed on each side; ``None`` scales 8 px at 224 to the flow's size.
+    """
     sums = boundary_derivatives(flow_u, flow_v).sum(axis=1)
-    return zero_border(boundary_magnitude(sums) / 2.0, border)
+    return zero_border(boundary_magnitude(sums) / 2.0, resolve_border(border, sums.shape[-2:]))
 
 
 def window_map(flow_u: np.ndarray, flow_v: np.ndarray, grid_hw: tuple[int, int] = (7, 7),
-               border: int = 8) -> np.ndarray:
+               border: int | None = None) -> np.ndarray:
     """The window's zeroed spatial map reduced by block means: float64 ``gh x gw`` (frame maps, §1)."""
     return block_means(spatial_map(flow_u, flow_v, border), grid_hw)
 
 
-def clip_score(flow_u: np.ndarray, flow_v: np.ndarray, border: int = 8) -> float:
+def clip_score(flow_u: np.ndarray, flow_v: np.ndarray, border: int | None = None) -> float:
     """Clip score of a window of flow frames: the mean of the zeroed map over the whole frame (§1)."""
     return float(spatial_map(flow_u, flow_v, border).mean())
 

@@ -3,8 +3,10 @@
 Flow is computed streaming over the decoded frames (``FlowEstimator.stream``) at a short side of
 ``resize_short`` pixels (videos already smaller are not upscaled); only the last
 ``max(clip_len * stride, frame_window)`` flow frames' derivatives are held in memory, so long or
-large videos do not blow memory. A rerun skips videos whose entry exists; a failing video is recorded
-in ``failed/`` with its reason and every other video is still prepared.
+large videos do not blow memory. A rerun skips videos whose entry exists and validates (a corrupt entry
+is prepared again); a failing video is recorded in ``failed/`` with its reason and every other video is
+still prepared. The border (``settings.border``, "auto" by default) is resolved at the flow's
+resolution and recorded in each entry's info.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
     CacheSettings,
-    entry_path,
+    check_entry,
     field_hw,
     init_cache,
     num_starts,
@@ -34,7 +36,13 @@ from mcl_video.motion.cache import (
     write_entry,
     write_failure,
 )
-from mcl_video.motion.maps import block_means, boundary_derivatives, boundary_magnitude, zero_border
+from mcl_video.motion.maps import (
+    block_means,
+    boundary_derivatives,
+    boundary_magnitude,
+    resolve_border,
+    zero_border,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,7 @@ class _MotionAccumulator:
         self.s = settings
         self.hw = frame_hw
         self.field_hw = field_hw(frame_hw, settings.field_short)
+        self.border = resolve_border(settings.border, frame_hw)
         self.keep = max(settings.span, settings.frame_window)
         self.buffer: deque[np.ndarray] = deque()  # derivatives 4 x H x W (float32) of the last flows
         self.first = 0  # flow index of buffer[0]
@@ -59,7 +68,7 @@ class _MotionAccumulator:
         self.scales: list[np.ndarray] = []
 
     def _zeroed_map(self, summed: np.ndarray) -> np.ndarray:
-        return zero_border(boundary_magnitude(summed.astype(np.float32)) / 2.0, self.s.border)
+        return zero_border(boundary_magnitude(summed.astype(np.float32)) / 2.0, self.border)
 
     def _window_sum(self, lo: int, hi: int) -> np.ndarray:
         parts = [self.buffer[i - self.first] for i in range(max(lo, self.first), hi)]
@@ -146,7 +155,7 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings,
         acc = _MotionAccumulator(settings, (info.height, info.width))
     arrays, n = acc.finish()
     meta = {"num_frames": n, "frame_hw": [info.height, info.width], "flow_hw": [int(x) for x in acc.hw],
-            "resize_short": resize,
+            "resize_short": resize, "border": acc.border,
             "representation": settings.representation}
     return arrays, meta
 
@@ -278,7 +287,8 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
             progress: bool = True) -> PrepareSummary:
     """Prepare the motion cache ``out`` for the videos of ``root`` (see :func:`list_videos`).
 
-    Resumable: videos with an entry are skipped. ``shard="i/N"`` prepares only that share of the videos
+    Resumable: videos with a valid entry are skipped (a corrupt entry is prepared again).
+    ``shard="i/N"`` prepares only that share of the videos
     (every video lands in exactly one of the N shards). Failures are logged, recorded in ``out/failed``
     and listed in the returned summary; they do not stop the run.
     """
@@ -290,7 +300,11 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     _, videos = list_videos(root, dataset, split, video_root)
     chosen = select_shard(list(videos), shard)
     summary = PrepareSummary(total=len(chosen))
-    todo = {vid: videos[vid] for vid in chosen if not entry_path(out, vid).is_file()}
+    problems = {vid: check_entry(out, vid, settings) for vid in chosen}
+    for vid, why in problems.items():
+        if why not in (None, "missing"):
+            log.warning("motion cache entry of %s is corrupt (%s): preparing it again", videos[vid], why)
+    todo = {vid: videos[vid] for vid in chosen if problems[vid] is not None}
     summary.skipped = len(chosen) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
