@@ -192,6 +192,9 @@ def pretrained_encoder(config) -> tuple[object, float, dict]:
     if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:
         pretrain(dataclasses.replace(config, resume=last is not None))
         last = latest_checkpoint(run_dir)
+        if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:  # stopped (signal)
+            raise SystemExit(f"motion_focus.py: {run_dir} stopped before step {config.max_steps}; rerun "
+                             "with --resume to continue it (no result is recorded for it)")
     return load_encoder(last), time.perf_counter() - start, loss_summary(run_dir / "metrics.jsonl")
 
 
