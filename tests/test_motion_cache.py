@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from mcl_video.data import read_frames
+from mcl_video.errors import DataError
 from mcl_video.motion import alignment_target, clip_score, compute_flow, window_map
 from mcl_video.motion.cache import (
+    VERSION,
     CacheSettings,
     MotionCache,
     VideoMotion,
@@ -109,7 +111,7 @@ def test_settings_mismatch_and_bad_format(tmp_path):
         init_cache(tmp_path, CacheSettings())
     meta = json.loads((tmp_path / "meta.json").read_text())
     (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=99)))
-    with pytest.raises(ValueError, match="rebuild"):
+    with pytest.raises(DataError, match="rebuild"):
         MotionCache(tmp_path)
     with pytest.raises(FileNotFoundError, match="mcl prepare"):
         MotionCache(tmp_path / "nothing")
@@ -142,3 +144,59 @@ def test_real_clip_target_correlation(shared, tmp_path):
         approx = vm.alignment_target(idx, (top, left, ch, cw), (4, 7, 7))
         corr.append(np.corrcoef(exact.ravel(), approx.ravel())[0, 1])
     assert min(corr) > 0.8, corr
+
+
+def test_cache_built_with_the_old_fixed_border_is_refused(tiny, tmp_path):
+    _, arrays, info, _, _ = tiny
+    init_cache(tmp_path, SETTINGS)
+    write_entry(tmp_path, "a", arrays, info)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert VERSION == 2 and meta["version"] == 2 and "224" in meta["border_rule"]
+    (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=1)))
+    for call in (MotionCache, lambda p: init_cache(p, SETTINGS)):
+        with pytest.raises(DataError) as err:
+            call(tmp_path)
+        message = str(err.value)
+        assert "\n" not in message and "v1" in message
+        assert f"mcl prepare VIDEO_ROOT --out {tmp_path}" in message
+
+
+def test_auto_border_is_resolved_at_the_flow_resolution_and_recorded(tiny):
+    path = tiny[0]  # 48 x 64 frames: round(8 * 48 / 224) = 2 px
+    auto = CacheSettings(clip_len=4, stride=2, frame_window=8, resize_short=None, field_short=24)
+    assert auto.border == "auto" and auto.to_json()["border"] == "auto"
+    arrays, info = compute_video_motion(path, auto)
+    assert info["border"] == 2
+    np.testing.assert_array_equal(arrays["frame_maps"], tiny[1]["frame_maps"])  # == the explicit 2 px
+    small = CacheSettings(clip_len=4, stride=2, resize_short=32, field_short=12)  # 32 x 43 flow: 1 px
+    assert compute_video_motion(path, small)[1]["border"] == 1
+    assert CacheSettings(border="8").border == 8
+    with pytest.raises(ValueError, match="border"):
+        CacheSettings(border="wide")
+
+
+def _corrupt_copies(tiny, root):
+    """Entries ``good``, ``truncated`` (half a file), ``flipped`` (one data byte changed: zip CRC) and
+    ``short`` (structurally wrong: clip scores one short)."""
+    _, arrays, info, _, _ = tiny
+    init_cache(root, SETTINGS)
+    for vid in ("good", "truncated", "flipped"):
+        write_entry(root, vid, arrays, info)
+    write_entry(root, "short", dict(arrays, clip_scores=arrays["clip_scores"][:-1]), info)
+    data = (root / "videos" / "truncated.npz").read_bytes()
+    (root / "videos" / "truncated.npz").write_bytes(data[: len(data) // 2])
+    raw = bytearray((root / "videos" / "flipped.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the fields array
+    (root / "videos" / "flipped.npz").write_bytes(bytes(raw))
+
+
+def test_bad_entries_are_named_in_a_data_error(tiny, tmp_path):
+    _corrupt_copies(tiny, tmp_path)
+    cache = MotionCache(tmp_path)
+    assert cache.get("good").num_frames == 40 and cache.check("good") is None
+    for vid, why in (("truncated", "does not load"), ("flipped", "does not load"), ("short", "clip_scores")):
+        with pytest.raises(DataError, match=why) as err:
+            cache.get(vid)
+        assert f"{vid}.npz" in str(err.value) and "mcl prepare" in str(err.value)
+    assert sorted(cache.bad_entries()) == ["flipped", "short", "truncated"]
+    assert cache.check("absent") == "missing"

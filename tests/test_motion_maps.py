@@ -7,7 +7,15 @@ import pytest
 from scipy import ndimage
 
 from mcl_video.motion import alignment_target, boundary_derivatives, clip_score, motion_box, window_map
-from mcl_video.motion.maps import WindowMapper, aligned_planes, area_weights, block_means, required_coverage
+from mcl_video.motion.maps import (
+    WindowMapper,
+    aligned_planes,
+    area_weights,
+    block_means,
+    border_for,
+    required_coverage,
+    spatial_map,
+)
 
 
 @pytest.fixture
@@ -142,3 +150,27 @@ def test_aligned_magnitude_is_reproducible_and_matches():
         first = got if first is None else first
         np.testing.assert_array_equal(got, first)
     np.testing.assert_allclose(first, mapper.magnitude(sums), rtol=1e-6)
+
+
+def _edge_blob_flow(side: int = 32, frames: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A disc of radius 3 moving right by 1 px/frame, touching the left edge of a ``side`` px field."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    u = np.zeros((frames, side, side))
+    for t in range(frames):
+        u[t][(xx - (2 + t)) ** 2 + (yy - side // 2) ** 2 <= 9] = 1.0
+    return u, np.zeros_like(u)
+
+
+def test_default_border_scales_with_the_resolution():
+    assert border_for((32, 32)) == 1 and border_for((112, 160)) == 4 and border_for((224, 224)) == 8
+    assert border_for((240, 320)) == 9 and border_for((8, 8)) == 0
+    u, v = _edge_blob_flow()
+    auto = window_map(u, v, (7, 7))  # default: round(8 * 32 / 224) = 1 px
+    np.testing.assert_array_equal(auto, window_map(u, v, (7, 7), border=1))
+    assert auto[:, 0].max() > 0.5 * auto.max()  # the outer column of cells holds the motion
+    old = window_map(u, v, (7, 7), border=8)  # the fixed 8 px: the outer cells are always zero
+    assert old[:, 0].max() == 0 and old[0].max() == 0 and old[:, -1].max() == 0
+    assert clip_score(u, v) > clip_score(u, v, border=8) > 0
+    # the zeroed band of the spatial map is exactly one pixel at 32 px
+    m = spatial_map(u, v)
+    assert m[0].max() == m[-1].max() == m[:, 0].max() == m[:, -1].max() == 0 and m[1:-1, 1].max() > 0

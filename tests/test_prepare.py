@@ -233,3 +233,20 @@ P.prepare({str(videos)!r}, {str(tmp_path / "cache")!r}, P.CacheSettings(clip_len
         for pid in [*_children(parent.pid), *children]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_rerun_prepares_corrupt_entries_again_and_inspect_lists_them(videos, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert prepare(videos, out, SETTINGS, progress=False).prepared == 3
+    before = _arrays(out, "walk/v1")
+    path = entry_path(out, "walk/v1")
+    path.write_bytes(path.read_bytes()[:200])  # a truncated entry (e.g. a disk that filled up)
+    assert main(["inspect", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "corrupt          1" in report and "walk/v1: does not load" in report
+    again = prepare(videos, out, SETTINGS, progress=False)
+    assert (again.prepared, again.skipped) == (1, 2)  # not trusted as done
+    after = _arrays(out, "walk/v1")
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+    assert MotionCache(out).bad_entries() == {}

@@ -17,6 +17,7 @@ from mcl_video.data.synth import (
     SHAPES,
     SynthConfig,
     draw_video,
+    idle_clock,
     make_benchmark,
     motion_offsets,
     render_video,
@@ -272,3 +273,93 @@ def test_sprite_stays_inside_the_panning_window(options):
             r = video["params"]["sprite"]["radius"] * tr["scale"]
             for pos, cam in ((tr["x"], tr["camera_x"]), (tr["y"], tr["camera_y"])):
                 assert np.all(pos - cam >= r - TOL) and np.all(pos - cam <= cfg.size - r + TOL)
+
+
+# ------------------------------------------------------------------------------------ regime knobs
+def test_default_regime_is_the_whole_frame_with_no_rest():
+    cfg = SynthConfig()
+    assert cfg.region_side == cfg.size
+    for k in range(len(MOTION_CLASSES)):
+        video = draw_video(cfg, k, k)
+        assert video["params"]["region"] is None and video["params"]["resting"] == []
+        motion, tr = video["params"]["motion"], video["trajectory"]
+        off = motion_offsets(motion, cfg.frames)  # the plain clock 0..T-1
+        assert np.allclose(np.asarray(tr["x"]) - off["dx"], tr["x"][0] - off["dx"][0], atol=TOL)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.25])
+def test_moving_region_fraction_is_respected(fraction):
+    cfg = SynthConfig(size=96, moving_region=fraction, pan_speed=0.5, distractors=(0, 0))
+    side = cfg.region_side
+    assert abs(side * side / 96**2 - fraction) < 2 * side / 96**2 + 1e-9  # rounding of the side only
+    lo_r, hi_r = (f * side / 2 for f in cfg.sprite_size)
+    corners = []
+    for k in range(len(MOTION_CLASSES)):
+        for i in range(4):
+            video = draw_video(cfg, 10 * k + i, k)
+            tr = {key: np.asarray(v) for key, v in video["trajectory"].items()}
+            x0, y0, s = video["params"]["region"]  # scene coordinates
+            assert s == side
+            r = video["params"]["sprite"]["radius"]
+            assert lo_r - 1e-9 <= r <= hi_r + 1e-9  # the sprite scales with the region
+            r = r * tr["scale"]
+            for pos, cam, c in ((tr["x"], tr["camera_x"], x0), (tr["y"], tr["camera_y"], y0)):
+                assert np.all(pos - r >= c - TOL) and np.all(pos + r <= c + side + TOL)  # inside the region
+                assert np.all(c - cam >= -TOL) and np.all(c + side - cam <= 96 + TOL)  # region in view
+            corners.append((x0, y0))
+    assert len(set(corners)) > 1  # the region's place is drawn per video
+
+
+def test_idle_segments_rest_the_sprite_and_nothing_else_changes():
+    base = SynthConfig(frames=40, pan_speed=0.0)
+    cfg = SynthConfig(frames=40, pan_speed=0.0, idle_fraction=0.3, idle_segments=2)
+    idle = round(0.3 * 40)
+    for k in range(len(MOTION_CLASSES)):
+        plain, video = draw_video(base, 5 + k, k), draw_video(cfg, 5 + k, k)
+        assert video["params"]["sprite"] == plain["params"]["sprite"]  # other draws untouched
+        assert video["params"]["background"] == plain["params"]["background"]
+        resting = video["params"]["resting"]
+        assert idle - 1 <= len(resting) <= idle  # a rest at frame 0 has no previous frame to repeat
+        tr = {key: np.asarray(v) for key, v in video["trajectory"].items()}
+        for key in ("x", "y", "angle", "scale"):
+            assert np.all(tr[key][resting] == tr[key][np.asarray(resting) - 1]), (k, key)
+        frames = render_video(cfg, video)
+        for t in resting:
+            assert np.array_equal(frames[t], frames[t - 1])  # no pan: a resting frame repeats
+        moving = [t for t in range(1, 40) if t not in resting]
+        changed = [not np.array_equal(frames[t], frames[t - 1]) for t in moving]
+        assert np.mean(changed) > 0.9, k
+
+
+def test_idle_clock_stretches():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        clock = idle_clock(32, 10, 3, rng)
+        step = np.diff(clock)
+        assert set(np.unique(step)) <= {0.0, 1.0} and clock[0] == 0
+        stopped = np.flatnonzero(np.r_[1.0, step] == 0)  # frames that repeat the previous pose
+        assert 9 <= len(stopped) <= 10
+        stretches = 1 + np.count_nonzero(np.diff(stopped) > 1) if len(stopped) else 0
+        assert 1 <= stretches <= 3
+    assert idle_clock(8, 0, 2, np.random.default_rng(0)).tolist() == list(range(8))
+
+
+def test_distractor_scale_sizes_the_distractors():
+    cfg = SynthConfig(distractors=(3, 3), distractor_scale=2.0, moving_region=0.5, size=64)
+    lo, hi = (f * cfg.region_side / 2 for f in cfg.sprite_size)
+    radii = [d["radius"] for k in range(4) for d in draw_video(cfg, k, k)["params"]["distractors"]]
+    assert len(radii) == 12 and all(2 * lo - 1e-9 <= r <= 2 * hi + 1e-9 for r in radii)
+    with pytest.raises(ValueError, match="moving_region"):
+        SynthConfig(moving_region=0.0)
+    with pytest.raises(ValueError, match="idle_fraction"):
+        SynthConfig(idle_fraction=0.95)
+
+
+def test_cli_passes_the_regime_knobs(tmp_path):
+    out = tmp_path / "r"
+    assert main(["synth", str(out), "--classes=1", "--train-per-class=1", "--test-per-class=0", "--frames=8",
+                 "--size=32", "--moving-region=0.5", "--idle-fraction=0.25", "--distractor-scale=1.5",
+                 "--workers=1"]) == 0
+    recorded = json.loads((out / "meta.json").read_text())["config"]
+    assert recorded["moving_region"] == 0.5 and recorded["idle_fraction"] == 0.25
+    assert recorded["distractor_scale"] == 1.5 and recorded["idle_segments"] == 2

@@ -13,7 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "inspect",
         help="summarise a motion cache built by `mcl prepare`",
         description="Print the video count, bytes per frame, flow backend and options, package versions, "
-                    "and the failed videos of a motion cache (and, with ROOT, the videos not yet in it).",
+                    "the failed videos and the corrupt entries (which a rerun of `mcl prepare` prepares "
+                    "again) of a motion cache (and, with ROOT, the videos not yet in it).",
     )
     p.add_argument("cache", metavar="CACHE", help="cache folder")
     p.add_argument("--root", help="video folder the cache was prepared from: also list missing videos")
@@ -32,14 +33,20 @@ def run(args) -> int:
     print(f"bytes per frame  {stats['bytes_per_frame']:.0f}")
     print(f"flow             {s['flow_backend']} {json.dumps(s['flow_options'])}, "
           f"resize_short={s['resize_short']}")
+    border = f"{s['border']} px" if s["border"] != "auto" else "auto (round(8 * short side / 224) px)"
     print(f"maps             clip {s['clip_len']}x{s['stride']}, frame window {s['frame_window']}, "
-          f"grid {s['grid']}, border {s['border']} px, stored {s['representation']} "
+          f"grid {s['grid']}, border {border}, "
+          f"stored {s['representation']} "
           f"(short side {s['field_short']})")
     print("versions         " + ", ".join(f"{k} {v}" for k, v in cache.meta.get("versions", {}).items()))
     failures = cache.failures()
     print(f"failed           {len(failures)}")
     for vid, rec in failures.items():
         print(f"  {vid}: {rec['path']}: {rec['reason']}")
+    corrupt = cache.bad_entries()
+    print(f"corrupt          {len(corrupt)}")
+    for vid, why in corrupt.items():
+        print(f"  {vid}: {why}")
     if args.root:
         _, videos = list_videos(args.root)
         missing = sorted(set(videos) - set(cache.video_ids()))

@@ -9,6 +9,14 @@ from mcl_video.errors import UsageError
 from mcl_video.motion.cache import CacheSettings
 
 
+def _border(value: str) -> int | str:
+    if value.lower() == "auto":
+        return "auto"
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto' or pixels >= 0, got {value!r}")
+    return int(value)
+
+
 def _resize(value: str) -> int | None:
     return None if value.lower() in ("none", "0", "full") else int(value)
 
@@ -39,7 +47,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=d.stride, help="frame stride of a clip")
     p.add_argument("--frame-window", type=int, default=d.frame_window,
                    help="flow frames around each frame for its 7x7 map (the release: 8, Kinetics 4)")
-    p.add_argument("--border", type=int, default=d.border, help="border zeroed in the maps, pixels")
+    p.add_argument("--border", type=_border, default=d.border, metavar="N|auto",
+                   help="border zeroed in the frame maps and clip scores, pixels; 'auto' scales the "
+                        "release's 8 px at 224 to the flow's resolution: round(8 * short_side / 224)")
     p.add_argument("--field-short", type=int, default=d.field_short,
                    help="short side of the stored motion fields (bytes per frame ~ 4 x its area)")
     p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],

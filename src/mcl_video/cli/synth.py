@@ -19,8 +19,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Render synthetic videos whose classes differ only by the motion of one sprite "
             f"({', '.join(MOTION_CLASSES)}; --classes K takes the first K), over textured backgrounds "
-            "with static distractors and a panning camera. Writes OUT/videos, OUT/annotations "
-            "(classInd.txt, trainlist01.txt, testlist01.txt), OUT/meta.json and OUT/contact_sheet.png."
+            "with static distractors and a panning camera; regime options make the actor small, the "
+            "distractors salient and the sprite rest for part of each video. Writes OUT/videos, "
+            "OUT/annotations (classInd.txt, trainlist01.txt, testlist01.txt), OUT/meta.json and "
+            "OUT/contact_sheet.png."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -40,6 +42,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pan-speed", type=float, default=d.pan_speed, help="maximum camera pan, px/frame")
     p.add_argument("--period", type=float, nargs=2, metavar=("MIN", "MAX"), default=d.period,
                    help="frames per cycle of the periodic motions")
+    p.add_argument("--moving-region", type=float, default=d.moving_region, metavar="F",
+                   help="fraction of the frame area the moving sprite lives in (sprite size and motion "
+                        "scale with it): < 1 gives a small actor in a larger frame")
+    p.add_argument("--distractor-scale", type=float, default=d.distractor_scale,
+                   help="size of the static distractors relative to the moving sprite (> 1: more salient)")
+    p.add_argument("--idle-fraction", type=float, default=d.idle_fraction,
+                   help="fraction of each video's frames in which the sprite rests (0-0.9)")
+    p.add_argument("--idle-segments", type=int, default=d.idle_segments,
+                   help="number of resting stretches the idle frames are split into")
     p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=d.grayscale,
                    help="remove colour cues (--no-grayscale keeps colours)")
     p.add_argument("--fps", type=int, default=d.fps, help="frame rate of the written videos")
@@ -52,7 +63,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     options = {k: getattr(args, k) for k in (
         "classes", "train_per_class", "test_per_class", "frames", "size", "seed", "sprite_size",
-        "background_contrast", "distractors", "pan_speed", "period", "grayscale", "fps", "crf", "workers")}
+        "background_contrast", "distractors", "pan_speed", "period", "moving_region", "distractor_scale",
+        "idle_fraction", "idle_segments", "grayscale", "fps", "crf", "workers")}
     start = time.perf_counter()
     try:
         out = make_benchmark(args.out, overwrite=args.overwrite, progress=True, **options)

@@ -11,8 +11,18 @@ Coordinates: ``x`` is the column, ``y`` the row (downwards), in pixels. Scene (c
 fixed to the background; a frame shows the canvas window whose top-left corner is ``camera[t]``, so the
 sprite appears at ``scene - camera``.
 
+Regime knobs (defaults leave the benchmark unchanged): ``moving_region`` < 1 confines the actor to a
+square region of that fraction of the frame *area* (sprite size and motion amplitudes scale with the
+region's side, the region's place is random): a larger frame with a small moving actor.
+``distractor_scale`` sizes the static distractors relative to the actor (> 1: more salient than it).
+The region is fixed in the scene (the camera pans over it). ``pan_speed`` moves the camera.
+``idle_fraction`` > 0 makes the sprite rest (no motion at all) for that fraction of each video's
+frames, in ``idle_segments`` stretches at random places, so clips of one video differ in motion.
+
 Everything is deterministic for a seed: video ``i`` (class-major, train before test) draws all of its
-parameters from ``numpy.random.default_rng([seed, i])``, so the number of workers never changes results.
+parameters from ``numpy.random.default_rng([seed, i])``, so the number of workers never changes results;
+the region's place and the idle stretches come from a separate stream ``default_rng([seed, i, 2])``, so
+turning them on leaves every other draw unchanged.
 """
 
 from __future__ import annotations
@@ -54,6 +64,10 @@ class SynthConfig:
     pan_speed: float = 0.3                          # maximum camera speed, px/frame
     period: tuple[float, float] = (6.0, 10.0)       # frames per cycle of periodic motions
     grayscale: bool = True                          # remove colour cues
+    moving_region: float = 1.0                      # fraction of the frame area the actor moves in
+    distractor_scale: float = 1.0                   # distractor size relative to the actor's
+    idle_fraction: float = 0.0                      # fraction of frames in which the sprite rests
+    idle_segments: int = 2                          # stretches the rest is split into
     fps: int = 25
     crf: int = 18
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -72,11 +86,20 @@ class SynthConfig:
             (0 <= self.distractors[0] <= self.distractors[1], "distractors needs 0 <= MIN <= MAX"),
             (self.pan_speed >= 0, "pan_speed must be >= 0"),
             (2 <= self.period[0] <= self.period[1], "period needs 2 <= MIN <= MAX (frames)"),
+            (0 < self.moving_region <= 1, "moving_region must be in (0, 1]"),
+            (self.distractor_scale > 0, "distractor_scale must be > 0"),
+            (0 <= self.idle_fraction <= 0.9, "idle_fraction must be in [0, 0.9]"),
+            (self.idle_segments >= 1, "idle_segments must be >= 1"),
             (0 <= self.crf <= 51 and self.fps > 0 and self.workers >= 1, "crf 0..51, fps > 0, workers >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"mcl_video.data.synth.SynthConfig: {message} (fix the option)")
+
+    @property
+    def region_side(self) -> int:
+        """Side of the square the actor moves in: ``round(sqrt(moving_region) * size)`` pixels."""
+        return max(4, int(round(math.sqrt(self.moving_region) * self.size)))
 
     def recorded(self) -> dict:
         """The options that determine the content (everything but ``workers``), for meta.json."""
@@ -87,7 +110,7 @@ class SynthConfig:
 # ---------------------------------------------------------------------------------------- kinematics
 def draw_motion(name: str, rng: np.random.Generator, cfg: SynthConfig) -> dict:
     """Draw the speed/phase/direction parameters of one motion class (amplitudes in pixels)."""
-    s, lo_p, hi_p = cfg.size, cfg.period[0], cfg.period[1]
+    s, lo_p, hi_p = cfg.region_side, cfg.period[0], cfg.period[1]
     m: dict = {"class": name, "period": float(rng.uniform(lo_p, hi_p)),
                "phase": float(rng.uniform(0, 2 * math.pi)), "angle0": float(rng.uniform(0, 2 * math.pi))}
     if name in ("HorizontalOscillation", "VerticalOscillation", "CircularOrbit"):
@@ -109,9 +132,13 @@ def draw_motion(name: str, rng: np.random.Generator, cfg: SynthConfig) -> dict:
     return m
 
 
-def motion_offsets(m: dict, frames: int) -> dict[str, np.ndarray]:
-    """Sprite pose relative to its anchor: ``dx, dy`` (px), ``angle`` (rad), ``scale``; each (T,)."""
-    t = np.arange(frames, dtype=np.float64)
+def motion_offsets(m: dict, frames: int, clock: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Sprite pose relative to its anchor: ``dx, dy`` (px), ``angle`` (rad), ``scale``; each (T,).
+
+    ``clock``: the motion's time at each frame (default ``0, 1, ..., T-1``); a clock that stands
+    still over some frames makes the sprite rest there (see :func:`idle_clock`).
+    """
+    t = np.arange(frames, dtype=np.float64) if clock is None else np.asarray(clock, np.float64)
     name, p, ph = m["class"], m["period"], m["phase"]
     w = 2 * math.pi * t / p + ph
     zero = np.zeros(frames)
@@ -223,15 +250,16 @@ def _contrasting_colour(rng: np.random.Generator, background_level: float, grays
     return {"colour": [round(float(c), 4) for c in rgb], "mark_colour": [round(float(c), 4) for c in mark]}
 
 
-def _sprite(rng: np.random.Generator, cfg: SynthConfig, background_level: float) -> dict:
+def _sprite(rng: np.random.Generator, cfg: SynthConfig, background_level: float, scale: float = 1.0) -> dict:
     return {"shape": str(rng.choice(SHAPES)),
-            "radius": float(rng.uniform(*cfg.sprite_size) * cfg.size / 2),
+            "radius": float(rng.uniform(*cfg.sprite_size) * cfg.region_side / 2 * scale),
             **_contrasting_colour(rng, background_level, cfg.grayscale)}
 
 
-def _fit_motion(motion: dict, frames: int, cam: np.ndarray, radius: float, size: int) -> dict:
+def _fit_motion(motion: dict, frames: int, cam: np.ndarray, radius: float, size: int,
+                clock: np.ndarray | None = None) -> dict:
     """Shrink amplitude/speed (never below a quarter) so the sprite's path fits the panning window."""
-    off = motion_offsets(motion, frames)
+    off = motion_offsets(motion, frames, clock)
     room = size - 2 * radius * float(off["scale"].max())
     spans = [np.ptp(off[d]) + np.ptp(cam[:, k]) for k, d in enumerate(("dx", "dy"))]
     if motion["class"] == "ScalePulse" or max(spans) <= room:
@@ -251,6 +279,43 @@ def _place_anchor(rng, off: dict, cam: np.ndarray, radius: float, size: int) -> 
     return anchor
 
 
+def idle_clock(frames: int, idle: int, segments: int, rng: np.random.Generator) -> np.ndarray:
+    """Motion time per frame with ``idle`` resting frames in up to ``segments`` stretches: (T,) floats.
+
+    The clock advances by one per moving frame and stands still over a resting stretch (a frame at
+    which the clock did not advance since the previous one shows the sprite exactly where it was).
+    """
+    segments = max(1, min(segments, idle, frames - idle))
+    if idle <= 0:
+        return np.arange(frames, dtype=np.float64)
+    cuts = np.sort(rng.choice(np.arange(1, idle), segments - 1, replace=False)) if segments > 1 else []
+    rest = np.diff(np.r_[0, cuts, idle]).astype(int)  # lengths of the resting stretches
+    # moving frames before each stretch (distinct, so stretches are apart)
+    spots = np.sort(rng.choice(np.arange(frames - idle + 1), segments, replace=False))
+    step = np.ones(frames)
+    for k, (spot, length) in enumerate(zip(spots, rest)):
+        first = spot + int(rest[:k].sum())  # frame index of the stretch's first resting frame
+        step[first : first + length] = 0.0
+    step[0] = 0.0
+    return np.cumsum(step)
+
+
+def _regime(cfg: SynthConfig, index: int, cam: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """The actor's region and the motion clock, from a separate random stream.
+
+    The region (``moving_region < 1``) is a square of the scene, placed so that the panning window shows
+    all of it at every frame (centred on the camera's path if that is impossible); its top-left scene
+    corner is returned (None: the actor uses the whole moving window, the default).
+    """
+    rng = np.random.default_rng([cfg.seed, index, 2])
+    corner = None
+    if cfg.region_side < cfg.size:
+        lo, hi = cam.max(axis=0), cam.min(axis=0) + cfg.size - cfg.region_side
+        corner = np.where(lo <= hi, rng.uniform(0.0, 1.0, 2) * (hi - lo) + lo, (lo + hi) / 2)
+    idle = int(round(cfg.idle_fraction * cfg.frames))
+    return corner, idle_clock(cfg.frames, idle, cfg.idle_segments, rng)
+
+
 def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
     """All random choices of video ``index`` (JSON-able): motion, sprite, distractors, camera, pose."""
     rng = np.random.default_rng([cfg.seed, index])
@@ -263,12 +328,15 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
     heading, speed = rng.uniform(0, 2 * math.pi), rng.uniform(0, cfg.pan_speed)
     t = np.arange(cfg.frames) - (cfg.frames - 1) / 2
     cam = margin + t[:, None] * (speed * np.array([math.cos(heading), math.sin(heading)]))[None, :]
-    motion = _fit_motion(motion, cfg.frames, cam, sprite["radius"], cfg.size)
-    off = motion_offsets(motion, cfg.frames)
-    anchor = _place_anchor(rng, off, cam, sprite["radius"], cfg.size)
+    corner, clock = _regime(cfg, index, cam)
+    side = cfg.region_side
+    window = cam if corner is None else np.zeros_like(cam)  # a region is fixed in the scene
+    motion = _fit_motion(motion, cfg.frames, window, sprite["radius"], side, clock)
+    off = motion_offsets(motion, cfg.frames, clock)
+    anchor = _place_anchor(rng, off, window, sprite["radius"], side) + (0.0 if corner is None else corner)
     distractors = []
     for _ in range(int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))):
-        d = _sprite(rng, cfg, level)
+        d = _sprite(rng, cfg, level, cfg.distractor_scale)
         x, y = rng.uniform(margin, margin + cfg.size, 2)
         d.update(x=float(x), y=float(y), angle=float(rng.uniform(0, 2 * math.pi)))
         distractors.append(d)
@@ -281,7 +349,8 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
         "params": {"motion": motion, "sprite": sprite, "anchor": r3(anchor),
                    "background": [round(float(b), 4) for b in base],
                    "canvas": cfg.size + 2 * margin, "pan_velocity": r3(cam[1] - cam[0]),
-                   "distractors": distractors},
+                   "distractors": distractors, "region": None if corner is None else [*r3(corner), side],
+                   "resting": [int(i) for i in np.flatnonzero(np.diff(clock, prepend=-1.0) == 0)]},
         "trajectory": {"x": r3(anchor[0] + off["dx"]), "y": r3(anchor[1] + off["dy"]),
                        "angle": r3(off["angle"]), "scale": r3(off["scale"]),
                        "camera_x": r3(cam[:, 0]), "camera_y": r3(cam[:, 1])},

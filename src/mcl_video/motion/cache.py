@@ -1,9 +1,10 @@
 """The on-disk motion cache: what training needs from the flow, computed once by ``prepare``.
 
-Layout of a cache folder (format ``mcl-motion-cache``, version 1)::
+Layout of a cache folder (format ``mcl-motion-cache``, version 2)::
 
     meta.json                 settings (flow backend + options, clip_len, stride, frame window, grid,
-                              border, resize, stored representation) and package versions
+                              border, resize, stored representation), the border rule and package
+                              versions
     videos/<video_id>.npz     one uncompressed npz per video (written to a temporary name, then
                               ``os.replace``d: a killed run never leaves a partial entry)
     failed/<video_id>.json    {"path", "reason"} for each video that could not be prepared (removed
@@ -11,6 +12,14 @@ Layout of a cache folder (format ``mcl-motion-cache``, version 1)::
 
 A video id is the video's path relative to the prepared root, POSIX separators, without extension
 (``Basketball/v_Basketball_g01_c01``).
+
+Border: ``border="auto"`` (default) zeroes ``round(8 * short_side / 224)`` px of the flow's own
+resolution (8 px at 224, 1 px at 32); an integer is used as is. Each entry's ``info`` records the pixels
+it used (``border``). Version 1 caches zeroed a fixed 8 px at any resolution and are refused.
+
+Entries are validated when read: a file that does not load (zip CRC, truncation) or whose arrays do not
+have the shapes, dtypes and finite non-negative values below raises :class:`DataError` naming it;
+``prepare`` re-prepares such entries on a rerun and ``mcl inspect`` lists them.
 
 Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
@@ -33,12 +42,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mcl_video.errors import RunFailedError
+from mcl_video.errors import DataError, RunFailedError
 from mcl_video.motion.maps import (
     block_means,
     boundary_derivatives,
@@ -47,8 +57,13 @@ from mcl_video.motion.maps import (
 )
 
 FORMAT = "mcl-motion-cache"
-VERSION = 1
+VERSION = 2
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
+BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
+
+
+class StaleCacheError(DataError, ValueError):
+    """A cache folder written by another cache format version (also a ValueError for older callers)."""
 
 
 @dataclass
@@ -61,7 +76,7 @@ class CacheSettings:
     stride: int = 2
     frame_window: int = 8
     grid: tuple[int, int] = (7, 7)
-    border: int = 8
+    border: int | str = "auto"  # pixels, or "auto": 8 px at 224-px scale of the flow's resolution
     resize_short: int | None = 240
     representation: str = "derivatives"
     field_short: int = 24
@@ -71,6 +86,12 @@ class CacheSettings:
         if self.representation not in REPRESENTATIONS:
             raise ValueError(f"mcl_video/motion/cache.py: representation must be one of "
                              f"{sorted(REPRESENTATIONS)}, got {self.representation!r}")
+        if self.border != "auto":
+            if isinstance(self.border, bool) or not isinstance(self.border, (int, str)) or \
+                    not str(self.border).isdigit():
+                raise ValueError(f"mcl_video/motion/cache.py: border must be 'auto' or pixels >= 0, got "
+                                 f"{self.border!r}")
+            self.border = int(self.border)
         if self.clip_len < 1 or self.stride < 1 or self.frame_window < 1 or self.field_short < 2:
             raise ValueError(f"mcl_video/motion/cache.py: invalid settings {self}")
 
@@ -130,7 +151,7 @@ def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
     meta_path = root / "meta.json"
     wanted = {"format": FORMAT, "version": VERSION, "settings": settings.to_json()}
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(meta_path)
         old = {k: meta.get(k) for k in wanted}
         if old != wanted:
             raise ValueError(f"mcl_video/motion/cache.py: {meta_path} was built with other settings "
@@ -138,8 +159,23 @@ def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
                              "--out folder or the same options")
         return meta
     root.mkdir(parents=True, exist_ok=True)
-    meta = dict(wanted, versions=package_versions())
+    meta = dict(wanted, border_rule=BORDER_RULE, versions=package_versions())
     _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def read_meta(meta_path: Path) -> dict:
+    """``meta.json`` of a cache; another format or version is a :class:`StaleCacheError`."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{meta_path} is unreadable ({err}); remove the folder and rebuild it with "
+                        f"`mcl prepare VIDEO_ROOT --out {meta_path.parent}`") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise StaleCacheError(
+            f"{meta_path.parent} is a motion cache of format {meta.get('format')} v{meta.get('version')} "
+            f"(v1 zeroed a fixed 8 px border at any resolution); this version reads v{VERSION}: remove the "
+            f"folder and rebuild it with `mcl prepare VIDEO_ROOT --out {meta_path.parent}`")
     return meta
 
 
@@ -182,6 +218,43 @@ def write_entry(root: str | os.PathLike, video_id: str, arrays: dict[str, np.nda
 
 def write_failure(root: str | os.PathLike, video_id: str, path: str, reason: str) -> None:
     _atomic_write(failure_path(root, video_id), json.dumps({"path": str(path), "reason": reason}).encode())
+
+
+def _load_entry(path: Path) -> tuple[dict[str, np.ndarray], dict] | str:
+    """Load one entry file -> (arrays, info), or the reason it does not load (zip CRC, truncation)."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("frame_maps", "clip_scores", "fields", "scales")}
+            info = json.loads(str(z["info"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        return f"does not load: {type(err).__name__}: {err}"
+    return arrays, info
+
+
+def entry_problem(arrays: dict[str, np.ndarray], info: dict, settings: CacheSettings) -> str | None:
+    """Why an entry's content is not what ``settings`` write, or None when it is (structural check)."""
+    try:
+        n = int(info["num_frames"])
+        representation, border = info["representation"], info["border"]
+        h, w = (int(x) for x in info["frame_hw"])
+    except (KeyError, TypeError, ValueError) as err:
+        return f"info lacks {err}"
+    k, f = REPRESENTATIONS[settings.representation], max(n - 1, 0)
+    want = {"frame_maps": (np.float32, (n, *settings.grid)),
+            "clip_scores": (np.float32, (num_starts(n, settings.span),)),
+            "scales": (np.float32, (k, f))}
+    if n < 1 or h < 1 or w < 1 or representation != settings.representation or int(border) < 0:
+        return f"info {info} does not match the cache settings"
+    for name, (dtype, shape) in want.items():
+        a = arrays[name]
+        if a.dtype != dtype or a.shape != shape:
+            return f"{name} is {a.dtype} {a.shape}, expected {np.dtype(dtype)} {shape}"
+        if not np.all(np.isfinite(a)) or np.any(a < 0):
+            return f"{name} holds non-finite or negative values"
+    fields = arrays["fields"]
+    if fields.dtype != np.int8 or fields.ndim != 4 or fields.shape[:2] != (k, f) or min(fields.shape[2:]) < 1:
+        return f"fields is {fields.dtype} {fields.shape}, expected int8 ({k}, {f}, h, w)"
+    return None
 
 
 class VideoMotion:
@@ -237,11 +310,7 @@ class MotionCache:
         if not meta_path.exists():
             raise FileNotFoundError(f"mcl_video/motion/cache.py: {meta_path} not found; build the cache "
                                     f"with `mcl prepare VIDEO_ROOT --out {self.path}`")
-        self.meta: dict = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise ValueError(f"mcl_video/motion/cache.py: {meta_path} is format "
-                             f"{self.meta.get('format')} v{self.meta.get('version')}, this code reads "
-                             f"{FORMAT} v{VERSION}; rebuild it with `mcl prepare`")
+        self.meta: dict = read_meta(meta_path)
         self.settings = CacheSettings(**self.meta["settings"])
         self.clip_len: int = self.settings.clip_len
         self.stride: int = self.settings.stride
@@ -275,19 +344,43 @@ class MotionCache:
             raise KeyError(f"mcl_video/motion/cache.py: video {video_id!r} is not in the cache {self.path}; "
                            f"run `mcl prepare` on its video folder (or check the id: relative path, no "
                            "extension)")
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in ("frame_maps", "clip_scores", "fields", "scales")}
-            info = json.loads(str(z["info"]))
-        return VideoMotion(arrays, info)
+        loaded = _load_entry(path)
+        problem = loaded if isinstance(loaded, str) else entry_problem(*loaded, self.settings)
+        if problem is not None:
+            raise DataError(f"motion cache entry {path} is corrupt ({problem}); rerun `mcl prepare` on its "
+                            f"videos with --out {self.path} to re-prepare it")
+        return VideoMotion(*loaded)
+
+    def check(self, video_id: str) -> str | None:
+        """Why the entry of ``video_id`` is missing or unusable, or None when it is fine."""
+        return check_entry(self.path, video_id, self.settings)
+
+    def bad_entries(self) -> dict[str, str]:
+        """``video_id -> reason`` for every entry that does not load or validate."""
+        problems = {vid: self.check(vid) for vid in self.video_ids()}
+        return {vid: why for vid, why in problems.items() if why is not None}
+
+
+def check_entry(root: str | os.PathLike, video_id: str, settings: CacheSettings) -> str | None:
+    """Why ``video_id``'s entry under ``root`` is missing or unusable, or None when it is fine."""
+    path = entry_path(root, video_id)
+    if not path.is_file():
+        return "missing"
+    loaded = _load_entry(path)
+    return loaded if isinstance(loaded, str) else entry_problem(*loaded, settings)
 
 
 def cache_stats(cache: MotionCache) -> dict:
-    """``videos``, ``frames``, ``bytes`` (entry files) and ``bytes_per_frame`` of a cache."""
+    """``videos``, ``frames``, ``bytes`` (entry files) and ``bytes_per_frame`` of a cache (entries that
+    do not load count their bytes but no frames)."""
     frames = size = 0
     for vid in cache.video_ids():
         path = entry_path(cache.path, vid)
         size += path.stat().st_size
-        with np.load(path) as z:
-            frames += int(json.loads(str(z["info"]))["num_frames"])
+        try:
+            with np.load(path) as z:
+                frames += int(json.loads(str(z["info"]))["num_frames"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            continue
     n = len(cache.video_ids())
     return {"videos": n, "frames": frames, "bytes": size, "bytes_per_frame": size / max(frames, 1)}

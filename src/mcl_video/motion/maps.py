@@ -9,10 +9,11 @@ magnitude**, as the authors' release does::
     spatial map (crop, clip scores): (M_u + M_v) / 2 with a border zeroed
     alignment target:                 M_u + M_v         (no border)
 
-Border: the method zeroes "8 px at 224 px frame scale". The reference vectors of the release
-(``motion_golden.npz``, a 112 px flow) are reproduced with ``border=8`` applied to the 112 px field
-itself, i.e. the release zeroes 8 px whatever the frame size; that is the default here and the
-parameter stays configurable (pass ``border_for(frame_hw)`` to scale it with the frame instead).
+Border: the release zeroes 8 px of a map whose side is about 224-240 px (about 3.6% of the side). The
+default here (``border=None``) scales that to the map's own resolution, ``border_for(H, W) =
+round(8 * min(H, W) / 224)`` px (1 px at 32, 4 px at 112); an explicit pixel count overrides it. The
+reference vectors of the release (``motion_golden.npz``, a 112 px flow) were computed with the literal
+8 px, so its tests pass ``border=8``.
 
 Block means over a grid use exact area weights (:func:`area_weights`): for a size divisible by the grid
 (112 px -> 7 cells of 16) they are plain block means; otherwise a pixel straddling two cells counts in
@@ -192,10 +193,12 @@ class WindowMapper:
     means; only the pixels inside the border count, the block-mean weights are cut to them.
     """
 
-    def __init__(self, hw: tuple[int, int], border: int, grid_hw: tuple[int, int] = (7, 7)) -> None:
+    def __init__(self, hw: tuple[int, int], border: int | str | None,
+                 grid_hw: tuple[int, int] = (7, 7)) -> None:
         self.hw = (int(hw[0]), int(hw[1]))
         self.grid = (int(grid_hw[0]), int(grid_hw[1]))
-        self.inner = interior(self.hw, border)
+        self.border = resolve_border(border, self.hw)  # None / "auto": 8 px at 224-px scale
+        self.inner = interior(self.hw, self.border)
         if self.inner is not None:
             rows, cols = self.inner
             self.rows = np.ascontiguousarray(_weights32(self.hw[0], self.grid[0], 0.0, None)[:, rows] * 0.5)
@@ -268,10 +271,20 @@ def alignment_target(flow_u: np.ndarray, flow_v: np.ndarray, grid: tuple[int, in
     return block_means(boundary_magnitude(sums), (gh, gw)).astype(np.float32)
 
 
-def spatial_map(flow_u: np.ndarray, flow_v: np.ndarray, border: int = 8) -> np.ndarray:
-    """Zeroed spatial map ``(M_u + M_v) / 2`` of the whole window: ``H x W`` float32."""
+def resolve_border(border: int | str | None, field_hw: tuple[int, int]) -> int:
+    """Pixels to zero: an explicit count, or (``None`` / ``"auto"``) :func:`border_for` the field."""
+    if border is None or border == "auto":
+        return border_for(field_hw)
+    return int(border)
+
+
+def spatial_map(flow_u: np.ndarray, flow_v: np.ndarray, border: int | None = None) -> np.ndarray:
+    """Zeroed spatial map ``(M_u + M_v) / 2`` of the whole window: ``H x W`` float32.
+
+    ``border``: pixels zeroed on each side; ``None`` scales 8 px at 224 to the flow's size.
+    """
     sums = boundary_derivatives(flow_u, flow_v).sum(axis=1)
-    return zero_border(boundary_magnitude(sums) / 2.0, border)
+    return zero_border(boundary_magnitude(sums) / 2.0, resolve_border(border, sums.shape[-2:]))
 
 
 def _window_sum(flow_u: np.ndarray, flow_v: np.ndarray) -> np.ndarray:
@@ -279,14 +292,14 @@ def _window_sum(flow_u: np.ndarray, flow_v: np.ndarray) -> np.ndarray:
 
 
 def window_map(flow_u: np.ndarray, flow_v: np.ndarray, grid_hw: tuple[int, int] = (7, 7),
-               border: int = 8) -> np.ndarray:
+               border: int | None = None) -> np.ndarray:
     """The window's zeroed spatial map reduced by block means: float32 ``gh x gw`` (frame maps, §1)."""
     sums = _window_sum(flow_u, flow_v)
     mapper = WindowMapper(sums.shape[-2:], border, grid_hw)
     return mapper.grid_map(mapper.magnitude(sums))
 
 
-def clip_score(flow_u: np.ndarray, flow_v: np.ndarray, border: int = 8) -> float:
+def clip_score(flow_u: np.ndarray, flow_v: np.ndarray, border: int | None = None) -> float:
     """Clip score of a window of flow frames: the mean of the zeroed map over the whole frame (§1)."""
     sums = _window_sum(flow_u, flow_v)
     mapper = WindowMapper(sums.shape[-2:], border)

@@ -3,10 +3,11 @@
 Flow is computed streaming over the decoded frames (``FlowEstimator.stream``) at a short side of
 ``resize_short`` pixels (videos already smaller are not upscaled); only the last
 ``max(clip_len * stride, frame_window) + 1`` flow frames' derivatives are held in memory, so long or
-large videos do not blow memory. A rerun skips videos whose entry exists; a failing video is recorded
-in ``failed/`` with its reason and every other video is still prepared. With ``workers > 1`` videos go
-to a pool of spawned processes (one OpenCV thread each) that end with the parent process, even when it
-is killed with SIGKILL.
+large videos do not blow memory. A rerun skips videos whose entry exists and validates (a corrupt entry
+is prepared again); a failing video is recorded in ``failed/`` with its reason and every other video is
+still prepared. The border (``settings.border``, "auto" by default) is resolved at the flow's
+resolution and recorded in each entry's info. With ``workers > 1`` videos go to a pool of spawned
+processes (one OpenCV thread each) that end with the parent process, even when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mcl_video.errors import DataError
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
     CacheSettings,
-    entry_path,
+    check_entry,
     field_hw,
     init_cache,
     num_starts,
@@ -40,7 +41,7 @@ from mcl_video.motion.cache import (
     write_entry,
     write_failure,
 )
-from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into
+from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, resolve_border
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class _MotionAccumulator:
         self.field_hw = field_hw(frame_hw, settings.field_short)
         self.cap = max(settings.span, settings.frame_window) + 1
         self.ring = np.empty((self.cap, 4, *frame_hw), np.float32)  # derivatives of flow i at i % cap
-        self.mapper = WindowMapper(frame_hw, settings.border, settings.grid)
+        self.border = resolve_border(settings.border, frame_hw)
+        self.mapper = WindowMapper(frame_hw, self.border, settings.grid)
         self.clip_sum = aligned_planes(4, frame_hw)  # sum over flows [count - span, count)
         self.count = 0  # flow frames pushed
         self.frame_sum = aligned_planes(4, frame_hw)  # sum over flows [frame_lo, frame_hi)
@@ -173,7 +175,7 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings,
         acc = _MotionAccumulator(settings, (info.height, info.width))
     arrays, n = acc.finish()
     meta = {"num_frames": n, "frame_hw": [info.height, info.width], "flow_hw": [int(x) for x in acc.hw],
-            "resize_short": resize,
+            "resize_short": resize, "border": acc.border,
             "representation": settings.representation}
     return arrays, meta
 
@@ -319,7 +321,8 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
             progress: bool = True) -> PrepareSummary:
     """Prepare the motion cache ``out`` for the videos of ``root`` (see :func:`list_videos`).
 
-    Resumable: videos with an entry are skipped. ``shard="i/N"`` prepares only that share of the videos
+    Resumable: videos with a valid entry are skipped (a corrupt entry is prepared again).
+    ``shard="i/N"`` prepares only that share of the videos
     (every video lands in exactly one of the N shards). Failures are logged, recorded in ``out/failed``
     and listed in the returned summary; they do not stop the run.
     """
@@ -333,7 +336,11 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
         raise DataError(f"{root}: no videos to prepare (none under it, or none listed); check the path")
     chosen = select_shard(list(videos), shard)
     summary = PrepareSummary(total=len(chosen))
-    todo = {vid: videos[vid] for vid in chosen if not entry_path(out, vid).is_file()}
+    problems = {vid: check_entry(out, vid, settings) for vid in chosen}
+    for vid, why in problems.items():
+        if why not in (None, "missing"):
+            log.warning("motion cache entry of %s is corrupt (%s): preparing it again", videos[vid], why)
+    todo = {vid: videos[vid] for vid in chosen if problems[vid] is not None}
     summary.skipped = len(chosen) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)

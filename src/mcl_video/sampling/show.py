@@ -17,7 +17,6 @@ import torch
 
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
 from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, MCLPretrainDataset, SamplePlan
-from mcl_video.sampling.temporal import top_starts
 
 log = logging.getLogger(__name__)
 VIEW_COLOURS = {"q": "#00e5ff", "k0": "#ffd600", "k1": "#76ff03", "k2": "#ff4081"}
@@ -108,14 +107,15 @@ def _score_panel(ax, ds: MCLPretrainDataset, plan: SamplePlan) -> None:
     scores = np.asarray(plan.motion.clip_scores, dtype=np.float64)
     n = len(scores)
     ax.plot(np.arange(n), scores, color="0.3", lw=1.2, label="clip score")
-    if n >= 2:
-        for half in (np.arange(0, n // 2), np.arange(n // 2, n)):
-            top = top_starts(half, scores, ds.config.top_fraction)
+    num_frames = plan.motion.num_frames
+    if ds.sampler.has_halves(num_frames):
+        for top in ds.sampler.halves(num_frames, scores, focused=True):
+            top = top[top < n]
             ax.scatter(top, scores[top], s=6, color="#ff9100", zorder=3)
-        ax.axvline(n // 2 - 0.5, color="0.6", ls=":", lw=1)
+        ax.axvline(num_frames // 2 - 1, color="0.6", ls=":", lw=1)
     for c, start in enumerate(plan.draw.starts):
         ax.axvline(start, color=CLIP_COLOURS[c], lw=2, label=f"c{c} start {start}")
-    ax.scatter([], [], s=6, color="#ff9100", label="top 50% of its half")
+    ax.scatter([], [], s=6, color="#ff9100", label="motion-focused pool of its half")
     ax.set_xlabel("clip start (raw frame)")
     ax.set_ylabel("clip score")
     ax.legend(fontsize=7, loc="upper right", ncol=5)

@@ -1,0 +1,384 @@
+"""When does motion focus help? Arms x regimes x seeds on the built-in benchmark (BENCHMARKS.md
+"Motion-focus study"), every run cached as one JSON file so the study resumes and can be continued.
+
+Regimes are built-in benchmarks (``mcl_video.data.synth``) with a small moving actor (its region is a
+fraction of the frame area), idle stretches (the sprite rests 40% of each video, so clips differ in
+motion), static distractors and a slowly panning camera. Arms (the semantics of benchmarks/ablation.py;
+every arm is ``configs/demo_cpu.yaml`` plus the budget below plus these overrides):
+
+    baseline     motion sampling, motion crop, MAL and motion-broken negatives off (MoCo-style)
+    mcl          full MCL: motion sampling + motion crop + MAL (gradient saliency)
+    temporal     baseline + motion-focused temporal sampling (METHOD §2)
+    crop         baseline + motion-focused spatial cropping (§3)
+    mal          baseline + MAL, gradient saliency (§4)
+    mcl_mlp      full MCL with the MLP order head (needs the ``order_head`` config key)
+    supervised   the same backbone trained with labels (calibration bound)
+    random       the randomly initialised backbone (calibration floor)
+
+Each run: pretrain (resumable from its checkpoints), then frozen features of ``--clips`` centre clips per
+video, a linear-SVM probe of the motion class and of the sprite shape, and retrieval R@1 (test queries
+the training set). Result: ``<results>/<regime>/<arm>/seed-<n>.json``. ``--resume`` reuses finished
+results whose design key matches and resumes unfinished runs; without it a finished result is an error.
+``--report`` only summarises the results folder: per regime and arm, the paired difference to the
+baseline by seed (mean, sample SD, 95% t-interval) and, with ``--plot``, the gain vs moving-region
+fraction.
+
+    python benchmarks/motion_focus.py --arms baseline supervised random --seeds 0 1 --steps 400
+    python benchmarks/motion_focus.py --arms baseline mcl --seeds 0 1 2 3 4 --resume
+    python benchmarks/motion_focus.py --report --json study.json --plot gain.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["motion_sampling=false", "motion_crop=false", "use_mal=false", "motion_broken_negatives=false"]
+MCL = ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
+       "motion_broken_negatives=false"]
+ARMS = {
+    "baseline": BASE,
+    "mcl": MCL,
+    "temporal": [*BASE, "motion_sampling=true"],
+    "crop": [*BASE, "motion_crop=true"],
+    "mal": [*BASE, "use_mal=true", "saliency=gradient"],
+    "mcl_mlp": [*MCL, "order_head=mlp"],
+    "supervised": None,
+    "random": None,
+}
+COMMON = dict(classes=5, frames=64, distractors=(1, 2), pan_speed=0.3, idle_fraction=0.4, idle_segments=2)
+REGIMES = {  # name -> moving-region fraction of the frame area
+    "region50": 0.5,
+    "region20": 0.2,
+    "region08": 0.08,
+}
+METRICS = ("motion_acc", "shape_acc", "r1")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    p.add_argument("--arms", nargs="+", default=["baseline", "mcl"], choices=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--size", type=int, default=64, help="frame side of the benchmark and the input size")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--clips", type=int, default=4, help="centre clips per video for the frozen features")
+    p.add_argument("--videos", type=int, nargs=2, default=[96, 64], metavar=("TRAIN", "TEST"),
+                   help="training and test videos per class")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=[0.2, 1.0], metavar=("MIN", "MAX"),
+                   help="area fraction range of the training crops (every arm; the release: 0.2 1.0)")
+    p.add_argument("--work", default="runs/motion_focus", help="benchmarks, motion caches and run folders")
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "motion_focus"),
+                   help="one JSON per (regime, arm, seed)")
+    p.add_argument("--resume", action="store_true", help="reuse finished results, resume unfinished runs")
+    p.add_argument("--report", action="store_true", help="only summarise the results folder")
+    p.add_argument("--config", default=None, help="base config (default: the demo's demo_cpu.yaml)")
+    p.add_argument("--json", default=None, help="write the summary (and every run) here")
+    p.add_argument("--plot", default=None, help="PNG of the gain over the baseline vs region fraction")
+    return p.parse_args(argv)
+
+
+def base_config_path(arg: str | None) -> Path:
+    """The demo config: ``configs/demo_cpu.yaml`` in the repository or inside the package."""
+    if arg:
+        return Path(arg)
+    import mcl_video
+
+    package = Path(mcl_video.__file__).parent
+    for path in (REPO / "configs" / "demo_cpu.yaml", package / "configs" / "demo_cpu.yaml"):
+        if path.is_file():
+            return path
+    raise SystemExit("motion_focus.py: demo_cpu.yaml not found; pass --config PATH")
+
+
+def synth_options(args, regime: str) -> dict:
+    return {**COMMON, "size": args.size, "moving_region": REGIMES[regime], "train_per_class": args.videos[0],
+            "test_per_class": args.videos[1]}
+
+
+def design_key(args, regime: str, arm: str, seed: int) -> dict:
+    """Everything that determines a run's result; a cached result is reused only when it matches."""
+    return json.loads(json.dumps({"regime": regime, "arm": arm, "seed": seed,
+                                  "benchmark": synth_options(args, regime), "steps": args.steps,
+                                  "batch": args.batch, "clips": args.clips, "crop_scale": args.crop_scale,
+                                  "overrides": ARMS[arm], "config": base_config_path(args.config).name}))
+
+
+# ------------------------------------------------------------------------------------ data + motion
+def ensure_regime(args, work: Path, regime: str) -> Path:
+    """Benchmark and motion cache of a regime under ``work/<regime>`` (reused when the options match)."""
+    from mcl_video.data.synth import SynthConfig, make_benchmark
+    from mcl_video.motion.cache import CacheSettings
+    from mcl_video.motion.prepare import prepare
+
+    root = work / regime
+    options = synth_options(args, regime)
+    meta = root / "data" / "meta.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("config") != SynthConfig(**options).recorded():
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"[motion_focus] {regime}: writing the benchmark {options}", flush=True)
+        make_benchmark(root / "data", progress=False, **options)
+    settings = CacheSettings(flow_backend="dis", clip_len=8, stride=2, resize_short=None)
+    summary = prepare(root / "data" / "annotations", root / "motion", settings, dataset="ucf101",
+                      video_root=root / "data" / "videos", progress=False)
+    if not summary.ok:
+        raise SystemExit(f"motion_focus.py: motion preparation failed for {len(summary.failed)} video(s); "
+                         f"see `mcl inspect {root / 'motion'}`")
+    return root
+
+
+def seed_dir(root: Path, seed: int) -> Path:
+    """``<regime>/seed-<n>`` with ``data`` and ``motion`` linked to the regime's."""
+    work = root / f"seed-{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "motion"):
+        if not (work / name).exists():
+            (work / name).symlink_to(root / name, target_is_directory=True)
+    return work
+
+
+def records_of(work: Path) -> tuple[dict, dict]:
+    from mcl_video.data import read_split
+
+    data = work / "data"
+    records = {s: read_split("ucf101", data / "annotations", 1, s, video_root=data / "videos")
+               for s in ("train", "test")}
+    meta = json.loads((data / "meta.json").read_text())
+    shapes = {v["path"]: meta["shapes"].index(v["shape"]) for v in meta["videos"]}
+    return records, shapes
+
+
+# --------------------------------------------------------------------------------------- training
+def arm_config(args, work: Path, arm: str, seed: int):
+    """The pretraining config of one arm (the demo config + budget + the arm's overrides)."""
+    from mcl_video.training import PretrainConfig, load_config
+
+    overrides = ARMS[arm] or BASE
+    if arm == "mcl_mlp" and "order_head" not in {f.name for f in dataclasses.fields(PretrainConfig)}:
+        raise SystemExit("motion_focus.py: arm mcl_mlp needs the `order_head` config key, which this "
+                         "version of mcl_video does not have; drop the arm or update mcl_video")
+    data = work / "data"
+    num_train = COMMON["classes"] * args.videos[0]
+    lo, hi = args.crop_scale
+    return load_config(base_config_path(args.config), [
+        f"data={data / 'annotations'}", f"video_root={data / 'videos'}", f"cache={work / 'motion'}",
+        f"out={work / 'runs' / arm}", f"seed={seed}", f"batch_size={args.batch}", f"size={args.size}",
+        f"epochs={max(1, math.ceil(args.steps * args.batch / num_train))}", f"max_steps={args.steps}",
+        f"warmup_steps={max(1, args.steps // 10)}", f"checkpoint_every={max(1, args.steps // 4)}",
+        "log_every=5", "tensorboard=false", "device=cpu", "num_workers=1",
+        f"sampling_options={{colour: false, crop_scale: [{lo}, {hi}]}}", *overrides])
+
+
+def pretrained_encoder(config) -> tuple[object, float, dict]:
+    """Pretrain (or resume) -> (frozen backbone, seconds spent now, loss summary)."""
+    from mcl_video.evaluation import load_encoder
+    from mcl_video.training import latest_checkpoint, load_checkpoint, pretrain
+
+    run_dir = Path(config.out)
+    last = latest_checkpoint(run_dir) if run_dir.exists() else None
+    start = time.perf_counter()
+    if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:
+        pretrain(dataclasses.replace(config, resume=last is not None))
+        last = latest_checkpoint(run_dir)
+        if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:  # stopped (signal)
+            raise SystemExit(f"motion_focus.py: {run_dir} stopped before step {config.max_steps}; rerun "
+                             "with --resume to continue it (no result is recorded for it)")
+    return load_encoder(last), time.perf_counter() - start, loss_summary(run_dir / "metrics.jsonl")
+
+
+def loss_summary(path: Path) -> dict:
+    """Mean of each logged loss over the first and the last quarter of the logged steps."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keys = sorted({k for r in rows for k in r if k.startswith("loss") or k == "pos_prob"})
+    q = max(1, len(rows) // 4)
+    out = {}
+    for k in keys:
+        for name, part in (("first", rows[:q]), ("last", rows[-q:])):
+            values = [r[k] for r in part if isinstance(r.get(k), (int, float))]
+            if values:
+                out[f"{k}_{name}_quarter"] = round(statistics.fmean(values), 5)
+    return out
+
+
+def encoder_for(args, work: Path, arm: str, seed: int, records: dict) -> tuple[object, float, dict]:
+    import torch
+
+    from mcl_video.models import build_backbone
+
+    config = arm_config(args, work, arm, seed)
+    if arm == "random":
+        torch.manual_seed(seed)
+        return build_backbone(config.backbone, **config.backbone_options).eval(), 0.0, {}
+    if arm == "supervised":
+        from mcl_video.evaluation.supervised import train_supervised
+
+        settings = SimpleNamespace(supervised_steps=args.steps, supervised_batch_size=args.batch,
+                                   supervised_dropout=0.5, num_clips=args.clips, num_workers=1)
+        start = time.perf_counter()
+        sup = train_supervised(config, settings, work, seed, records)
+        return sup["backbone"], time.perf_counter() - start, {"finetune_test_top1": sup["test_top1"]}
+    return pretrained_encoder(config)
+
+
+# -------------------------------------------------------------------------------------- evaluation
+def evaluate(encoder, config_size: int, work: Path, records: dict, shapes: dict, clips: int) -> dict:
+    """Motion probe, shape probe and R@1 of one frozen encoder."""
+    from mcl_video.evaluation import EvalClipDataset, extract_features, linear_probe_svm, retrieval_recall
+
+    feats = {}
+    for split in ("train", "test"):
+        ds = EvalClipDataset(work / "data" / "videos", records[split], 8, 2, clips, config_size)
+        feats[split] = extract_features(encoder, ds, batch_size=8)
+    tr, te = feats["train"], feats["test"]
+    shape_tr = np.array([shapes[i] for i in tr["ids"]])
+    shape_te = np.array([shapes[i] for i in te["ids"]])
+    n = len(te["labels"])
+    motion = linear_probe_svm(tr["features"], tr["labels"], te["features"], te["labels"])["top1"]
+    shape = linear_probe_svm(tr["features"], shape_tr, te["features"], shape_te)["top1"]
+    r1 = retrieval_recall(te["features"], te["labels"], tr["features"], tr["labels"], ks=(1,))[1]
+    return {"motion_acc": float(motion), "motion_se": math.sqrt(motion * (1 - motion) / n),
+            "shape_acc": float(shape), "r1": float(r1), "n_test": n, "n_train": len(tr["labels"])}
+
+
+def run_one(args, regime: str, arm: str, seed: int, root: Path, results: Path) -> dict:
+    out = results / regime / arm / f"seed-{seed}.json"
+    key = design_key(args, regime, arm, seed)
+    if out.is_file():
+        cached = json.loads(out.read_text())
+        if cached.get("key") == key and args.resume:
+            return cached
+        what = "another design" if cached.get("key") != key else "done"
+        raise SystemExit(f"motion_focus.py: {out} exists ({what}); pass --resume to reuse it, or use "
+                         "another --results folder")
+    work = seed_dir(root, seed)
+    records, shapes = records_of(work)
+    start = time.perf_counter()
+    encoder, train_s, losses = encoder_for(args, work, arm, seed, records)
+    row = evaluate(encoder, args.size, work, records, shapes, args.clips)
+    finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    row.update(key=key, train_s=round(train_s, 1), total_s=round(time.perf_counter() - start, 1),
+               losses=losses, finished=finished)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=1) + "\n")
+    print(f"[motion_focus] {regime} {arm} seed {seed}: motion {100 * row['motion_acc']:.1f} "
+          f"± {100 * row['motion_se']:.1f}, shape {100 * row['shape_acc']:.1f}, R@1 {100 * row['r1']:.1f} "
+          f"({row['train_s']:.0f} s training)", flush=True)
+    return row
+
+
+# ----------------------------------------------------------------------------------------- analysis
+def load_results(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*/*/seed-*.json"))]
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, sample SD, 95% half-width of the t-interval); NaN spread for one value."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    sd = statistics.stdev(values)
+    return mean, sd, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per regime and arm: each metric's mean ± SD over seeds, and the paired difference to the
+    baseline over the seeds both have (mean, SD, 95% half-width, seeds)."""
+    by = {}
+    for r in rows:
+        k = r["key"]
+        by.setdefault(k["regime"], {}).setdefault(k["arm"], {})[k["seed"]] = r
+    out = {}
+    for regime, arms in by.items():
+        base = arms.get("baseline", {})
+        out[regime] = {}
+        for arm, seeds in arms.items():
+            cell = {"seeds": sorted(seeds)}
+            for m in METRICS:
+                mean, sd, _ = t_interval([seeds[s][m] for s in seeds])
+                cell[m] = {"mean": mean, "sd": sd}
+                paired = sorted(set(seeds) & set(base))
+                if arm != "baseline" and paired:
+                    d = [100 * (seeds[s][m] - base[s][m]) for s in paired]
+                    mean, sd, half = t_interval(d)
+                    cell[f"{m}_gain"] = {"mean": mean, "sd": sd, "ci95": half, "seeds": paired}
+            out[regime][arm] = cell
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["| regime | region | arm | seeds | motion probe | shape probe | R@1 | motion gain vs baseline "
+             "(95% CI) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for regime, arms in summary.items():
+        for arm, c in arms.items():
+            cells = " | ".join(f"{100 * c[m]['mean']:.1f} ± {100 * c[m]['sd']:.1f}" for m in METRICS)
+            g = c.get("motion_acc_gain")
+            gain = (f"{g['mean']:+.1f} ± {g['ci95']:.1f} (n={len(g['seeds'])})" if g else "")
+            region = REGIMES.get(regime, "?")
+            lines.append(f"| {regime} | {region} | {arm} | {len(c['seeds'])} | {cells} | {gain} |")
+    return "\n".join(lines).replace("nan", "n/a")
+
+
+def plot_gain(summary: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    arms = sorted({a for arms in summary.values() for a in arms if "motion_acc_gain" in arms[a]})
+    for i, arm in enumerate(arms):
+        pts = sorted((REGIMES[r], summary[r][arm]["motion_acc_gain"]) for r in summary if arm in summary[r]
+                     and "motion_acc_gain" in summary[r][arm])
+        x = np.array([p[0] for p in pts]) * (1 + 0.03 * (i - len(arms) / 2))
+        y = [p[1]["mean"] for p in pts]
+        err = [0 if math.isnan(p[1]["ci95"]) else p[1]["ci95"] for p in pts]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm)
+    ax.axhline(0, color="0.5", lw=1, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("moving-region fraction of the frame area")
+    ax.set_ylabel("motion-probe gain over baseline (points)")
+    ax.set_title("paired by seed, 95% t-interval")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = Path(args.results)
+    if not args.report:
+        for regime in args.regimes:
+            root = ensure_regime(args, Path(args.work).resolve(), regime)
+            for seed in args.seeds:
+                for arm in args.arms:
+                    run_one(args, regime, arm, seed, root, results)
+    rows = load_results(results)
+    summary = summarise(rows)
+    print(format_summary(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "runs": rows}, indent=1) + "\n")
+    if args.plot:
+        plot_gain(summary, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
