@@ -171,7 +171,8 @@ def test_missing_data_and_cache_and_benchmark_root(bench, tmp_path, capsys):
     cli(capsys, pretrain_args(bench, tmp_path / "r", f"cache={tmp_path / 'nope'}"), 2, "cache=",
         "mcl prepare")
     cli(capsys, pretrain_args(bench, tmp_path / "r", f"cache={base / 'data'}"), 2, "not a motion cache")
-    line = cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={base / 'data'}"), 2, "classInd.txt")
+    root = base / "data"
+    line = cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={root}"), 2, f"data={root}")
     assert f"{base / 'data' / 'annotations'} is right there" in line
 
 

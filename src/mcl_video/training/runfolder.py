@@ -89,8 +89,14 @@ def prepare_run_folder(config: PretrainConfig) -> Path:
 
 def check_inputs(config: PretrainConfig) -> None:
     """The data and cache folders exist (only when the run builds its own dataset)."""
-    if config.data and not Path(config.data).is_dir():
+    data = Path(config.data)
+    if config.data and not data.is_dir():
         raise ConfigError(f"data={config.data}: no such folder; pass the annotation folder of the split")
+    split_files = config.data and (any(data.glob("*.txt")) or any(data.glob("*.csv")))
+    root_given = config.dataset != "folder" and (data / "annotations").is_dir() and not split_files
+    if config.data and root_given:  # a dataset root instead of its annotation folder
+        raise ConfigError(f"data={config.data} holds no split files, but {data / 'annotations'} is right "
+                          f"there: pass data={data / 'annotations'}")
     if not config.cache:
         return
     if not (Path(config.cache) / "meta.json").is_file():
