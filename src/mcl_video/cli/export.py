@@ -22,7 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CKPT", type=Path, help="pretraining checkpoint or state dict")
-    p.add_argument("--format", required=True, choices=["torchvision", "mmaction2"], dest="fmt")
+    p.add_argument("--format", required=True, choices=["torchvision", "mmaction2"], dest="fmt",
+                   help="torchvision: state dict for torchvision.models.video; mmaction2: checkpoint with "
+                   "mmaction2 backbone key names")
     p.add_argument("--out", required=True, type=Path, help="output file (.pth)")
     p.add_argument("--backbone", help="backbone name when CKPT is a plain state dict (default r2plus1d_18)")
     return p
