@@ -122,7 +122,8 @@ def pretrain_arm(config: PretrainConfig) -> tuple[Path, Path, bool]:
     last = latest_checkpoint(run_dir) if run_dir.exists() else None
     if last is not None and int(load_checkpoint(last)["step"]) >= config.max_steps:
         return run_dir, last, True
-    config = dataclasses.replace(config, resume=last is not None)
+    # resume what has a checkpoint; otherwise start afresh over whatever an interrupted start left
+    config = dataclasses.replace(config, resume=last is not None, overwrite=last is None)
     pretrain(config)
     return run_dir, latest_checkpoint(run_dir), False
 
