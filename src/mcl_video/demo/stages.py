@@ -106,7 +106,7 @@ def arm_config(arm: str, settings: DemoSettings, work: Path, seed: int, config: 
 
 
 def _comparable(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k not in ("resume", "progress")}
+    return {k: v for k, v in values.items() if k not in ("resume", "overwrite", "progress")}
 
 
 def pretrain_arm(config: PretrainConfig) -> tuple[Path, Path, bool]:
