@@ -66,7 +66,10 @@ def _block_top(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     above = sim > kth
     tied = sim == kth
     room = k - above.sum(dim=1, keepdim=True)  # how many tied columns still fit
-    keep = above | (tied & (torch.cumsum(tied.to(torch.int32), dim=1) <= room))
+    if bool((tied.sum(dim=1, keepdim=True) > room).any()):  # more ties than room: lowest columns first
+        keep = above | (tied & (torch.cumsum(tied.to(torch.int32), dim=1) <= room))
+    else:
+        keep = above | tied
     cols = keep.nonzero()[:, 1].view(sim.shape[0], k)  # ascending column order per row
     vals = torch.gather(sim, 1, cols)
     vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
