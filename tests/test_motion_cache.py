@@ -16,6 +16,7 @@ from mcl_video.motion.cache import (
     CacheSettings,
     MotionCache,
     VideoMotion,
+    cache_stats,
     init_cache,
     num_starts,
     quantise,
@@ -161,7 +162,7 @@ def test_cache_built_with_the_old_fixed_border_is_refused(tiny, tmp_path):
         assert f"mcl prepare VIDEO_ROOT --out {tmp_path}" in message
 
 
-def test_auto_border_is_resolved_at_the_flow_resolution_and_recorded(tiny):
+def test_auto_border_is_resolved_at_the_flow_resolution_and_recorded(tiny, tmp_path):
     path = tiny[0]  # 48 x 64 frames: round(8 * 48 / 224) = 2 px
     auto = CacheSettings(clip_len=4, stride=2, frame_window=8, resize_short=None, field_short=24)
     assert auto.border == "auto" and auto.to_json()["border"] == "auto"
@@ -171,6 +172,9 @@ def test_auto_border_is_resolved_at_the_flow_resolution_and_recorded(tiny):
     small = CacheSettings(clip_len=4, stride=2, resize_short=32, field_short=12)  # 32 x 43 flow: 1 px
     assert compute_video_motion(path, small)[1]["border"] == 1
     assert CacheSettings(border="8").border == 8
+    init_cache(tmp_path, auto)
+    write_entry(tmp_path, "a", arrays, info)
+    assert cache_stats(MotionCache(tmp_path))["borders"] == [2]
     with pytest.raises(ValueError, match="border"):
         CacheSettings(border="wide")
 

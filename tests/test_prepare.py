@@ -244,6 +244,7 @@ def test_rerun_prepares_corrupt_entries_again_and_inspect_lists_them(videos, tmp
     assert main(["inspect", str(out)]) == 0
     report = capsys.readouterr().out
     assert "corrupt          1" in report and "walk/v1: does not load" in report
+    assert "border 2 px" in report  # explicit; "auto" reports the pixels its entries used
     again = prepare(videos, out, SETTINGS, progress=False)
     assert (again.prepared, again.skipped) == (1, 2)  # not trusted as done
     after = _arrays(out, "walk/v1")

@@ -33,7 +33,8 @@ def run(args) -> int:
     print(f"bytes per frame  {stats['bytes_per_frame']:.0f}")
     print(f"flow             {s['flow_backend']} {json.dumps(s['flow_options'])}, "
           f"resize_short={s['resize_short']}")
-    border = f"{s['border']} px" if s["border"] != "auto" else "auto (round(8 * short side / 224) px)"
+    used = "/".join(str(b) for b in stats["borders"]) or "-"
+    border = f"{s['border']} px" if s["border"] != "auto" else f"auto = round(8 * short / 224): {used} px"
     print(f"maps             clip {s['clip_len']}x{s['stride']}, frame window {s['frame_window']}, "
           f"grid {s['grid']}, border {border}, "
           f"stored {s['representation']} "

@@ -371,16 +371,20 @@ def check_entry(root: str | os.PathLike, video_id: str, settings: CacheSettings)
 
 
 def cache_stats(cache: MotionCache) -> dict:
-    """``videos``, ``frames``, ``bytes`` (entry files) and ``bytes_per_frame`` of a cache (entries that
-    do not load count their bytes but no frames)."""
+    """``videos``, ``frames``, ``bytes`` (entry files), ``bytes_per_frame`` and ``borders`` (the sorted
+    border pixels the entries used) of a cache; entries that do not load count their bytes only."""
     frames = size = 0
+    borders = set()
     for vid in cache.video_ids():
         path = entry_path(cache.path, vid)
         size += path.stat().st_size
         try:
             with np.load(path) as z:
-                frames += int(json.loads(str(z["info"]))["num_frames"])
+                info = json.loads(str(z["info"]))
+            frames += int(info["num_frames"])
+            borders.add(int(info["border"]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             continue
     n = len(cache.video_ids())
-    return {"videos": n, "frames": frames, "bytes": size, "bytes_per_frame": size / max(frames, 1)}
+    return {"videos": n, "frames": frames, "bytes": size, "bytes_per_frame": size / max(frames, 1),
+            "borders": sorted(borders)}
