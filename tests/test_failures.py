@@ -484,3 +484,16 @@ def test_find_videos_is_unchanged_for_distinct_names(tmp_path):
     write_moving_square(tmp_path / "a" / "clip.mp4", frames=8)
     write_moving_square(tmp_path / "a" / "clip2.avi", frames=8)
     assert [p.name for p in find_videos(tmp_path)] == ["clip.mp4", "clip2.avi"]
+
+
+def test_resume_treats_keys_unknown_to_the_saved_run_as_their_defaults(tmp_path):
+    # a checkpoint written before a key existed (e.g. order_head) resumes; a real change is still refused
+    from mcl_video.training.config import ConfigError, PretrainConfig, config_to_dict
+    from mcl_video.training.runfolder import resume_conflicts
+
+    config = PretrainConfig()
+    current = config_to_dict(config)
+    saved = {k: v for k, v in current.items() if k not in ("order_head", "init")}
+    assert resume_conflicts(config, saved, current, tmp_path / "ckpt.pt") == {}
+    with pytest.raises(ConfigError, match="order_head"):
+        resume_conflicts(config, saved, {**current, "order_head": "mlp"}, tmp_path / "ckpt.pt")

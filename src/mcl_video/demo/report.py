@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -71,7 +72,8 @@ def training_curves(run_dirs: dict[str, Path], supervised_history: list[dict], o
 
 def _load_mcl(checkpoint: Path) -> torch.nn.Module:
     state = load_checkpoint(checkpoint)
-    model = build_model(config_from_dict(state["config"]))
+    # the checkpoint holds the trained weights: do not re-read an init= file named in its config
+    model = build_model(dataclasses.replace(config_from_dict(state["config"]), init=""))
     model.load_state_dict(state["model"])
     return model.eval()
 

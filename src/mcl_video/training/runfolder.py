@@ -24,7 +24,7 @@ import torch
 from mcl_video.errors import DataError
 from mcl_video.motion.cache import MotionCache
 from mcl_video.training.builders import feature_grid
-from mcl_video.training.config import ConfigError, PretrainConfig
+from mcl_video.training.config import ConfigError, PretrainConfig, config_to_dict
 
 # settings that may change on resume without changing what the run computes (where it reads its data,
 # how it logs, how far it goes, how fast it runs)
@@ -138,6 +138,9 @@ def check_model_settings(config: PretrainConfig, world_size: int, grid: tuple[in
 def resume_conflicts(config: PretrainConfig, saved: dict, current: dict, source: Path) -> dict:
     """`{key: [saved, current]}` of the allowed changes; raises for any other change of meaning."""
     allowed = set(config.resume_keys())
+    # a key the saved run did not know yet (added in a later version) had its default value then
+    defaults = config_to_dict(PretrainConfig())
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     changed = {k: [saved.get(k), current.get(k)] for k in sorted((set(saved) | set(current)) - FREE_ON_RESUME)
                if saved.get(k) != current.get(k)}
     fixed = sorted(set(changed) & FIXED_ON_RESUME)
