@@ -173,3 +173,44 @@ def test_cli_flow_from_and_its_usage_errors(dataset, tmp_path, capsys):
     # the same cache folder with another bound is refused (the bound is part of its settings)
     assert main(["prepare", str(root), "--out", str(out), "--flow-from", str(root), "--flow-bound", "15",
                  *args]) == 2
+
+
+def test_mmaction2_rawframes_dataset_prepares_pretrains_and_evaluates(tmp_path, capsys):
+    """An mmaction2-style dataset end to end: list files, rawframes with flow JPEGs, `mcl prepare
+    --dataset mmaction2_rawframes --flow-from`, a pretraining item, `mcl evaluate`."""
+    import json
+
+    import torch
+
+    from mcl_video.data import read_split
+    from mcl_video.sampling import MCLPretrainDataset
+
+    root, ann = tmp_path / "rawframes", tmp_path / "annotations"
+    ann.mkdir()
+    lines = {"train": [], "val": []}
+    for label, cls in enumerate(("Jump", "Wave")):
+        for g in range(3):
+            rel = f"{cls}/v_{cls}_g{g:02d}_c01"
+            write_rawframes(root / rel, make_frames(20, h=24, w=32, seed=10 * label + g))
+            write_flow_jpegs(root / rel, [smooth_flow(t + g, 24, 32) for t in range(19)])
+            lines["train" if g < 2 else "val"].append(f"{rel} 20 {label}")
+    for subset, rows in lines.items():
+        (ann / f"ucf101_{subset}_split_1_rawframes.txt").write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "cache"
+    assert main(["prepare", str(ann), "--dataset", "mmaction2_rawframes", "--video-root", str(root),
+                 "--out", str(cache), "--flow-from", str(root), "--clip-len", "4", "--stride", "1",
+                 "--no-progress"]) == 0
+    assert "6 videos: 6 prepared" in capsys.readouterr().out
+    records = read_split("mmaction2_rawframes", ann, 1, "train", video_root=root)
+    ds = MCLPretrainDataset(root, [r.path for r in records], MotionCache(cache),
+                            {"clip_len": 4, "stride": 1, "size": 16}, (2, 2, 2))
+    item = ds[0]
+    assert len(ds) == 4 and item["video_id"] == "Jump/v_Jump_g00_c01"
+    assert item["q"].shape == (3, 4, 16, 16) and torch.isfinite(item["target"]).all()
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--random-init", "--backbone", "tiny_r2plus1d", "--backbone-options",
+                 '{"widths": [2, 2, 2, 2]}', "--data", str(root), "--annotations", str(ann), "--dataset",
+                 "mmaction2_rawframes", "--protocol", "knn", "--clip-len", "2", "--num-clips", "1",
+                 "--size", "16", "--knn-k", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert (res["num_train"], res["num_test"]) == (4, 2)
