@@ -30,6 +30,10 @@ def test_quantisation_is_denseflows_formula():
     flow = np.random.default_rng(0).uniform(-BOUND, BOUND, (50, 60)).astype(np.float32)
     err = np.abs(dequantise_flow(quantise_flow(flow, BOUND), BOUND) - flow)
     assert err.max() <= STEP / 2 + 1e-5  # round-to-nearest: at most half a step
+    # mmaction2's Python extractor truncates: decoded the same way, low by [0, 1) step
+    truncated = ((flow + BOUND) * (255 / (2 * BOUND))).astype(np.uint8)
+    low = flow - dequantise_flow(truncated, BOUND)
+    assert low.min() >= -1e-5 and low.max() < STEP + 1e-5 and abs(low.mean() - STEP / 2) < 0.05 * STEP
 
 
 def smooth_flow(t: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

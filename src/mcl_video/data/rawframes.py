@@ -14,7 +14,10 @@ Flow JPEGs (``read_flow_jpegs``): ``flow_x_%05d.jpg`` / ``flow_y_%05d.jpg`` (den
 ``x_%05d.jpg`` / ``y_%05d.jpg``, numbered from 1, one pair per consecutive frame pair. denseflow
 quantises a flow value ``v`` (pixels) with bound ``b`` as ``q = 0`` if ``v < -b``, ``255`` if ``v > b``,
 else ``round(255 * (v + b) / (2 * b))``; we invert it as ``v = q * 2b / 255 - b`` (``dequantise_flow``),
-so ``q = 128`` reads as ``+b / 255`` (0.078 px at b = 20) and one step is ``2b / 255`` px.
+so ``q = 128`` reads as ``+b / 255`` (0.078 px at b = 20) and one step is ``2b / 255`` px. mmaction2's
+Python extractor (``tools/misc/flow_extraction.py``, names ``x_``/``y_``) truncates instead of rounding
+(``uint8(255 * (v + b) / 2b)``): read the same way, its flow comes out lower by up to one step, half a
+step on average, an offset the motion-boundary derivatives do not see.
 """
 
 from __future__ import annotations
