@@ -169,7 +169,7 @@ def test_cli_flow_from_and_its_usage_errors(dataset, tmp_path, capsys):
     assert "3 videos: 2 prepared" in text and "v3: no flow images" in text
     assert MotionCache(out).video_ids() == ["Run/v1", "Run/v2"]
     assert main(["prepare", str(root), "--out", str(tmp_path / "x"), "--flow-from", str(root),
-                 "--flow", "dis", *args]) == 2
+                 "--flow", "tvl1", *args]) == 2
     assert "leave out --flow" in capsys.readouterr().err
     assert main(["prepare", str(root), "--out", str(tmp_path / "x"), "--flow-from", str(tmp_path / "none"),
                  *args]) == 2

@@ -40,8 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("root", metavar="ROOT", help="folder of videos, or annotation folder with --dataset")
     p.add_argument("--out", required=True, metavar="CACHE", help="cache folder (created or resumed)")
-    p.add_argument("--flow", choices=["dis", "tvl1", "farneback", "raft"],
-                   help=f"optical-flow backend (default: {d.flow_backend})")
+    p.add_argument("--flow", default=d.flow_backend, choices=["dis", "tvl1", "farneback", "raft"],
+                   help="optical-flow backend (not with --flow-from)")
     p.add_argument("--flow-from", metavar="DIR",
                    help="read flow from existing flow JPEGs instead of computing it: DIR/<video id>/"
                         "flow_x_00001.jpg, flow_y_00001.jpg, ... (denseflow/mmaction2; also x_/y_); DIR "
@@ -78,11 +78,11 @@ def run(args) -> int:
     from mcl_video.motion.prepare import FLOW_JPEG, parse_shard, prepare
 
     options = {"weights": args.raft_weights} if args.raft_weights else {}
-    flow = args.flow or CacheSettings().flow_backend
+    flow = args.flow
     if args.flow == "raft" and not options:
         raise UsageError("--flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)")
     if args.flow_from is not None:
-        if args.flow or args.raft_weights:
+        if args.flow != CacheSettings().flow_backend or args.raft_weights:
             raise UsageError("--flow-from reads existing flow: leave out --flow and --raft-weights")
         if not os.path.isdir(args.flow_from):
             raise UsageError(f"--flow-from {args.flow_from}: no such folder; pass the folder holding one "
