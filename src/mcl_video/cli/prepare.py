@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from mcl_video.cli import positive_int, writable_folder
 from mcl_video.errors import UsageError
 from mcl_video.motion.cache import CacheSettings
+from mcl_video.motion.flow import FLOW_BOUND
 
 
 def _border(value: str) -> int | str:
@@ -29,15 +31,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Compute optical flow and the motion data training needs (per-frame 7x7 maps, clip scores, "
             "compact motion fields for the alignment target) for every video under ROOT (recursive), "
-            "or, with --dataset, for the train and test lists of an annotation folder ROOT. Resumable: "
-            "a rerun skips finished videos. Exit status 1 when any video failed (see `mcl inspect`)."
+            "or, with --dataset, for the train and test lists of an annotation folder ROOT. A video is a "
+            "video file or a folder of img_00001.jpg, ... frames (mmaction2 rawframes). With --flow-from, "
+            "flow is read from existing flow JPEGs instead of computed. Resumable: a rerun skips finished "
+            "videos. Exit status 1 when any video failed (see `mcl inspect`)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("root", metavar="ROOT", help="folder of videos, or annotation folder with --dataset")
     p.add_argument("--out", required=True, metavar="CACHE", help="cache folder (created or resumed)")
     p.add_argument("--flow", default=d.flow_backend, choices=["dis", "tvl1", "farneback", "raft"],
-                   help="optical-flow backend")
+                   help="optical-flow backend (not with --flow-from)")
+    p.add_argument("--flow-from", metavar="DIR",
+                   help="read flow from existing flow JPEGs instead of computing it: DIR/<video id>/"
+                        "flow_x_00001.jpg, flow_y_00001.jpg, ... (denseflow/mmaction2; also x_/y_); DIR "
+                        "may be the rawframes root itself")
+    p.add_argument("--flow-bound", type=float, default=FLOW_BOUND, metavar="B",
+                   help="bound the flow JPEGs were quantised with (--flow-from): pixel value q is "
+                        "flow q * 2B / 255 - B")
     p.add_argument("--raft-weights", metavar="PATH", help="local torchvision RAFT weights (--flow raft)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (>= 1)")
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
@@ -54,7 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="short side of the stored motion fields (bytes per frame ~ 4 x its area)")
     p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],
                    help="what the cache stores for the alignment target")
-    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400"], help="ROOT is annotations")
+    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400", "mmaction2_rawframes",
+                                         "mmaction2_videos"], help="ROOT is annotations")
     p.add_argument("--split", type=int, default=1, help="annotation split (with --dataset)")
     p.add_argument("--video-root", metavar="DIR", help="video folder of the annotations (with --dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,11 +75,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from mcl_video.motion.cache import init_cache
-    from mcl_video.motion.prepare import parse_shard, prepare
+    from mcl_video.motion.prepare import FLOW_JPEG, parse_shard, prepare
 
     options = {"weights": args.raft_weights} if args.raft_weights else {}
+    flow = args.flow
     if args.flow == "raft" and not options:
         raise UsageError("--flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)")
+    if args.flow_from is not None:
+        if args.flow != CacheSettings().flow_backend or args.raft_weights:
+            raise UsageError("--flow-from reads existing flow: leave out --flow and --raft-weights")
+        if not os.path.isdir(args.flow_from):
+            raise UsageError(f"--flow-from {args.flow_from}: no such folder; pass the folder holding one "
+                             "flow folder (flow_x_00001.jpg, ...) per video")
+        if not args.flow_bound > 0:
+            raise UsageError(f"--flow-bound must be > 0 pixels, got {args.flow_bound}")
+        flow, options = FLOW_JPEG, {"bound": float(args.flow_bound)}
     if args.dataset and not args.video_root:
         raise UsageError("--dataset needs --video-root DIR (the folder the annotation paths are relative to)")
     try:
@@ -75,7 +97,7 @@ def run(args) -> int:
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
     settings = CacheSettings(
-        flow_backend=args.flow, flow_options=options, clip_len=args.clip_len, stride=args.stride,
+        flow_backend=flow, flow_options=options, clip_len=args.clip_len, stride=args.stride,
         frame_window=args.frame_window, border=args.border, resize_short=args.resize_short,
         representation=args.representation, field_short=args.field_short,
     )
@@ -86,7 +108,7 @@ def run(args) -> int:
         raise UsageError(f"--out {args.out}: {str(err).split(': ', 1)[-1]}") from None
     summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
                       dataset=args.dataset, split=args.split, video_root=args.video_root,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, flow_from=args.flow_from)
     print(summary)
     for path, reason in sorted(summary.failed.items()):
         print(f"FAILED {path}: {reason}")

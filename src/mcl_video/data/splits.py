@@ -15,6 +15,16 @@ video root, in the order of the annotation files. Formats:
   no labels: its records get label -1, class name ``""`` and the folder ``test/``. ``split`` is unused.
 - ``folder``: ``annotation_dir`` holds one sub-folder per class (sorted names give the labels); every
   video under it is one record with subset ``"all"``; ``split`` and ``subset`` are not used.
+- ``mmaction2_rawframes`` / ``mmaction2_videos``: mmaction2's list files, lines ``<frame folder>
+  <num_frames> <label>`` / ``<video> <label>``, 0-based labels, paths relative to the video root. The
+  list of a subset is found in ``annotation_dir`` by name: ``*_<subset>_split_<N>_rawframes.txt`` (or
+  ``_videos.txt``, as mmaction2's UCF101/HMDB51 tools write them), else ``*_<subset>_list_rawframes.txt``
+  (Kinetics); subset ``test`` falls back to the ``val`` list. The class name is the path's first folder
+  when it has one, else the label. ``num_frames`` is checked to be a number and otherwise unused: the
+  reader counts the frames. Multi-label lines are refused.
+
+A record's path may be a frame folder (``data.rawframes``). With ``video_root``, a listed ``x.avi`` that
+is missing is also looked up as the frame folder ``x`` (official lists over extracted rawframes).
 
 With ``video_root``, each file is looked up there (an exact match, else a match of every path part
 ignoring case and ``" "``/``"_"``, which resolves the HandStandPushups folder and Kinetics folders with
@@ -30,13 +40,15 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mcl_video.data.rawframes import is_frame_folder
 from mcl_video.data.video import find_videos
 from mcl_video.errors import DataError, MissingInputError, UsageError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("ucf101", "hmdb51", "kinetics400", "folder")
-_SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics400": ("train", "val", "test")}
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "folder", "mmaction2_rawframes", "mmaction2_videos")
+_SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics400": ("train", "val", "test"),
+            "mmaction2_rawframes": ("train", "val", "test"), "mmaction2_videos": ("train", "val", "test")}
 _HMDB_IDS = {"train": "1", "test": "2"}
 
 
@@ -78,10 +90,11 @@ def read_split(
     if dataset != "folder":
         if subset not in _SUBSETS[dataset]:
             raise SplitChoiceError(f"{dataset}: subset must be one of {_SUBSETS[dataset]}, got {subset!r}")
-        if dataset != "kinetics400" and split not in (1, 2, 3):
+        if dataset in ("ucf101", "hmdb51") and split not in (1, 2, 3):
             raise SplitChoiceError(f"{dataset}: split must be 1, 2 or 3, got {split!r}")
     readers = {"ucf101": _read_ucf101, "hmdb51": _read_hmdb51, "kinetics400": _read_kinetics,
-               "folder": _read_folder}
+               "folder": _read_folder, "mmaction2_rawframes": _read_mmaction_rawframes,
+               "mmaction2_videos": _read_mmaction_videos}
     records = readers[dataset](annotation_dir, split, subset)
     if video_root is not None:
         records = _keep_existing(records, Path(video_root), f"{dataset} split {split} {subset}")
@@ -93,6 +106,8 @@ _EXPECTED = {
     "hmdb51": "the 153 files <class>_test_split{1,2,3}.txt",
     "kinetics400": "kinetics-400_{train,val,test}.csv (and optionally label_map.txt)",
     "folder": "one sub-folder of videos per class",
+    "mmaction2_rawframes": "mmaction2 rawframe lists such as ucf101_train_split_1_rawframes.txt",
+    "mmaction2_videos": "mmaction2 video lists such as ucf101_train_split_1_videos.txt",
 }
 
 
@@ -234,6 +249,53 @@ def _read_folder(root: Path, split: int, subset: str) -> list[VideoRecord]:
     return records
 
 
+# ---- mmaction2 list files ----------------------------------------------------------------------------
+
+
+def _mmaction_list(root: Path, split: int, subset: str, kind: str) -> Path:
+    """The list file of ``subset`` (and ``split``) in ``root``; ``test`` falls back to ``val``."""
+    tried = []
+    for name in (subset, "val") if subset == "test" else (subset,):
+        for pattern in (f"*_{name}_split_{split}_{kind}.txt", f"*_{name}_list_{kind}.txt"):
+            found = sorted(root.glob(pattern))
+            tried.append(pattern)
+            if len(found) > 1:
+                raise AnnotationError(f"{root}: {len(found)} files match {pattern} "
+                                      f"({', '.join(p.name for p in found[:3])}); keep one per folder")
+            if found:
+                return found[0]
+    raise MissingInputError(f"no mmaction2 {subset} list in {root}: none of {', '.join(tried)}"
+                            f"{_annotations_hint(root)}")
+
+
+_MMACTION_LINES = {"rawframes": (3, "'<frame folder> <num_frames> <label>'"),
+                   "videos": (2, "'<video> <label>'")}
+
+
+def _read_mmaction(root: Path, split: int, subset: str, kind: str) -> list[VideoRecord]:
+    path = _mmaction_list(root, split, subset, kind)
+    fields, expected = _MMACTION_LINES[kind]
+    records = []
+    for n, line in enumerate(_lines(path), 1):
+        parts = line.split()
+        numbers = parts[1:]
+        if len(parts) != fields or not all(x.isdigit() for x in numbers):
+            raise _bad_line(path, n, line, expected + " (one label per line)")
+        rel = parts[0].replace("\\", "/")
+        label = int(numbers[-1])
+        name = rel.split("/")[0] if "/" in rel else str(label)
+        records.append(VideoRecord(rel, label, name, split, subset))
+    return records
+
+
+def _read_mmaction_rawframes(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    return _read_mmaction(root, split, subset, "rawframes")
+
+
+def _read_mmaction_videos(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    return _read_mmaction(root, split, subset, "videos")
+
+
 # ---- existence check ----------------------------------------------------------------------------------
 
 
@@ -248,7 +310,14 @@ def _keep_existing(records: list[VideoRecord], video_root: Path, what: str) -> l
     listings: dict[Path, dict[str, str]] = {}
 
     def resolve(rel: str) -> str | None:
-        if (video_root / rel).is_file():
+        found = match(rel)
+        stem = os.path.splitext(rel)[0]
+        if found is None and stem != rel:  # x.avi listed, frame folder x extracted
+            found = match(stem)
+        return found
+
+    def match(rel: str) -> str | None:
+        if (video_root / rel).is_file() or is_frame_folder(video_root / rel):
             return rel
         folder, found = video_root, []
         for part in rel.split("/"):
@@ -260,7 +329,7 @@ def _keep_existing(records: list[VideoRecord], video_root: Path, what: str) -> l
                 return None
             found.append(name)
             folder = folder / name
-        return "/".join(found) if folder.is_file() else None
+        return "/".join(found) if folder.is_file() or is_frame_folder(folder) else None
 
     kept, missing = [], []
     for record in records:

@@ -23,6 +23,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from mcl_video.data import rawframes
 from mcl_video.errors import DataError, MissingInputError
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ class _Index:
 
 
 def find_videos(root: str | os.PathLike) -> list[Path]:
-    """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, sorted.
+    """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, and all frame folders
+    (folders holding ``img_<n>.jpg`` frames, see ``data.rawframes``), sorted.
 
     Raises :class:`VideoIdCollisionError` when two of them differ only by the extension (``clip.mp4`` and
     ``clip.avi``): a video is known by its path without the extension, so one would be lost.
@@ -90,7 +93,14 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise MissingInputError(f"video folder {root} does not exist or is not a folder")
-    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    videos = []
+    for folder, _, names in os.walk(root, followlinks=True):
+        base = Path(folder)
+        if any(rawframes.FRAME_PATTERN.match(n) for n in names):
+            videos.append(base)
+        videos += [base / n for n in names
+                   if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(base / n)]
+    videos.sort()
     by_id: dict[Path, list[Path]] = {}
     for p in videos:
         by_id.setdefault(p.with_suffix(""), []).append(p)
@@ -105,7 +115,14 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
 
 
 def read_video_info(path: str | os.PathLike) -> VideoInfo:
-    """True decodable frame count (packets counted by demuxing), fps and frame size of a video."""
+    """True decodable frame count (packets counted by demuxing), fps and frame size of a video.
+
+    A frame folder: its number of frames and the size of its first frame; fps 0 (not known).
+    """
+    if os.path.isdir(path):
+        with _frame_folder_errors():
+            num_frames, height, width = rawframes.folder_info(path)
+        return VideoInfo(num_frames=num_frames, fps=0.0, height=height, width=width)
     return _get_index(path).info
 
 
@@ -122,6 +139,11 @@ def read_clip(
         raise ValueError(f"read_clip({path}): indices is empty; pass at least one frame index")
     if min(idx) < 0:
         raise ValueError(f"read_clip({path}): negative frame index {min(idx)}; indices are 0-based")
+    if os.path.isdir(path):
+        with _frame_folder_errors():
+            _, height, width = rawframes.folder_info(path)
+            hw = resized_hw(height, width, resize_short) if resize_short is not None else None
+            return torch.from_numpy(rawframes.read_folder_clip(path, idx, hw, (height, width)))
     index = _get_index(path)
     last = index.info.num_frames - 1
     idx = [min(i, last) for i in idx]
@@ -142,6 +164,12 @@ def read_clip(
 
 def iter_frames(path: str | os.PathLike, resize_short: int | None = None) -> Iterator[np.ndarray]:
     """Every frame in order, as ``H x W x 3`` uint8 RGB numpy arrays."""
+    if os.path.isdir(path):
+        with _frame_folder_errors():
+            _, height, width = rawframes.folder_info(path)
+            hw = resized_hw(height, width, resize_short) if resize_short is not None else None
+            yield from rawframes.iter_folder_frames(path, hw, (height, width))
+        return
     _get_index(path)  # raises VideoReadError for truncated files before any frame is yielded
     with _OpenVideo(path) as (container, stream):
         reformatter = VideoReformatter()
@@ -169,6 +197,15 @@ def resized_hw(height: int, width: int, resize_short: int | None) -> tuple[int, 
     if height <= width:
         return resize_short, max(1, round(width * resize_short / height))
     return max(1, round(height * resize_short / width)), resize_short
+
+
+@contextmanager
+def _frame_folder_errors():
+    """A frame folder's errors as VideoReadError, the one error readers of videos handle."""
+    try:
+        yield
+    except rawframes.FrameFolderError as err:
+        raise VideoReadError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mcl_video.data.rawframes import read_flow_jpegs
+from mcl_video.data.video import resized_hw
+
 FLOW_BACKENDS: tuple[str, ...] = ("tvl1", "dis", "farneback", "raft")
 FLOW_BOUND = 20.0
 DIS_PRESETS = {
@@ -335,6 +338,24 @@ def compute_flow(frames, backend: str = "dis", **options) -> tuple[np.ndarray, n
         h, w = sizes[0] if sizes else (0, 0)
         return np.zeros((0, h, w), np.float32), np.zeros((0, h, w), np.float32)
     return np.stack([u for u, _ in flows]), np.stack([v for _, v in flows])
+
+
+def read_flow_folder(folder: str | Path, bound: float = FLOW_BOUND,
+                     resize_short: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Precomputed flow read from a folder of flow JPEGs instead of being computed.
+
+    ``folder`` holds ``flow_x_00001.jpg``/``flow_y_00001.jpg``, ... (or ``x_``/``y_``), quantised with
+    ``bound`` (see ``data.rawframes``). Yields ``(u, v)`` float32 ``H x W`` pixels per flow frame. Flow
+    whose short side exceeds ``resize_short`` is area-averaged to that short side and its vectors are
+    scaled by the same factor per axis, as if it had been computed at that size.
+    """
+    for u, v in read_flow_jpegs(folder, bound):
+        h, w = u.shape
+        if resize_short is not None and min(h, w) > resize_short:
+            th, tw = resized_hw(h, w, resize_short)
+            u = cv2.resize(u, (tw, th), interpolation=cv2.INTER_AREA) * np.float32(tw / w)
+            v = cv2.resize(v, (tw, th), interpolation=cv2.INTER_AREA) * np.float32(th / h)
+        yield u, v
 
 
 def read_flo(path: str | Path) -> np.ndarray:

@@ -46,6 +46,7 @@ from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, re
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+FLOW_JPEG = "jpeg"  # settings.flow_backend of a cache whose flow was read from flow JPEGs (--flow-from)
 
 
 # window sums are running sums (add the new flow frame, subtract the one that leaves) and recomputed from
@@ -156,18 +157,29 @@ class _MotionAccumulator:
         return arrays, n
 
 
-def compute_video_motion(path: str | os.PathLike, settings: CacheSettings,
-                         threads: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """Motion data of one video -> (arrays, info) as stored in the cache."""
+def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threads: int | None = None,
+                         flow_dir: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Motion data of one video -> (arrays, info) as stored in the cache.
+
+    ``flow_dir``: read the video's flow from this folder of flow JPEGs (``settings.flow_backend`` is
+    ``FLOW_JPEG``, ``settings.flow_options["bound"]`` their bound) instead of computing it; the video
+    itself only gives its frame size. The entry's info records the folder as ``flow_from``.
+    """
     from mcl_video.data import iter_frames, read_video_info
-    from mcl_video.motion.flow import FlowEstimator
+    from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 
     info = read_video_info(path)
     short = min(info.height, info.width)
     resize = settings.resize_short if settings.resize_short and short > settings.resize_short else None
-    estimator = FlowEstimator(settings.flow_backend, threads=threads, **settings.flow_options)
+    if flow_dir is not None:
+        bound = float(settings.flow_options.get("bound", FLOW_BOUND))
+        flows = read_flow_folder(flow_dir, bound, settings.resize_short)
+        resize = None  # the flow images' own size decides; flow_hw records it
+    else:
+        estimator = FlowEstimator(settings.flow_backend, threads=threads, **settings.flow_options)
+        flows = estimator.stream(iter_frames(path, resize_short=resize))
     acc = None
-    for u, v in estimator.stream(iter_frames(path, resize_short=resize)):
+    for u, v in flows:
         if acc is None:
             acc = _MotionAccumulator(settings, u.shape)
         acc.push(u, v)
@@ -177,6 +189,8 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings,
     meta = {"num_frames": n, "frame_hw": [info.height, info.width], "flow_hw": [int(x) for x in acc.hw],
             "resize_short": resize, "border": acc.border,
             "representation": settings.representation}
+    if flow_dir is not None:
+        meta["flow_from"] = os.path.abspath(flow_dir)
     return arrays, meta
 
 
@@ -284,10 +298,11 @@ def _init_worker(threads: int, parent_pid: int) -> None:
 
 
 def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
-                 threads: int | None) -> tuple[str, int, str | None]:
+                 threads: int | None, flow_from: str | None = None) -> tuple[str, int, str | None]:
     """Worker: compute and write one entry -> (video_id, frames, error reason or None)."""
     try:
-        arrays, info = compute_video_motion(path, settings, threads=threads)
+        flow_dir = os.path.join(flow_from, video_id) if flow_from else None
+        arrays, info = compute_video_motion(path, settings, threads=threads, flow_dir=flow_dir)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # any per-video failure is recorded; the run goes on
@@ -298,18 +313,19 @@ def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
     return video_id, info["num_frames"], None
 
 
-def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, workers: int) -> Iterable:
+def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, workers: int,
+                  flow_from: str | None = None) -> Iterable:
     """Yield ``(video_id, frames, reason)`` as videos finish (in-process when ``workers <= 1``)."""
     if workers <= 1:
         for vid, path in todo.items():
-            yield _prepare_one(str(out), vid, str(path), settings, None)
+            yield _prepare_one(str(out), vid, str(path), settings, None, flow_from)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process whose OpenMP/OpenCV thread pools already ran can hang
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads, os.getpid())) as pool:
-        futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads)
+        futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads, flow_from)
                    for vid, path in todo.items()]
         for fut in as_completed(futures):
             yield fut.result()
@@ -318,18 +334,25 @@ def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, wor
 def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSettings | None = None, *,
             workers: int = 1, shard: str | tuple[int, int] | None = None, dataset: str | None = None,
             split: int = 1, video_root: str | os.PathLike | None = None,
-            progress: bool = True) -> PrepareSummary:
+            progress: bool = True, flow_from: str | os.PathLike | None = None) -> PrepareSummary:
     """Prepare the motion cache ``out`` for the videos of ``root`` (see :func:`list_videos`).
 
     Resumable: videos with a valid entry are skipped (a corrupt entry is prepared again).
     ``shard="i/N"`` prepares only that share of the videos
     (every video lands in exactly one of the N shards). Failures are logged, recorded in ``out/failed``
     and listed in the returned summary; they do not stop the run.
+
+    ``flow_from``: a folder holding one flow-JPEG folder per video id (``<flow_from>/<video_id>/
+    flow_x_00001.jpg``, ...; it may be the rawframes root itself); flow is read from there instead of
+    computed. ``settings.flow_backend`` must then be ``FLOW_JPEG`` with ``flow_options={"bound": B}``.
     """
     from tqdm import tqdm
 
     settings = settings or CacheSettings()
     out = Path(out)
+    if (flow_from is None) != (settings.flow_backend != FLOW_JPEG):
+        raise ValueError(f"mcl_video/motion/prepare.py: flow_from needs flow_backend={FLOW_JPEG!r} and "
+                         f"that backend needs flow_from (got {flow_from!r}, {settings.flow_backend!r})")
     init_cache(out, settings)
     _, videos = list_videos(root, dataset, split, video_root)
     if not videos:
@@ -345,7 +368,8 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     try:
-        for vid, frames, reason in _iter_results(out, todo, settings, workers):
+        flow_root = os.path.abspath(flow_from) if flow_from is not None else None
+        for vid, frames, reason in _iter_results(out, todo, settings, workers, flow_root):
             if reason is None:
                 summary.prepared += 1
                 summary.frames += frames
