@@ -3,6 +3,7 @@
     python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants] \
         [--resize-short none]
     python benchmarks/prepare.py --side-by-side [--baseline-src DIR] [--rounds 2] [--copies 6]
+    python benchmarks/prepare.py --baseline-src DIR [--crops 6] [--rounds 3]   # cache before/after
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -13,6 +14,10 @@ Reports (markdown rows on stdout):
    alignment target);
 4. with ``--variants``: the same correlation and the bytes per frame for other stored representations
    and flow resolutions, on the two UCF101 clips (how the defaults were chosen).
+
+Without ``--side-by-side``, ``--baseline-src DIR`` prepares the clips with both versions (each in its
+own process) and prints, for both, the bytes per frame, the correlation over the same crops and the
+read latency of one sample, measured in ``--rounds`` interleaved rounds (median of the round medians).
 
 ``--side-by-side`` instead measures the speed of preparation against its flow on the two 320x240
 UCF101 clips, per core (one OpenCV/BLAS thread, CPU time): DIS alone on the decoded gray frames, the
@@ -165,6 +170,39 @@ def bench_variants(clips: Path, tmp: Path, crops: int) -> None:
               f"{np.min(c):.3f} | {secs:.1f} |")
 
 
+def cache_arm(clips: Path, out: Path, crops: int) -> dict:
+    """One version's cache on the clips (run in a child): bytes/frame, correlations (vs exact at the
+    cached flow size)."""
+    prepare(clips, out, progress=False)
+    cache = MotionCache(out)
+    ucf = [i for i in cache.video_ids() if i.startswith("v_") and i.endswith("_c01")]
+    paths = {i: p for i in cache.video_ids() for p in clips.glob(i + ".*")}
+    corr = [x[0] for c in correlations(out, paths, crops).values() for x in c]
+    return {"bpf": cache_stats(cache)["bytes_per_frame"], "bpf_ucf": bytes_per_frame(out, ucf), "corr": corr}
+
+
+def bench_cache_versions(clips: Path, tmp: Path, baseline: Path, crops: int, rounds: int) -> None:
+    arms = {"before (baseline)": baseline.resolve(),
+            "this version": Path(__file__).resolve().parents[1] / "src"}
+    rows: dict[str, dict] = {}
+    for name, src in arms.items():
+        out = tmp / name.split()[0]
+        rows[name] = json.loads(_child(src, ["--cache-arm", str(out), "--clips", str(clips),
+                                             "--crops", str(crops)])[0].strip().splitlines()[-1])
+        rows[name]["ms"] = []
+    for _ in range(rounds):
+        for name, src in arms.items():
+            rows[name]["ms"].append(float(_child(src, ["--read-latency", str(tmp / name.split()[0])])[0]))
+    print(f"\n{len(rows['this version']['corr'])} crops (16 frames at stride 2, grid 4x7x7), read latency: "
+          f"median of {rounds} interleaved rounds of 50 samples\n\n| version | B/frame, all clips | "
+          "B/frame, 320x240 UCF101 | corr. mean | corr. median | corr. min | read ms |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in rows.items():
+        c = np.asarray(r["corr"])
+        print(f"| {name} | {r['bpf']:.0f} | {r['bpf_ucf']:.0f} | {c.mean():.4f} | {np.median(c):.4f} | "
+              f"{c.min():.4f} | {np.median(r['ms']):.2f} |")
+
+
 def bench_synth(tmp: Path) -> None:
     from mcl_video.data.synth import make_benchmark
 
@@ -311,14 +349,23 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="speed of preparation vs its flow per core, and --workers 1 vs 2")
     parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="with --side-by-side: the src folder of a version to compare against")
-    parser.add_argument("--rounds", type=int, default=2, help="with --side-by-side: interleaved rounds")
+                        help="the src folder of a version to compare against (with --side-by-side: "
+                        "speed; without: the cache's bytes, fidelity and read latency)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (speed, or read latency)")
     parser.add_argument("--copies", type=int, default=6, help="with --side-by-side: links per clip")
     parser.add_argument("--measure-arm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-arm", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--read-latency", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-prepare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_arm:
         print(json.dumps(measure_arm(args.clips)))
+        return
+    if args.cache_arm:
+        print(json.dumps(cache_arm(args.clips, args.cache_arm, args.crops)))
+        return
+    if args.read_latency:
+        print(read_latency(args.read_latency))
         return
     if args.run_prepare:
         run_prepare(args.run_prepare[0], args.run_prepare[1], int(args.run_prepare[2]))
@@ -326,6 +373,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.side_by_side:
             bench_side_by_side(args.clips, Path(tmp), args.baseline_src, args.rounds, args.copies)
+            return
+        if args.baseline_src is not None:
+            bench_cache_versions(args.clips, Path(tmp), args.baseline_src, args.crops, args.rounds)
             return
         bench_clips(args.clips, Path(tmp), args.crops, args.resize_short)
         if args.synth:
