@@ -111,7 +111,7 @@ def test_real_clip_via_cli(shared, tmp_path, capsys):
     assert main(["prepare", str(root), "--out", str(out), "--resize-short", "128", "--no-progress"]) == 0
     vm = MotionCache(out).get("mmaction2_part_0")
     assert vm.num_frames == 32 and vm.frame_hw == (256, 340)
-    assert vm.clip_scores.shape == (1,) and vm.fields.shape[1:] == (31, 20, 27)
+    assert vm.clip_scores.shape == (1,) and vm.fields.shape[1:] == (31, 24, 32)
     assert np.isfinite(vm.frame_maps).all() and vm.frame_maps.max() > 0
 
 

@@ -16,7 +16,7 @@ A video id is the video's path relative to the prepared root, POSIX separators, 
 Border: ``border="auto"`` (default) zeroes ``round(8 * short_side / 224)`` px of the flow's own
 resolution (8 px at 224, 1 px at 32); an integer is used as is. Each entry's ``info`` records the pixels
 it used (``border``). Older caches are refused with the command that rebuilds them: version 1 zeroed a
-fixed 8 px at any resolution, version 2 stored the fields uncompressed at 8 bits and short side 24.
+fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed.
 
 Entries are validated when read: a file that does not load (zip CRC, truncation) or whose arrays do not
 have the shapes, dtypes and finite non-negative values below raises :class:`DataError` naming it;
@@ -24,8 +24,9 @@ have the shapes, dtypes and finite non-negative values below raises :class:`Data
 
 Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
-- ``frame_maps`` float32 ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
-  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends;
+- ``frame_maps`` ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
+  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends; stored as float16
+  (relative rounding below 1e-3: they only rank crop positions), read as float32;
 - ``clip_scores`` float32 ``(num_starts,)``, ``num_starts = max(1, N - clip_len * stride + 1)``: the
   clip score of flow frames ``[s, s + clip_len * stride)`` (truncated at the end);
 - the fields ``K x F x h x w`` (value = q * scale): the motion needed for the alignment target of any
@@ -40,7 +41,7 @@ Per video (``N`` raw frames, ``F = N - 1`` flow frames):
   derivatives are taken at read time (blurs boundaries more; kept for comparison).
 
 BENCHMARKS.md (motion preparation) gives the bytes per frame, the correlation of cached with exact
-targets and the read time that chose short side 20 and 6 bits.
+targets and the read time that chose 6 bits, float16 maps and per-frame deflate.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ from mcl_video.motion.maps import (
 
 FORMAT = "mcl-motion-cache"
 VERSION = 3
+MAP_MAX = float(np.finfo(np.float16).max)  # frame maps are stored as float16 (never reached: flow is clipped)
 ENTRY_ARRAYS = ("frame_maps", "clip_scores", "scales", "fields_z", "fields_offsets")
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
 _OLD_VERSIONS = {1: "v1 zeroed a fixed 8 px border at any resolution",
-                 2: "v2 stored 8-bit fields uncompressed, about twice the bytes"}
+                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes"}
 BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
 
 
@@ -95,7 +97,7 @@ class CacheSettings:
     border: int | str = "auto"  # pixels, or "auto": 8 px at 224-px scale of the flow's resolution
     resize_short: int | None = 240
     representation: str = "derivatives"
-    field_short: int = 20
+    field_short: int = 24
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)
@@ -219,7 +221,7 @@ def write_entry(root: str | os.PathLike, video_id: str, arrays: dict[str, np.nda
     """
     import io
 
-    arrays = dict(arrays)
+    arrays = dict(arrays, frame_maps=np.minimum(arrays["frame_maps"], MAP_MAX).astype(np.float16))
     fields = arrays.pop("fields")
     arrays["fields_z"], arrays["fields_offsets"] = pack_fields(fields)
     info = dict(info, field_hw=[int(x) for x in fields.shape[2:]])
@@ -256,7 +258,7 @@ def entry_problem(arrays: dict[str, np.ndarray], info: dict, settings: CacheSett
     except (KeyError, TypeError, ValueError) as err:
         return f"info lacks {err}"
     k, f = REPRESENTATIONS[settings.representation], max(n - 1, 0)
-    want = {"frame_maps": (np.float32, (n, *settings.grid)),
+    want = {"frame_maps": (np.float16, (n, *settings.grid)),
             "clip_scores": (np.float32, (num_starts(n, settings.span),)),
             "scales": (np.float32, (k, f))}
     if min(n, h, w, fh, fw) < 1 or representation != settings.representation or int(border) < 0:
@@ -281,7 +283,7 @@ class VideoMotion:
         self.num_frames: int = int(info["num_frames"])
         self.frame_hw: tuple[int, int] = tuple(info["frame_hw"])
         self.representation: str = info["representation"]
-        self.frame_maps: np.ndarray = arrays["frame_maps"]
+        self.frame_maps: np.ndarray = np.asarray(arrays["frame_maps"], dtype=np.float32)
         self.clip_scores: np.ndarray = arrays["clip_scores"]
         self.scales: np.ndarray = arrays["scales"]
         self.source = str(source)
