@@ -9,6 +9,13 @@ Measures, per real clip in ../shared/data/clips (native size; the UCF101 AVIs ar
 
     python benchmarks/decode.py            # 40 clips per file, all clips including the 1080p AVI
     python benchmarks/decode.py --quick    # 8 clips per file, the UCF101 AVIs and the MP4s only
+    python benchmarks/decode.py --transcoded [--rounds 3] [--threading]
+
+``--transcoded`` writes the copies ``mcl transcode --short-side 256 --gop 16`` makes (defaults) of the
+1080p AVI, the two long-GOP MP4s and the UCF101 AVIs, then reads the same random clips from the original
+(``read_clip(..., resize_short=256)``: the same output size) and from the copy, arms interleaved over
+``--rounds`` rounds (median clips/s; packet index rebuilt for every clip as above). ``--threading`` adds
+PyAV's decoder threading modes (AUTO, SLICE, FRAME, NONE) on the copies.
 """
 
 from __future__ import annotations
@@ -17,14 +24,18 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from mcl_video.data import read_clip, read_frames, read_video_info
 from mcl_video.data import video as video_module
+from mcl_video.data.transcode import TranscodeSettings, transcode_video
 
 CLIPS = Path(os.environ.get("MCL_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "clips"
 QUICK_FILES = ["v_ApplyEyeMakeup_g01_c01.avi", "v_BaseballPitch_g01_c01.avi", "mmaction2_demo.mp4",
@@ -96,16 +107,99 @@ def bench_file(path: Path, n_clips: int, rng: np.random.Generator) -> dict:
     return row
 
 
+TRANSCODE_FILES = ["S001C001P001R001A001_rgb.avi", "mmaction2_demo.mp4", "mmaction2_test.mp4",
+                   "v_ApplyEyeMakeup_g01_c01.avi", "v_BaseballPitch_g01_c01.avi"]
+
+
+@contextmanager
+def thread_type(mode: str):
+    """Decode with PyAV threading ``mode`` instead of the reader's AUTO."""
+    enter = video_module._OpenVideo.__enter__
+
+    def patched(self):
+        container, stream = enter(self)
+        stream.thread_type = mode
+        return container, stream
+
+    video_module._OpenVideo.__enter__ = patched
+    try:
+        yield
+    finally:
+        video_module._OpenVideo.__enter__ = enter
+
+
+def clip_rate(path: Path, clips: list[list[int]], resize_short: int | None) -> tuple[float, float]:
+    """(clips/s, frames decoded per clip) of ``read_clip`` with a cold packet index."""
+    before = video_module.DECODE_STATS["clip_frames_decoded"]
+    start = time.perf_counter()
+    for ix in clips:
+        video_module._INDEX_CACHE.clear()
+        read_clip(path, ix, resize_short)
+    rate = len(clips) / (time.perf_counter() - start)
+    return rate, (video_module.DECODE_STATS["clip_frames_decoded"] - before) / len(clips)
+
+
+def bench_transcoded(n_clips: int, rounds: int, threading: bool, rng: np.random.Generator) -> None:
+    settings = TranscodeSettings()
+    span = (CLIP_LEN - 1) * STRIDE + 1
+    print(f"copies: short side {settings.short_side}, GOP {settings.gop}, crf {settings.crf}, preset "
+          f"{settings.preset}; {n_clips} clips per file and arm, median clips/s of {rounds} interleaved "
+          "rounds\n\n| file | size -> copy | bytes -> copy | transcode frames/s | keyframes -> copy | "
+          "original clips/s (resize 256) | copy clips/s | gain | frames decoded per clip |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    modes = ("AUTO", "SLICE", "FRAME", "NONE")
+    threads: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in TRANSCODE_FILES:
+            src, dst = CLIPS / name, Path(tmp) / (Path(name).stem + ".mp4")
+            start = time.perf_counter()
+            frames = transcode_video(src, dst, settings)
+            tc_rate = frames / (time.perf_counter() - start)
+            a, b = read_video_info(src), read_video_info(dst)
+            starts = rng.integers(0, max(1, a.num_frames - span + 1), size=n_clips)
+            clips = [list(range(int(s), int(s) + span, STRIDE)) for s in starts]
+            orig, copy = [], []
+            for _ in range(rounds):
+                orig.append(clip_rate(src, clips, settings.short_side))
+                copy.append(clip_rate(dst, clips, None))
+            o, c = np.median([r[0] for r in orig]), np.median([r[0] for r in copy])
+            print(f"| {name} | {a.width}x{a.height} -> {b.width}x{b.height} | {src.stat().st_size} -> "
+                  f"{dst.stat().st_size} | {tc_rate:.0f} | {len(video_module._get_index(src).keyframes)} -> "
+                  f"{len(video_module._get_index(dst).keyframes)} | {o:.1f} | {c:.1f} | {c / o:.1f}x | "
+                  f"{orig[0][1]:.0f} -> {copy[0][1]:.0f} |")
+            if threading:
+                per_mode: dict[str, list[float]] = {m: [] for m in modes}
+                for _ in range(rounds):
+                    for m in modes:
+                        with thread_type(m):
+                            per_mode[m].append(clip_rate(dst, clips, None)[0])
+                threads[name] = [f"{np.median(per_mode[m]):.1f}" for m in modes]
+    if threads:
+        print("\nPyAV threading on the copies, clips/s (median of the rounds)\n\n| copy of | "
+              + " | ".join(modes) + " |\n|---|" + "---|" * len(modes))
+        for name, row in threads.items():
+            print(f"| {name} | " + " | ".join(row) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 clips per file, skip the 1080p AVI and GIF")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transcoded", action="store_true",
+                        help="clip reads from the originals vs their `mcl transcode` copies")
+    parser.add_argument("--rounds", type=int, default=3, help="with --transcoded: interleaved rounds")
+    parser.add_argument("--clips", type=int, default=20, help="with --transcoded: clips per file and arm")
+    parser.add_argument("--threading", action="store_true", help="with --transcoded: PyAV threading modes")
     args = parser.parse_args(argv)
     if not CLIPS.is_dir():
         print(f"error: {CLIPS} not found; set MCL_SHARED to the folder holding data/clips", file=sys.stderr)
         return 1
     files, n_clips = (QUICK_FILES, 8) if args.quick else (ALL_FILES, 40)
     rng = np.random.default_rng(args.seed)
+    if args.transcoded:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; PyAV {av.__version__}\n")
+        bench_transcoded(args.clips, args.rounds, args.threading, rng)
+        return 0
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; cv2 {cv2.__version__}, "
           f"cv2 threads {cv2.getNumThreads()}; {n_clips} clips of {CLIP_LEN} frames at stride {STRIDE} "
           "per file; best of 2 for sequential\n")

@@ -3,6 +3,7 @@
     python benchmarks/prepare.py [--clips /work/shared/data/clips] [--synth] [--variants] \
         [--resize-short none]
     python benchmarks/prepare.py --side-by-side [--baseline-src DIR] [--rounds 2] [--copies 6]
+    python benchmarks/prepare.py --baseline-src DIR [--crops 6] [--rounds 3]   # cache before/after
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -13,6 +14,10 @@ Reports (markdown rows on stdout):
    alignment target);
 4. with ``--variants``: the same correlation and the bytes per frame for other stored representations
    and flow resolutions, on the two UCF101 clips (how the defaults were chosen).
+
+Without ``--side-by-side``, ``--baseline-src DIR`` prepares the clips with both versions (each in its
+own process) and prints, for both, the bytes per frame, the correlation over the same crops and the
+read latency of one sample, measured in ``--rounds`` interleaved rounds (median of the round medians).
 
 ``--side-by-side`` instead measures the speed of preparation against its flow on the two 320x240
 UCF101 clips, per core (one OpenCV/BLAS thread, CPU time): DIS alone on the decoded gray frames, the
@@ -92,12 +97,14 @@ def correlations(cache_dir: Path, paths: dict[str, Path], crops: int, seed: int 
     return out
 
 
-def read_latency(cache_dir: Path, repeats: int = 50) -> float:
-    """Median ms for one sample: get + mean 7x7 map of 3 clips + one alignment target."""
+def read_latency(cache_dir: Path, repeats: int = 50, cpu: list | None = None) -> float:
+    """Median ms for one sample: get + mean 7x7 map of 3 clips + one alignment target (``cpu``, when
+    given, receives the mean CPU ms per sample of this process)."""
     cache = MotionCache(cache_dir)
     ids = cache.video_ids()
     rng = np.random.default_rng(0)
     times = []
+    cpu0 = time.process_time()
     for r in range(repeats):
         t0 = time.perf_counter()
         vm = cache.get(ids[r % len(ids)])
@@ -106,6 +113,8 @@ def read_latency(cache_dir: Path, repeats: int = 50) -> float:
         h, w = vm.frame_hw
         vm.alignment_target(starts[0] + 2 * np.arange(16), (0, 0, h * 0.7, w * 0.7), GRID)
         times.append(time.perf_counter() - t0)
+    if cpu is not None:
+        cpu.append(1000 * (time.process_time() - cpu0) / repeats)
     return 1000 * float(np.median(times))
 
 
@@ -163,6 +172,41 @@ def bench_variants(clips: Path, tmp: Path, crops: int) -> None:
         c = [x[1] for v in correlations(out, paths, crops).values() for x in v]
         print(f"| {rep} {short} | {resize} | {bytes_per_frame(out, list(paths)):.0f} | {np.mean(c):.3f} | "
               f"{np.min(c):.3f} | {secs:.1f} |")
+
+
+def cache_arm(clips: Path, out: Path, crops: int) -> dict:
+    """One version's cache on the clips (run in a child): bytes/frame, correlations (vs exact at the
+    cached flow size)."""
+    prepare(clips, out, progress=False)
+    cache = MotionCache(out)
+    ucf = [i for i in cache.video_ids() if i.startswith("v_") and i.endswith("_c01")]
+    paths = {i: p for i in cache.video_ids() for p in clips.glob(i + ".*")}
+    corr = [x[0] for c in correlations(out, paths, crops).values() for x in c]
+    return {"bpf": cache_stats(cache)["bytes_per_frame"], "bpf_ucf": bytes_per_frame(out, ucf), "corr": corr}
+
+
+def bench_cache_versions(clips: Path, tmp: Path, baseline: Path, crops: int, rounds: int) -> None:
+    arms = {"before (baseline)": baseline.resolve(),
+            "this version": Path(__file__).resolve().parents[1] / "src"}
+    rows: dict[str, dict] = {}
+    for name, src in arms.items():
+        out = tmp / name.split()[0]
+        rows[name] = json.loads(_child(src, ["--cache-arm", str(out), "--clips", str(clips),
+                                             "--crops", str(crops)])[0].strip().splitlines()[-1])
+        rows[name]["ms"], rows[name]["cpu"] = [], []
+    for _ in range(rounds):
+        for name, src in arms.items():
+            wall, cpu = json.loads(_child(src, ["--read-latency", str(tmp / name.split()[0])])[0])
+            rows[name]["ms"].append(wall)
+            rows[name]["cpu"].append(cpu)
+    print(f"\n{len(rows['this version']['corr'])} crops (16 frames at stride 2, grid 4x7x7), read latency: "
+          f"median of {rounds} interleaved rounds of 200 samples (wall: median sample; CPU: mean)\n\n"
+          "| version | B/frame, all clips | B/frame, 320x240 UCF101 | corr. mean | corr. median | corr. min "
+          "| read ms (wall) | read ms (CPU) |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in rows.items():
+        c = np.asarray(r["corr"])
+        print(f"| {name} | {r['bpf']:.0f} | {r['bpf_ucf']:.0f} | {c.mean():.4f} | {np.median(c):.4f} | "
+              f"{c.min():.4f} | {np.median(r['ms']):.2f} | {np.median(r['cpu']):.2f} |")
 
 
 def bench_synth(tmp: Path) -> None:
@@ -311,14 +355,24 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true",
                         help="speed of preparation vs its flow per core, and --workers 1 vs 2")
     parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="with --side-by-side: the src folder of a version to compare against")
-    parser.add_argument("--rounds", type=int, default=2, help="with --side-by-side: interleaved rounds")
+                        help="the src folder of a version to compare against (with --side-by-side: "
+                        "speed; without: the cache's bytes, fidelity and read latency)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (speed, or read latency)")
     parser.add_argument("--copies", type=int, default=6, help="with --side-by-side: links per clip")
     parser.add_argument("--measure-arm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-arm", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--read-latency", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-prepare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_arm:
         print(json.dumps(measure_arm(args.clips)))
+        return
+    if args.cache_arm:
+        print(json.dumps(cache_arm(args.clips, args.cache_arm, args.crops)))
+        return
+    if args.read_latency:
+        cpu: list[float] = []
+        print(json.dumps([read_latency(args.read_latency, 200, cpu), cpu[0]]))
         return
     if args.run_prepare:
         run_prepare(args.run_prepare[0], args.run_prepare[1], int(args.run_prepare[2]))
@@ -326,6 +380,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.side_by_side:
             bench_side_by_side(args.clips, Path(tmp), args.baseline_src, args.rounds, args.copies)
+            return
+        if args.baseline_src is not None:
+            bench_cache_versions(args.clips, Path(tmp), args.baseline_src, args.crops, args.rounds)
             return
         bench_clips(args.clips, Path(tmp), args.crops, args.resize_short)
         if args.synth:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from mcl_video.data import read_frames
 from mcl_video.errors import DataError
 from mcl_video.motion import alignment_target, clip_score, compute_flow, window_map
 from mcl_video.motion.cache import (
+    FIELD_LEVELS,
     VERSION,
     CacheSettings,
     MotionCache,
@@ -22,6 +25,8 @@ from mcl_video.motion.cache import (
     quantise,
     write_entry,
 )
+from mcl_video.motion.fields import inflate_fields, pack_fields
+from mcl_video.motion.maps import block_means, boundary_derivatives, boundary_magnitude, segment_sums
 from mcl_video.motion.prepare import compute_video_motion
 
 
@@ -82,7 +87,9 @@ def test_round_trip_and_alignment_target(tiny, tmp_path):
     assert cache.meta["settings"]["flow_backend"] == "dis" and "numpy" in cache.meta["versions"]
     vm = cache.get("cls/a")
     assert isinstance(vm, VideoMotion) and vm.num_frames == 40 and vm.frame_hw == (48, 64)
-    np.testing.assert_array_equal(vm.frame_maps, arrays["frame_maps"])
+    assert vm.frame_maps.dtype == np.float32  # stored as float16: rounded to 11 significant bits
+    np.testing.assert_array_equal(vm.frame_maps, arrays["frame_maps"].astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(vm.frame_maps, arrays["frame_maps"], rtol=2**-11, atol=1e-7)
     np.testing.assert_array_equal(vm.clip_scores, arrays["clip_scores"])
     idx = 6 + 2 * np.arange(8)
     crop = (4, 8, 40, 48)
@@ -118,12 +125,66 @@ def test_settings_mismatch_and_bad_format(tmp_path):
         MotionCache(tmp_path / "nothing")
 
 
-def test_quantise_error_bound():
+@pytest.mark.parametrize("levels", [FIELD_LEVELS, 127, 7])
+def test_quantise_error_bound(levels):
     x = np.random.default_rng(0).normal(size=(4, 10, 12)) * [[[1.0]], [[5.0]], [[0.0]], [[1e-3]]]
-    q, scales = quantise(x)
-    assert q.dtype == np.int8 and scales[2] == 0
+    q, scales = quantise(x, levels)
+    assert q.dtype == np.int8 and scales[2] == 0 and np.abs(q).max() == levels
+    np.testing.assert_allclose(scales, np.abs(x).reshape(4, -1).max(axis=1) / levels, rtol=1e-6)
     err = np.abs(q * scales[:, None, None] - x).reshape(4, -1).max(axis=1)
-    assert np.all(err <= scales / 2 + 1e-12)
+    assert np.all(err <= scales / 2 + 1e-7 * np.abs(x).reshape(4, -1).max(axis=1))
+
+
+def test_packed_fields_round_trip_exactly_and_inflate_only_what_is_asked(tiny, tmp_path):
+    _, arrays, info, _, _ = tiny
+    fields = arrays["fields"]
+    assert fields.dtype == np.int8 and np.abs(fields).max() <= FIELD_LEVELS == 31
+    blob, offsets = pack_fields(fields)
+    assert offsets.dtype == np.uint32 and offsets.shape == (fields.shape[1] + 1,) and offsets[-1] == blob.size
+    assert blob.size < fields.size  # deflate pays off on 6-bit values
+    idx = np.array([5, 0, 5, 38])
+    got = inflate_fields(blob, offsets, idx, (fields.shape[0], *fields.shape[2:]), "x")
+    np.testing.assert_array_equal(got, fields[:, idx])
+    init_cache(tmp_path, SETTINGS)
+    path = write_entry(tmp_path, "a", arrays, info)
+    with np.load(path) as z:
+        assert "fields" not in z.files and json.loads(str(z["info"]))["field_hw"] == list(fields.shape[2:])
+    vm = MotionCache(tmp_path).get("a")
+    np.testing.assert_array_equal(vm.fields, fields)
+    np.testing.assert_array_equal(vm.scales, arrays["scales"])
+    # a block that inflates to the wrong size (10 bytes) names the entry when it is read
+    short = np.frombuffer(zlib.compress(bytes(10)), np.uint8)
+    offs = (offsets.astype(np.int64) - int(offsets[1]) + short.size).clip(0).astype(np.uint32)
+    with np.load(path) as z:
+        bad = {k: z[k] for k in z.files if k != "info"}
+    bad["fields_z"], bad["fields_offsets"] = np.concatenate([short, blob[offsets[1]:]]), offs
+    broken = VideoMotion(bad, json.loads(str(np.load(path)["info"])), source=path)
+    np.testing.assert_array_equal(broken.field_frames([1, 2]), fields[:, [1, 2]])
+    with pytest.raises(DataError, match="a.npz.*flow frame 0"):
+        broken.field_frames([0])
+
+
+def test_six_bit_fields_keep_the_target_of_the_unrounded_fields(tiny):
+    """Synthetic clip: targets read from the stored 6-bit fields vs the same area-averaged derivatives
+    unrounded (float), and vs the exact full-resolution target; several crops and clip positions."""
+    _, arrays, info, u, v = tiny
+    vm = VideoMotion(arrays, info)
+    fh, fw = vm.field_hw
+    full = boundary_derivatives(u, v)  # 4 x F x H x W
+    small = np.stack([[cv2.resize(d, (fw, fh), interpolation=cv2.INTER_AREA) for d in p] for p in full])
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        idx = int(rng.integers(0, 39 - 16)) + 2 * np.arange(8)
+        ch, cw = int(rng.integers(24, 49)), int(rng.integers(32, 65))
+        top, left = int(rng.integers(0, 48 - ch + 1)), int(rng.integers(0, 64 - cw + 1))
+        cached = vm.alignment_target(idx, (top, left, ch, cw), (2, 4, 4))
+        box = (top * fh / 48, left * fw / 64, ch * fh / 48, cw * fw / 64)
+        unrounded = block_means(boundary_magnitude(segment_sums(small[:, idx], 2)), (4, 4), box)
+        exact = alignment_target(u[idx, top:top + ch, left:left + cw], v[idx, top:top + ch, left:left + cw],
+                                 (2, 4, 4))
+        assert np.corrcoef(unrounded.ravel(), cached.ravel())[0, 1] > 0.999
+        assert np.abs(cached - unrounded).max() < 0.05 * unrounded.max()
+        assert np.corrcoef(exact.ravel(), cached.ravel())[0, 1] > 0.95
 
 
 def test_real_clip_target_correlation(shared, tmp_path):
@@ -147,18 +208,19 @@ def test_real_clip_target_correlation(shared, tmp_path):
     assert min(corr) > 0.8, corr
 
 
-def test_cache_built_with_the_old_fixed_border_is_refused(tiny, tmp_path):
+@pytest.mark.parametrize("old, why", [(1, "fixed 8 px border"), (2, "8-bit fields uncompressed")])
+def test_caches_of_older_versions_are_refused_with_the_rebuild_command(tiny, tmp_path, old, why):
     _, arrays, info, _, _ = tiny
     init_cache(tmp_path, SETTINGS)
     write_entry(tmp_path, "a", arrays, info)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert VERSION == 2 and meta["version"] == 2 and "224" in meta["border_rule"]
-    (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=1)))
+    assert VERSION == 3 and meta["version"] == 3 and "224" in meta["border_rule"]
+    (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=old)))
     for call in (MotionCache, lambda p: init_cache(p, SETTINGS)):
         with pytest.raises(DataError) as err:
             call(tmp_path)
         message = str(err.value)
-        assert "\n" not in message and "v1" in message
+        assert "\n" not in message and f"v{old} " in message and why in message and "reads v3" in message
         assert f"mcl prepare VIDEO_ROOT --out {tmp_path}" in message
 
 

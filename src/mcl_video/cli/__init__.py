@@ -32,6 +32,7 @@ from mcl_video.errors import MCLError, UsageError
 COMMANDS: dict[str, str] = {
     "synth": "synth",
     "prepare": "prepare",
+    "transcode": "transcode",
     "inspect": "inspect",
     "show-tubelets": "show_tubelets",
     "pretrain": "pretrain",

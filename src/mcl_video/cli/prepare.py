@@ -62,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="border zeroed in the frame maps and clip scores, pixels; 'auto' scales the "
                         "release's 8 px at 224 to the flow's resolution: round(8 * short_side / 224)")
     p.add_argument("--field-short", type=int, default=d.field_short,
-                   help="short side of the stored motion fields (bytes per frame ~ 4 x its area)")
+                   help="short side of the stored motion fields (bytes per frame grow with its area)")
     p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],
                    help="what the cache stores for the alignment target")
     p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400", "mmaction2_rawframes",

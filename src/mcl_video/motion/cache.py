@@ -1,12 +1,12 @@
 """The on-disk motion cache: what training needs from the flow, computed once by ``prepare``.
 
-Layout of a cache folder (format ``mcl-motion-cache``, version 2)::
+Layout of a cache folder (format ``mcl-motion-cache``, version 3)::
 
     meta.json                 settings (flow backend + options, clip_len, stride, frame window, grid,
                               border, resize, stored representation), the border rule and package
                               versions
-    videos/<video_id>.npz     one uncompressed npz per video (written to a temporary name, then
-                              ``os.replace``d: a killed run never leaves a partial entry)
+    videos/<video_id>.npz     one npz per video (written to a temporary name, then ``os.replace``d: a
+                              killed run never leaves a partial entry)
     failed/<video_id>.json    {"path", "reason"} for each video that could not be prepared (removed
                               when a later run prepares it)
 
@@ -15,7 +15,8 @@ A video id is the video's path relative to the prepared root, POSIX separators, 
 
 Border: ``border="auto"`` (default) zeroes ``round(8 * short_side / 224)`` px of the flow's own
 resolution (8 px at 224, 1 px at 32); an integer is used as is. Each entry's ``info`` records the pixels
-it used (``border``). Version 1 caches zeroed a fixed 8 px at any resolution and are refused.
+it used (``border``). Older caches are refused with the command that rebuilds them: version 1 zeroed a
+fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed.
 
 Entries are validated when read: a file that does not load (zip CRC, truncation) or whose arrays do not
 have the shapes, dtypes and finite non-negative values below raises :class:`DataError` naming it;
@@ -23,18 +24,24 @@ have the shapes, dtypes and finite non-negative values below raises :class:`Data
 
 Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
-- ``frame_maps`` float32 ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
-  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends;
+- ``frame_maps`` ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
+  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends; stored as float16
+  (relative rounding below 1e-3: they only rank crop positions), read as float32;
 - ``clip_scores`` float32 ``(num_starts,)``, ``num_starts = max(1, N - clip_len * stride + 1)``: the
   clip score of flow frames ``[s, s + clip_len * stride)`` (truncated at the end);
-- ``fields`` int8 ``K x F x h x w`` and ``scales`` float32 ``K x F``: the motion needed for the
-  alignment target of any crop, at a reduced resolution ``h x w`` (short side ``field_short``),
-  int8 with one scale per field and flow frame (value = int8 * scale). Representation
-  ``derivatives`` (default, K=4): the Prewitt derivatives ``[Kx*u, Ky*u, Kx*v, Ky*v]`` of the
-  full-resolution flow, area-averaged. Sums over frames are linear, so the per-segment sums are exact up
-  to the averaging; the only approximation is that the magnitude is taken after averaging within a
-  reduced pixel (and int8 rounding). Representation ``flow`` (K=2): the area-averaged flow, whose
+- the fields ``K x F x h x w`` (value = q * scale): the motion needed for the alignment target of any
+  crop, at a reduced resolution ``h x w`` (short side ``field_short``, ``info["field_hw"]``), integers
+  ``-31..31`` (6 bits) with one float32 ``scales`` ``K x F`` per field and flow frame; stored as
+  ``fields_z`` + ``fields_offsets``, each flow frame deflated on its own (``fields.py``), so a sample
+  inflates only the flow frames it uses.
+  Representation ``derivatives`` (default, K=4): the Prewitt derivatives ``[Kx*u, Ky*u, Kx*v, Ky*v]``
+  of the full-resolution flow, area-averaged. Sums over frames are linear, so the per-segment sums are
+  exact up to the averaging; the approximations are that the magnitude is taken after averaging within
+  a reduced pixel, and the 6-bit rounding. Representation ``flow`` (K=2): the area-averaged flow, whose
   derivatives are taken at read time (blurs boundaries more; kept for comparison).
+
+BENCHMARKS.md (motion preparation) gives the bytes per frame, the correlation of cached with exact
+targets and the read time that chose 6 bits, float16 maps and per-frame deflate.
 """
 
 from __future__ import annotations
@@ -49,6 +56,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from mcl_video.errors import DataError, RunFailedError
+from mcl_video.motion.fields import (
+    FIELD_LEVELS,  # noqa: F401 (re-exported with quantise: part of the format)
+    inflate_fields,
+    pack_fields,
+    packing_problem,
+    quantise,  # noqa: F401
+)
 from mcl_video.motion.maps import (
     block_means,
     boundary_derivatives,
@@ -57,8 +71,12 @@ from mcl_video.motion.maps import (
 )
 
 FORMAT = "mcl-motion-cache"
-VERSION = 2
+VERSION = 3
+MAP_MAX = float(np.finfo(np.float16).max)  # frame maps are stored as float16 (never reached: flow is clipped)
+ENTRY_ARRAYS = ("frame_maps", "clip_scores", "scales", "fields_z", "fields_offsets")
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
+_OLD_VERSIONS = {1: "v1 zeroed a fixed 8 px border at any resolution",
+                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes"}
 BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
 
 
@@ -136,15 +154,6 @@ def field_hw(frame_hw: tuple[int, int], field_short: int) -> tuple[int, int]:
     return max(1, int(round(h * s / w))), s
 
 
-def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``K x h x w`` float -> (int8 ``K x h x w``, float32 scales ``K``) with ``x ~ q * scale``."""
-    peak = np.abs(x).reshape(x.shape[0], -1).max(axis=1)
-    scales = (peak / 127.0).astype(np.float32)
-    safe = np.where(scales > 0, scales, 1.0).astype(np.float64)
-    q = np.rint(x / safe[:, None, None]).clip(-127, 127).astype(np.int8)
-    return q, scales
-
-
 def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
     """Create ``root/meta.json`` (or check that an existing cache has the same settings)."""
     root = Path(root)
@@ -174,8 +183,8 @@ def read_meta(meta_path: Path) -> dict:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise StaleCacheError(
             f"{meta_path.parent} is a motion cache of format {meta.get('format')} v{meta.get('version')} "
-            f"(v1 zeroed a fixed 8 px border at any resolution); this version reads v{VERSION}: remove the "
-            f"folder and rebuild it with `mcl prepare VIDEO_ROOT --out {meta_path.parent}`")
+            f"({_OLD_VERSIONS.get(meta.get('version'), 'unknown')}); this version reads v{VERSION}: remove "
+            f"the folder and rebuild it with `mcl prepare VIDEO_ROOT --out {meta_path.parent}`")
     return meta
 
 
@@ -205,9 +214,17 @@ def failure_path(root: str | os.PathLike, video_id: str) -> Path:
 
 
 def write_entry(root: str | os.PathLike, video_id: str, arrays: dict[str, np.ndarray], info: dict) -> Path:
-    """Write one video's entry atomically; clears an old failure record of the video."""
+    """Write one video's entry atomically; clears an old failure record of the video.
+
+    ``arrays``: ``frame_maps``, ``clip_scores``, ``scales`` and the int8 ``fields`` (``K x F x h x w``),
+    stored packed (module docstring).
+    """
     import io
 
+    arrays = dict(arrays, frame_maps=np.minimum(arrays["frame_maps"], MAP_MAX).astype(np.float16))
+    fields = arrays.pop("fields")
+    arrays["fields_z"], arrays["fields_offsets"] = pack_fields(fields)
+    info = dict(info, field_hw=[int(x) for x in fields.shape[2:]])
     buf = io.BytesIO()
     np.savez(buf, info=np.array(json.dumps(info)), **arrays)
     path = entry_path(root, video_id)
@@ -224,7 +241,7 @@ def _load_entry(path: Path) -> tuple[dict[str, np.ndarray], dict] | str:
     """Load one entry file -> (arrays, info), or the reason it does not load (zip CRC, truncation)."""
     try:
         with np.load(path) as z:
-            arrays = {k: z[k] for k in ("frame_maps", "clip_scores", "fields", "scales")}
+            arrays = {k: z[k] for k in ENTRY_ARRAYS}
             info = json.loads(str(z["info"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         return f"does not load: {type(err).__name__}: {err}"
@@ -237,13 +254,14 @@ def entry_problem(arrays: dict[str, np.ndarray], info: dict, settings: CacheSett
         n = int(info["num_frames"])
         representation, border = info["representation"], info["border"]
         h, w = (int(x) for x in info["frame_hw"])
+        fh, fw = (int(x) for x in info["field_hw"])
     except (KeyError, TypeError, ValueError) as err:
         return f"info lacks {err}"
     k, f = REPRESENTATIONS[settings.representation], max(n - 1, 0)
-    want = {"frame_maps": (np.float32, (n, *settings.grid)),
+    want = {"frame_maps": (np.float16, (n, *settings.grid)),
             "clip_scores": (np.float32, (num_starts(n, settings.span),)),
             "scales": (np.float32, (k, f))}
-    if n < 1 or h < 1 or w < 1 or representation != settings.representation or int(border) < 0:
+    if min(n, h, w, fh, fw) < 1 or representation != settings.representation or int(border) < 0:
         return f"info {info} does not match the cache settings"
     for name, (dtype, shape) in want.items():
         a = arrays[name]
@@ -251,27 +269,44 @@ def entry_problem(arrays: dict[str, np.ndarray], info: dict, settings: CacheSett
             return f"{name} is {a.dtype} {a.shape}, expected {np.dtype(dtype)} {shape}"
         if not np.all(np.isfinite(a)) or np.any(a < 0):
             return f"{name} holds non-finite or negative values"
-    fields = arrays["fields"]
-    if fields.dtype != np.int8 or fields.ndim != 4 or fields.shape[:2] != (k, f) or min(fields.shape[2:]) < 1:
-        return f"fields is {fields.dtype} {fields.shape}, expected int8 ({k}, {f}, h, w)"
+    problem = packing_problem(arrays["fields_z"], arrays["fields_offsets"], f)
+    if problem is not None:
+        return problem
     return None
 
 
 class VideoMotion:
     """One video's motion data (see the module docstring for the arrays)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], info: dict) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], info: dict,
+                 source: str | os.PathLike = "entry") -> None:
         self.num_frames: int = int(info["num_frames"])
         self.frame_hw: tuple[int, int] = tuple(info["frame_hw"])
         self.representation: str = info["representation"]
-        self.frame_maps: np.ndarray = arrays["frame_maps"]
+        self.frame_maps: np.ndarray = np.asarray(arrays["frame_maps"], dtype=np.float32)
         self.clip_scores: np.ndarray = arrays["clip_scores"]
-        self.fields: np.ndarray = arrays["fields"]
         self.scales: np.ndarray = arrays["scales"]
+        self.source = str(source)
+        if "fields" in arrays:  # unpacked, as computed by prepare
+            self._blob, self._offsets = pack_fields(arrays["fields"])
+            self.field_hw: tuple[int, int] = tuple(arrays["fields"].shape[2:])
+        else:
+            self._blob, self._offsets = arrays["fields_z"], arrays["fields_offsets"]
+            self.field_hw = tuple(int(x) for x in info["field_hw"])
 
     @property
     def num_flow(self) -> int:
-        return self.fields.shape[1]
+        return self.scales.shape[1]
+
+    def field_frames(self, flow_indices) -> np.ndarray:
+        """int8 ``K x len(flow_indices) x h x w``: the stored fields of those flow frames (inflated)."""
+        shape = (self.scales.shape[0], *self.field_hw)
+        return inflate_fields(self._blob, self._offsets, flow_indices, shape, self.source)
+
+    @property
+    def fields(self) -> np.ndarray:
+        """int8 ``K x F x h x w``: every stored field (all flow frames inflated)."""
+        return self.field_frames(np.arange(self.num_flow))
 
     def alignment_target(self, frame_indices, crop: tuple[float, float, float, float],
                          grid: tuple[int, int, int]) -> np.ndarray:
@@ -287,12 +322,12 @@ class VideoMotion:
             raise ValueError("mcl_video/motion/cache.py: this video has a single frame and no flow; "
                              "drop it from training")
         idx = np.clip(np.asarray(frame_indices, dtype=np.int64).reshape(-1), 0, self.num_flow - 1)
-        d = self.fields[:, idx].astype(np.float32) * self.scales[:, idx, None, None]
+        d = self.field_frames(idx).astype(np.float32) * self.scales[:, idx, None, None]
         if self.representation == "flow":
             d = boundary_derivatives(d[0], d[1])
         t, gh, gw = (int(g) for g in grid)
         mag = boundary_magnitude(segment_sums(d, t))
-        h, w = self.fields.shape[-2:]
+        h, w = self.field_hw
         sy, sx = h / self.frame_hw[0], w / self.frame_hw[1]
         top, left, ch, cw = crop
         if ch <= 0 or cw <= 0:
@@ -349,7 +384,7 @@ class MotionCache:
         if problem is not None:
             raise DataError(f"motion cache entry {path} is corrupt ({problem}); rerun `mcl prepare` on its "
                             f"videos with --out {self.path} to re-prepare it")
-        return VideoMotion(*loaded)
+        return VideoMotion(*loaded, source=path)
 
     def check(self, video_id: str) -> str | None:
         """Why the entry of ``video_id`` is missing or unusable, or None when it is fine."""
