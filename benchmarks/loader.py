@@ -118,30 +118,42 @@ def per_sample_item(ds: MCLPretrainDataset, index: int) -> dict:
 
 def augmentation_rates(root: Path, cache: MotionCache, samples: int, rounds: int, size: int,
                        batch: int = 8) -> dict:
-    """Items/s of the per-sample path and of the geometric-only item, and the batched part's cost."""
+    """Items/s of the per-sample path and of the geometric-only item (overall and per video: every
+    round visits every video equally often, arms interleaved), and the batched part's cost."""
     ds = MCLPretrainDataset(root, records_of(root, cache), cache, {"size": size}, (4, size // 16, size // 16))
     rng = np.random.default_rng(1)
-    t_before = t_after = 0.0
+    per_video = {v[0]: {"before": 0.0, "after": 0.0, "n": 0} for v in ds.videos}
+    arms = [("before", lambda i: per_sample_item(ds, i)), ("after", ds.__getitem__)]
     for r in range(rounds):
-        idx = rng.integers(len(ds), size=samples).tolist()
+        idx = rng.permutation(np.repeat(np.arange(len(ds)), max(1, samples // len(ds)))).tolist()
         ds.set_epoch(r)
-        arms = [("before", lambda i: per_sample_item(ds, i)), ("after", ds.__getitem__)]
         for name, fn in arms if r % 2 == 0 else arms[::-1]:
-            start = time.perf_counter()
             for i in idx:
+                start = time.perf_counter()
                 fn(i)
-            if name == "before":
-                t_before += time.perf_counter() - start
-            else:
-                t_after += time.perf_counter() - start
-    n = samples * rounds
+                per_video[ds.videos[i][0]][name] += time.perf_counter() - start
+        for i in idx:
+            per_video[ds.videos[i][0]]["n"] += 1
+    n = sum(v["n"] for v in per_video.values())
+    t_before = sum(v["before"] for v in per_video.values())
+    t_after = sum(v["after"] for v in per_video.values())
     batches = [default_collate([ds[int(i)] for i in rng.integers(len(ds), size=batch)]) for _ in range(3)]
     out = {"videos": len(ds), "samples": n, "before_per_s": n / t_before, "after_per_s": n / t_after,
-           "cpu_ms": 1000 * photometric_seconds(batches, torch.device("cpu")) / batch, "batch": batch}
+           "cpu_ms": 1000 * photometric_seconds(batches, torch.device("cpu")) / batch, "batch": batch,
+           "per_video": {rel: (tuple(cache.get(video_id_of(rel)).frame_hw), v)
+                         for rel, v in per_video.items()}}
     if torch.cuda.is_available():
         out["cuda_ms"] = 1000 * photometric_seconds(batches, torch.device("cuda")) / batch
         out["cuda_name"] = torch.cuda.get_device_name()
     return out
+
+
+def print_per_video(a: dict) -> None:
+    print("\n| video | frame (cache) | per-sample path, ms/item | geometric item, ms/item | ratio |"
+          "\n| --- | --- | --- | --- | --- |")
+    for rel, (hw, v) in a["per_video"].items():
+        before, after = 1000 * v["before"] / v["n"], 1000 * v["after"] / v["n"]
+        print(f"| {rel} | {hw[1]}x{hw[0]} | {before:.0f} | {after:.0f} | {before / after:.2f} |")
 
 
 def photometric_seconds(batches: list[dict], device: torch.device, repeats: int = 3) -> float:
@@ -197,6 +209,17 @@ def print_binding(name: str, cache: MotionCache, ids: list[str], draws: int) -> 
               f"{b['bound']:.3f} | {b['bound_if_constrained']:.3f} | {b['corner']:.3f} |")
 
 
+def augmentation_section(args, root: Path, cache: MotionCache, samples: int, rounds: int) -> None:
+    print("\n| clips | per-sample path, items/s | geometric item, items/s | ratio | batched photometric, "
+          "CPU ms/item | geometric + batched on the same core, items/s | batched photometric, CUDA ms/item |"
+          "\n| --- | --- | --- | --- | --- | --- | --- |")
+    print_augmentation("built-in benchmark", augmentation_rates(root, cache, samples, rounds, args.size))
+    if args.real_root and args.real_cache:
+        real = augmentation_rates(args.real_root, MotionCache(args.real_cache), samples, rounds, args.size)
+        print_augmentation("shared/data/clips", real)
+        print_per_video(real)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer samples (for CI-sized runs)")
@@ -204,6 +227,7 @@ def main() -> int:
     p.add_argument("--real-cache", type=Path, default=None, help="motion cache of real clips")
     p.add_argument("--real-root", type=Path, default=None, help="folder of the real clips")
     p.add_argument("--size", type=int, default=112)
+    p.add_argument("--augmentation-only", action="store_true", help="only the per-sample vs batched section")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -211,6 +235,9 @@ def main() -> int:
     bench = args.bench or Path(tempfile.mkdtemp(prefix="mcl-loader-bench-"))
     root, cache_dir = ensure_benchmark(bench)
     cache = MotionCache(cache_dir)
+    if args.augmentation_only:
+        augmentation_section(args, root, cache, samples, rounds)
+        return 0
     r = loader_rates(root, cache, samples, rounds, args.size)
     print(f"benchmark: {bench} ({r['videos']} videos), {r['samples']} items per arm, size {args.size}")
     print("| loader | samples/s |\n| --- | --- |")
@@ -219,13 +246,7 @@ def main() -> int:
     print(f"| ratio motion / plain | {r['ratio']:.2f} |")
     print(f"| motion-focused, DataLoader 2 workers ({r['loader2_samples']} items) "
           f"| {r['loader2_per_s']:.2f} |")
-    print("\n| clips | per-sample path, items/s | geometric item, items/s | ratio | batched photometric, "
-          "CPU ms/item | geometric + batched on the same core, items/s | batched photometric, CUDA ms/item |"
-          "\n| --- | --- | --- | --- | --- | --- | --- |")
-    print_augmentation("built-in benchmark", augmentation_rates(root, cache, samples, rounds, args.size))
-    if args.real_root and args.real_cache:
-        real = augmentation_rates(args.real_root, MotionCache(args.real_cache), samples, rounds, args.size)
-        print_augmentation("shared/data/clips", real)
+    augmentation_section(args, root, cache, samples, rounds)
     print("\n| clips | videos | crop scale | crop draws | constrained (r>0) | bound | bound if constrained "
           "| corner fall-back |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     print_binding("built-in benchmark", cache, cache.video_ids(), draws)
