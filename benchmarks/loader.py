@@ -8,7 +8,13 @@
    the alignment target) against the same dataset with both motion switches off, interleaved in rounds
    so load on the shared machine hits both alike; then a DataLoader with 2 workers (batch 4, timed
    from the arrival of its first batch, so worker start-up is excluded).
-3. Binding rate of the motion-focused crop: the fraction of crop draws where the first random position
+3. Where the augmentation runs, side by side on one core (``torch.set_num_threads(1)``), arms
+   interleaved in rounds: the per-sample path (the whole augmentation of the four views on the worker,
+   ``ClipAugment.apply``; what the loader did before) against the item the dataset returns now
+   (geometric part only, uint8, plus the drawn parameters), and the cost per sample of the batched
+   photometric part (``augment_batch``, batches of 8) on this CPU and, when there is one, on CUDA.
+   On the built-in benchmark and, with ``--real-root``/``--real-cache``, on real clips.
+4. Binding rate of the motion-focused crop: the fraction of crop draws where the first random position
    of the plain crop (same random draws) misses the required coverage r, so the motion crop changes
    the crop. Clips come from the motion-focused temporal sampler; nothing is decoded.
 """
@@ -23,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, default_collate
 
-from mcl_video.data import find_videos
+from mcl_video.data import find_videos, read_clip
 from mcl_video.motion.cache import CacheSettings, MotionCache
 from mcl_video.motion.prepare import prepare
 from mcl_video.sampling import MCLPretrainDataset, MotionFocusedCrop, MotionFocusedSampler
-from mcl_video.sampling.dataset import video_id_of
+from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, _rescale_params, video_id_of
+from mcl_video.sampling.photometric import augment_batch
 from mcl_video.sampling.temporal import clip_frame_indices
 
 
@@ -96,6 +103,82 @@ def loader_rates(root: Path, cache: MotionCache, samples: int, rounds: int, size
             "loader2_per_s": seen / t_loader, "loader2_samples": seen}
 
 
+def per_sample_item(ds: MCLPretrainDataset, index: int) -> dict:
+    """The item with the whole augmentation applied per sample on the worker (the path before the split)."""
+    plan = ds.plan(index, ds.rng(index))
+    frames = read_clip(plan.path, np.concatenate(plan.indices), ds.config.resize_short)
+    clips = frames.permute(0, 3, 1, 2).split(ds.config.clip_len)
+    item = {}
+    for name, clip, p in zip(VIEWS, VIEW_CLIP, plan.params, strict=True):
+        p = _rescale_params(p, plan.frame_hw, tuple(clips[clip].shape[-2:]))
+        item[name] = ds.augment.apply(clips[clip], p).permute(1, 0, 2, 3).contiguous()
+    item["target"] = ds.query_target(plan)
+    return item
+
+
+def augmentation_rates(root: Path, cache: MotionCache, samples: int, rounds: int, size: int,
+                       batch: int = 8) -> dict:
+    """Items/s of the per-sample path and of the geometric-only item (overall and per video: every
+    round visits every video equally often, arms interleaved), and the batched part's cost."""
+    ds = MCLPretrainDataset(root, records_of(root, cache), cache, {"size": size}, (4, size // 16, size // 16))
+    rng = np.random.default_rng(1)
+    per_video = {v[0]: {"before": 0.0, "after": 0.0, "n": 0} for v in ds.videos}
+    arms = [("before", lambda i: per_sample_item(ds, i)), ("after", ds.__getitem__)]
+    for r in range(rounds):
+        idx = rng.permutation(np.repeat(np.arange(len(ds)), max(1, samples // len(ds)))).tolist()
+        ds.set_epoch(r)
+        for name, fn in arms if r % 2 == 0 else arms[::-1]:
+            for i in idx:
+                start = time.perf_counter()
+                fn(i)
+                per_video[ds.videos[i][0]][name] += time.perf_counter() - start
+        for i in idx:
+            per_video[ds.videos[i][0]]["n"] += 1
+    n = sum(v["n"] for v in per_video.values())
+    t_before = sum(v["before"] for v in per_video.values())
+    t_after = sum(v["after"] for v in per_video.values())
+    batches = [default_collate([ds[int(i)] for i in rng.integers(len(ds), size=batch)]) for _ in range(3)]
+    out = {"videos": len(ds), "samples": n, "before_per_s": n / t_before, "after_per_s": n / t_after,
+           "cpu_ms": 1000 * photometric_seconds(batches, torch.device("cpu")) / batch, "batch": batch,
+           "per_video": {rel: (tuple(cache.get(video_id_of(rel)).frame_hw), v)
+                         for rel, v in per_video.items()}}
+    if torch.cuda.is_available():
+        out["cuda_ms"] = 1000 * photometric_seconds(batches, torch.device("cuda")) / batch
+        out["cuda_name"] = torch.cuda.get_device_name()
+    return out
+
+
+def print_per_video(a: dict) -> None:
+    print("\n| video | frame (cache) | per-sample path, ms/item | geometric item, ms/item | ratio |"
+          "\n| --- | --- | --- | --- | --- |")
+    for rel, (hw, v) in a["per_video"].items():
+        before, after = 1000 * v["before"] / v["n"], 1000 * v["after"] / v["n"]
+        print(f"| {rel} | {hw[1]}x{hw[0]} | {before:.0f} | {after:.0f} | {before / after:.2f} |")
+
+
+def photometric_seconds(batches: list[dict], device: torch.device, repeats: int = 3) -> float:
+    """Median seconds of ``augment_batch`` on one batch already on ``device`` (first call is warm-up)."""
+    moved = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+    times = []
+    for r in range(repeats + 1):
+        for b in moved:
+            start = time.perf_counter()
+            augment_batch(b)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def print_augmentation(name: str, a: dict) -> None:
+    cpu_total = 1.0 / (1.0 / a["after_per_s"] + a["cpu_ms"] / 1000)
+    print(f"| {name} ({a['videos']} videos, {a['samples']} items per arm) | {a['before_per_s']:.2f} | "
+          f"{a['after_per_s']:.2f} | {a['after_per_s'] / a['before_per_s']:.2f} | {a['cpu_ms']:.1f} | "
+          f"{cpu_total:.2f} ({cpu_total / a['before_per_s']:.2f}x) | "
+          + (f"{a['cuda_ms']:.2f} ({a['cuda_name']})" if "cuda_ms" in a else "no CUDA") + " |")
+
+
 def binding_rate(cache: MotionCache, video_ids: list[str], scale: tuple[float, float], draws: int,
                  seed: int = 0) -> dict:
     """Fractions of crop draws that are constrained (r > 0) and bound, over motion-focused clips."""
@@ -126,12 +209,25 @@ def print_binding(name: str, cache: MotionCache, ids: list[str], draws: int) -> 
               f"{b['bound']:.3f} | {b['bound_if_constrained']:.3f} | {b['corner']:.3f} |")
 
 
+def augmentation_section(args, root: Path, cache: MotionCache, samples: int, rounds: int) -> None:
+    print("\n| clips | per-sample path, items/s | geometric item, items/s | ratio | batched photometric, "
+          "CPU ms/item | geometric + batched on the same core, items/s | batched photometric, CUDA ms/item |"
+          "\n| --- | --- | --- | --- | --- | --- | --- |")
+    print_augmentation("built-in benchmark", augmentation_rates(root, cache, samples, rounds, args.size))
+    if args.real_root and args.real_cache:
+        real = augmentation_rates(args.real_root, MotionCache(args.real_cache), samples, rounds, args.size)
+        print_augmentation("shared/data/clips", real)
+        print_per_video(real)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer samples (for CI-sized runs)")
     p.add_argument("--bench", type=Path, default=None, help="benchmark folder (made if missing)")
     p.add_argument("--real-cache", type=Path, default=None, help="motion cache of real clips")
+    p.add_argument("--real-root", type=Path, default=None, help="folder of the real clips")
     p.add_argument("--size", type=int, default=112)
+    p.add_argument("--augmentation-only", action="store_true", help="only the per-sample vs batched section")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -139,6 +235,9 @@ def main() -> int:
     bench = args.bench or Path(tempfile.mkdtemp(prefix="mcl-loader-bench-"))
     root, cache_dir = ensure_benchmark(bench)
     cache = MotionCache(cache_dir)
+    if args.augmentation_only:
+        augmentation_section(args, root, cache, samples, rounds)
+        return 0
     r = loader_rates(root, cache, samples, rounds, args.size)
     print(f"benchmark: {bench} ({r['videos']} videos), {r['samples']} items per arm, size {args.size}")
     print("| loader | samples/s |\n| --- | --- |")
@@ -147,6 +246,7 @@ def main() -> int:
     print(f"| ratio motion / plain | {r['ratio']:.2f} |")
     print(f"| motion-focused, DataLoader 2 workers ({r['loader2_samples']} items) "
           f"| {r['loader2_per_s']:.2f} |")
+    augmentation_section(args, root, cache, samples, rounds)
     print("\n| clips | videos | crop scale | crop draws | constrained (r>0) | bound | bound if constrained "
           "| corner fall-back |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     print_binding("built-in benchmark", cache, cache.video_ids(), draws)

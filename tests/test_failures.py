@@ -435,7 +435,7 @@ def test_dataset_replaces_only_unreadable_videos(bench, tmp_path, monkeypatch):
     def bug(*args, **kwargs):
         raise TypeError("a programming error")
 
-    monkeypatch.setattr(ds.augment, "apply", bug)
+    monkeypatch.setattr(ds.augment, "geometric", bug)
     with pytest.raises(TypeError, match="a programming error"):  # never swallowed as "bad data"
         ds[1]
 

@@ -21,6 +21,7 @@ from mcl_video.sampling import (
     RandomResizedCropBox,
     UniformSampler,
 )
+from mcl_video.sampling.photometric import augment_item
 from mcl_video.sampling.temporal import clip_frame_indices
 
 GRID = (2, 3, 3)
@@ -70,8 +71,11 @@ def test_item_contract_and_short_video_filter(videos, caplog):
     assert len(ds) == 5 and ds.num_short == 1  # short.mp4 (12 < 16 frames) dropped, logged
     assert "shorter than 16 raw frames" in caplog.text
     item = ds[0]
+    augmented = augment_item(item)
     for name in ("q", "k0", "k1", "k2"):
-        assert item[name].shape == (3, 4, 16, 16) and item[name].dtype == torch.float32
+        assert item[name].shape == (3, 4, 16, 16) and item[name].dtype == torch.uint8
+        assert augmented[name].shape == (3, 4, 16, 16) and augmented[name].dtype == torch.float32
+        assert set(item["photometric"][name]) == {"jitter_order", "jitter_factors", "grayscale", "blur_sigma"}
     assert item["target"].shape == GRID and item["target"].dtype == torch.float32
     assert item["order"].dtype == torch.long and int(item["order"]) in (0, 1)
     assert item["index"].dtype == torch.long and int(item["index"]) == 0
@@ -90,7 +94,8 @@ def test_plan_matches_item_exactly(videos):
         item = ds[index]
         clip0 = read_clip(plan.path, plan.indices[0]).permute(0, 3, 1, 2)
         q = ds.augment.apply(clip0, plan.params[0]).permute(1, 0, 2, 3)
-        torch.testing.assert_close(item["q"], q)
+        assert item["q"].dtype == torch.uint8  # geometric only; the rest runs batched on the device
+        torch.testing.assert_close(augment_item(item)["q"], q, rtol=0, atol=1e-5)
         motion = cache.get(plan.video_id)
         want = motion.alignment_target(plan.indices[0], plan.crops[0].as_tuple(), GRID)
         if plan.params[0].flip:

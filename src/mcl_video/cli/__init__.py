@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 
 from mcl_video import __version__
+from mcl_video.allocator import maybe_reexec
 from mcl_video.errors import MCLError, UsageError
 
 # command name -> module in mcl_video.cli (in the order of the data flow)
@@ -126,6 +127,8 @@ def _user_error(message: str, status: int, debug: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `mcl` command itself (not a call from Python): tcmalloc when installed
+        maybe_reexec(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -18,6 +18,7 @@ from torch.utils.data import default_collate  # noqa: E402
 
 from mcl_video.objective.alignment import alignment_terms_from_saliency  # noqa: E402
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from mcl_video.sampling.photometric import augment_batch  # noqa: E402
 from mcl_video.training import load_checkpoint  # noqa: E402
 from mcl_video.training.builders import build_dataset, build_model  # noqa: E402
 from mcl_video.training.config import config_from_dict  # noqa: E402
@@ -88,9 +89,9 @@ def _pick(records: list, n: int) -> list:
 
 
 def saliency_batch(config, records: list, n: int):
-    """A batch of the MCL dataset (motion-focused clips and crops) over ``n`` test videos."""
+    """A batch of the MCL dataset (motion-focused clips and crops, augmented) over ``n`` test videos."""
     ds = build_dataset(config, records=_pick(records, n))
-    return default_collate([ds[i] for i in range(len(ds))])
+    return augment_batch(default_collate([ds[i] for i in range(len(ds))]))
 
 
 def _frame(q: torch.Tensor) -> np.ndarray:

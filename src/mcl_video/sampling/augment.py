@@ -1,13 +1,17 @@
 """Clip-consistent augmentation (METHOD §3): one parameter draw, applied identically to every frame.
 
-The draw (:meth:`ClipAugment.draw`, numpy ``Generator``) is separate from the application
-(:meth:`ClipAugment.apply`, batched tensor ops on ``T x C x H x W``), so the dataset can flip the
-query's alignment target with the query and tests can check that all frames got the same treatment.
+The draw (:meth:`ClipAugment.draw`, numpy ``Generator``) is separate from the application, so the
+dataset can flip the query's alignment target with the query and tests can check that all frames got
+the same treatment. Training splits the application in two: :meth:`ClipAugment.geometric` (crop,
+resize, flip; uint8, on the data-loading worker) and the batched photometric part on the training
+device (``sampling/photometric.py``). :meth:`ClipAugment.apply` does all of it for one clip; it is the
+reference the batched path is tested against.
 
 Order of operations: crop (source pixels) -> resize to ``size x size`` -> colour jitter (p=0.8;
 brightness, contrast, saturation, hue in a random order, like torchvision's ``ColorJitter``) ->
 grayscale (p=0.2; always when ``colour=False``) -> Gaussian blur (p=0.5, sigma in [0.1, 2.0], kernel
-``2 * ceil(3 sigma) + 1``) -> horizontal flip (p=0.5) -> ImageNet mean/std normalisation.
+``2 * ceil(3 sigma) + 1``) -> horizontal flip (p=0.5) -> ImageNet mean/std normalisation. The flip
+commutes with the photometric steps, so the geometric part may apply it first.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class ClipAugment:
                 raise ValueError(f"ClipAugment: {name} must be in [0, 1], got {p}")
         if size < 1:
             raise ValueError(f"ClipAugment: size must be >= 1, got {size}")
+        if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ValueError(f"ClipAugment: blur_sigma must be a range of positive values, got {blur_sigma}")
         if not 0.0 <= jitter[3] <= 0.5:
             raise ValueError(f"ClipAugment: hue jitter must be in [0, 0.5], got {jitter[3]}")
         self.size = size
@@ -114,14 +120,7 @@ class ClipAugment:
 
     def apply(self, clip: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Apply ``params`` to every frame: ``T x C x H x W`` -> float ``T x C x size x size``."""
-        if clip.ndim != 4 or clip.shape[1] != 3:
-            raise ValueError(
-                f"sampling/augment.py: ClipAugment expects T x 3 x H x W, got {tuple(clip.shape)} "
-                "(permute read_clip's T x H x W x 3 output with .permute(0, 3, 1, 2))"
-            )
-        top, left, height, width = params.crop.as_tuple()
-        x = clip[:, :, top : top + height, left : left + width]
-        x = F.resize(x, [self.size, self.size], antialias=True)
+        x = self._crop_resize(clip, params)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         for name, factor in params.jitter:
             x = _JITTER_FNS[name](x, factor)
@@ -135,6 +134,21 @@ class ClipAugment:
         if self.normalize:
             x = F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
         return x
+
+    def geometric(self, clip: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """The geometric part only: crop, resize, flip; ``T x C x size x size`` in the input's dtype."""
+        x = self._crop_resize(clip, params)
+        return x.flip(-1) if params.flip else x
+
+    def _crop_resize(self, clip: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        if clip.ndim != 4 or clip.shape[1] != 3:
+            raise ValueError(
+                f"sampling/augment.py: ClipAugment expects T x 3 x H x W, got {tuple(clip.shape)} "
+                "(permute read_clip's T x H x W x 3 output with .permute(0, 3, 1, 2))"
+            )
+        top, left, height, width = params.crop.as_tuple()
+        x = clip[:, :, top : top + height, left : left + width]
+        return F.resize(x, [self.size, self.size], antialias=True)
 
     def __call__(
         self, clip: torch.Tensor, crop: CropBox, rng: np.random.Generator

@@ -7,7 +7,10 @@ motion-focused crop, plus the query's motion-alignment target (cropped and flipp
 Every random choice of an item comes from ``numpy.random.default_rng([seed, epoch, index])``, so a
 run is reproducible with any number of DataLoader workers; the choices are made by :meth:`plan`
 without decoding, then :meth:`__getitem__` decodes the union of the three clips' frames with one
-``read_clip`` call and applies them.
+``read_clip`` call and applies the geometric part (crop, resize, flip). The photometric part (colour
+jitter, grayscale, blur, normalisation) is drawn here too but applied to the whole batch on the training
+device: :func:`~mcl_video.sampling.photometric.augment_batch` (the training loop calls it after the
+transfer; so must anything else that feeds these items to a model).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch.utils.data import Dataset
 from mcl_video.data.video import VideoReadError
 from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
+from mcl_video.sampling.photometric import PHOTOMETRIC_KEY, photometric_params
 from mcl_video.sampling.spatial import CropBox, MotionFocusedCrop, RandomResizedCropBox
 from mcl_video.sampling.temporal import (
     ClipDraw,
@@ -111,9 +115,11 @@ def _as_config(config) -> PretrainSamplingConfig:
 
 
 class MCLPretrainDataset(Dataset):
-    """Items: ``q, k0, k1, k2`` float ``C x T x size x size``, ``target`` float ``T' x H' x W'``,
-    ``order`` long, ``index`` long (video index), ``video_id`` str, ``skipped`` long (unreadable videos
-    replaced to make this item; the training loop counts them in ``videos_skipped``).
+    """Items: ``q, k0, k1, k2`` uint8 ``C x T x size x size`` (cropped, resized, flipped),
+    ``photometric`` ``{view: parameters}`` (for :func:`~mcl_video.sampling.photometric.augment_batch`,
+    which turns the views into normalised floats), ``target`` float ``T' x H' x W'``, ``order`` long,
+    ``index`` long (video index), ``video_id`` str, ``skipped`` long (unreadable videos replaced to make
+    this item; the training loop counts them in ``videos_skipped``).
 
     Only a :class:`VideoReadError` (a missing, unreadable or corrupt video) is replaced by another
     video; any other exception is a bug and propagates.
@@ -238,16 +244,17 @@ class MCLPretrainDataset(Dataset):
                              f"be read (last: {path}: {reason}); check the videos under {self.root}")
 
     def load(self, plan: SamplePlan) -> dict:
-        """Decode the plan's clips and build the item dict."""
+        """Decode the plan's clips and build the item dict (geometric augmentation only)."""
         from mcl_video.data import read_clip
 
         T = self.config.clip_len
         frames = read_clip(plan.path, np.concatenate(plan.indices), self.config.resize_short)
         clips = frames.permute(0, 3, 1, 2).split(T)  # 3 x (T x C x H x W) uint8
-        item = {}
+        item: dict = {PHOTOMETRIC_KEY: {}}
         for name, clip, p in zip(VIEWS, VIEW_CLIP, plan.params, strict=True):
             p = _rescale_params(p, plan.frame_hw, tuple(clips[clip].shape[-2:]))
-            item[name] = self.augment.apply(clips[clip], p).permute(1, 0, 2, 3).contiguous()
+            item[name] = self.augment.geometric(clips[clip], p).permute(1, 0, 2, 3).contiguous()
+            item[PHOTOMETRIC_KEY][name] = photometric_params(p)
         item["target"] = self.query_target(plan)
         item["order"] = torch.tensor(plan.draw.order, dtype=torch.long)
         item["index"] = torch.tensor(plan.video_index, dtype=torch.long)

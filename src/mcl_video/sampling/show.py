@@ -17,6 +17,7 @@ import torch
 
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
 from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, MCLPretrainDataset, SamplePlan
+from mcl_video.sampling.photometric import augment_item
 
 log = logging.getLogger(__name__)
 VIEW_COLOURS = {"q": "#00e5ff", "k0": "#ffd600", "k1": "#76ff03", "k2": "#ff4081"}
@@ -54,7 +55,7 @@ def show_tubelets(video: str | Path, cache, out_dir: str | Path, seed: int = 0, 
     options.update(config or {})
     ds = MCLPretrainDataset(root, [rel], cache, options, (4, 7, 7))
     plan = ds.plan(0)
-    item = ds.load(plan)
+    item = augment_item(ds.load(plan))
     raw = [read_clip(plan.path, idx).numpy() for idx in plan.indices]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from mcl_video.allocator import allocator_status
 from mcl_video.errors import UsageError
 from mcl_video.models.mcl import BROKEN_KINDS
 from mcl_video.objective.contrastive import ORDER_HEADS
@@ -302,7 +303,8 @@ def environment_info() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"git_commit": _git_commit(), "python": sys.version.split()[0],
-            "platform": platform.platform(), "hostname": platform.node(), "packages": versions}
+            "platform": platform.platform(), "hostname": platform.node(), "packages": versions,
+            "allocator": allocator_status()}
 
 
 def save_run_config(config: PretrainConfig, run_dir: Path, extra_env: dict | None = None) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import random
 import signal
 import time
@@ -24,8 +23,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from mcl_video.allocator import allocator_status
 from mcl_video.errors import RunFailedError
 from mcl_video.models import dist as process_group
+from mcl_video.sampling.photometric import augment_batch
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training import runfolder
 from mcl_video.training.builders import build_dataset, build_model, build_optimizer
@@ -46,8 +47,8 @@ from mcl_video.training.schedule import TrainingSchedule, build_schedule
 log = logging.getLogger(__name__)
 
 TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc costs a third of a step): "
-                 "apt-get install libgoogle-perftools4, then "
-                 "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 mcl pretrain ...")
+                 "apt-get install libgoogle-perftools4 and `mcl` preloads it "
+                 "(MCL_NO_TCMALLOC=1 turns that off)")
 
 
 class NonFiniteLossError(RunFailedError, FloatingPointError):
@@ -201,7 +202,9 @@ def save_state(run: Run) -> Path | None:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Move the batch's tensors to `device`, then run the photometric augmentation there (batched)."""
+    moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return augment_batch(moved)
 
 
 def _check_finite(metrics: dict, step: int) -> dict[str, float]:
@@ -304,7 +307,7 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
     env = init_distributed(config.device)
     try:
         run, dataset = _setup(config, env, model, dataset)
-        if env.is_main and env.device.type == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
+        if env.is_main and env.device.type == "cpu" and allocator_status() == "glibc malloc":
             print(TCMALLOC_HINT, flush=True)
         logger = MetricLogger(run.run_dir, env.is_main, run.step, run.final_step, config,
                               samples_per_step=config.batch_size * config.grad_accum * env.world_size,
