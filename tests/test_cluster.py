@@ -144,3 +144,21 @@ def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, 
     assert reference["model"].keys() == resumed["model"].keys()
     for name, value in reference["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
+
+
+@pytest.mark.slow
+def test_workers_stop_with_a_checkpoint_when_torchrun_is_killed(bench, tmp_path):
+    # SIGKILL cannot be forwarded: the kernel's parent-death signal (SIGTERM) stops the workers instead
+    run = tmp_path / "run"
+    job = sbatch(bench, run)
+    wait_for_first_step(job, run)
+    (launcher,) = [int(p.split(":")[0]) for p in processes_naming(str(run)) if "torchrun" in p]
+    os.kill(launcher, signal.SIGKILL)
+    status, log = finish(job)
+    assert status == 128 + signal.SIGKILL, log  # not a stop the script asked for: no requeue, no 75
+    deadline = time.monotonic() + 60
+    while processes_naming(str(run)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_naming(str(run)) == []
+    (step,) = [load_checkpoint(p)["step"] for p in list_checkpoints(run)]
+    assert 1 <= step < STEPS
