@@ -1,6 +1,7 @@
 """The SLURM recipe (docs/slurm_pretrain.sbatch) under a fake SLURM on this machine.
 
-`scontrol` and `srun` are stubs on PATH (`scontrol requeue` is recorded, `srun` runs its command); the
+`scontrol` and `srun` are stubs on PATH (`scontrol requeue` is recorded; `srun` runs its command as one
+task, forwards USR1 to it and turns a TERM into a SIGKILL of the task, as srun does); the
 batch script starts `torchrun --nproc_per_node 2` (gloo, CPU) on a tiny synthetic benchmark and is sent
 the signal as SLURM sends it with `--signal=B:USR1@...`: to the batch shell only. Then: the checkpoint of
 the step reached, the documented exit status, the requeue, no worker left alive, and the requeued job (the
@@ -38,8 +39,15 @@ case "$1" in
 esac
 """
 SRUN = """#!/bin/bash
-while [ "${1#-}" != "$1" ]; do shift; done  # one task on the one node: drop the options, run the command
-exec "$@"
+# one task on this node; like srun, forward USR1/USR2 to it and answer TERM with a SIGKILL of the task
+while [ "${1#-}" != "$1" ]; do shift; done
+"$@" &
+task=$!
+trap 'kill -USR1 $task' USR1
+trap 'kill -USR2 $task' USR2
+trap 'echo "srun: forcing job termination" >&2; kill -KILL $task' TERM
+while kill -0 $task 2>/dev/null; do wait $task; done
+wait $task
 """
 
 
@@ -112,6 +120,12 @@ def wait_for_first_step(job: subprocess.Popen, run: Path, timeout: float = 90) -
         time.sleep(0.05)
 
 
+def requeues(bench: Path) -> list[str]:
+    """The `scontrol requeue` calls the stub recorded so far."""
+    log = bench / "requeue.log"
+    return log.read_text().splitlines() if log.is_file() else []
+
+
 def final_state(run: Path) -> dict:
     return load_checkpoint(list_checkpoints(run)[-1])
 
@@ -126,15 +140,15 @@ def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, 
 
     assert status == EXIT_STOPPED == 75, log
     assert processes_naming(str(run)) == []  # torchrun and both workers ended with the batch script
-    assert (bench / "requeue.log").read_text().splitlines() == [f"requeue {JOB_ID}"]
+    assert requeues(bench) == [f"requeue {JOB_ID}"]
     (step,) = [load_checkpoint(p)["step"] for p in list_checkpoints(run)]  # the stop's checkpoint
     assert 1 <= step < STEPS
-    assert f"stopped by SIGTERM after step {step} of {STEPS}" in log, log
+    assert f"stopped by SIGUSR1 after step {step} of {STEPS}" in log, log  # batch shell -> srun -> torchrun
 
     # SLURM starts the requeued job: the same script with the same arguments
     status, log = finish(sbatch(bench, run))
     assert status == 0, log
-    assert (bench / "requeue.log").read_text().splitlines() == [f"requeue {JOB_ID}"]  # not requeued again
+    assert requeues(bench) == [f"requeue {JOB_ID}"]  # not requeued again
     resumed = final_state(run)
     assert resumed["step"] == STEPS and resumed["env"]["resume_history"][0]["step"] == step
 
@@ -149,13 +163,15 @@ def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, 
 @pytest.mark.slow
 def test_workers_stop_with_a_checkpoint_when_torchrun_is_killed(bench, tmp_path):
     # SIGKILL cannot be forwarded: the kernel's parent-death signal (SIGTERM) stops the workers instead
-    run = tmp_path / "run"
+    run, before = tmp_path / "run", requeues(bench)
     job = sbatch(bench, run)
     wait_for_first_step(job, run)
-    (launcher,) = [int(p.split(":")[0]) for p in processes_naming(str(run)) if "torchrun" in p]
+    (launcher,) = [int(p.split(":")[0]) for p in processes_naming(str(run))
+                   if "torchrun" in p and "bin/srun" not in p]
     os.kill(launcher, signal.SIGKILL)
     status, log = finish(job)
     assert status == 128 + signal.SIGKILL, log  # not a stop the script asked for: no requeue, no 75
+    assert requeues(bench) == before
     deadline = time.monotonic() + 60
     while processes_naming(str(run)) and time.monotonic() < deadline:
         time.sleep(0.1)
