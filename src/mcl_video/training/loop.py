@@ -14,7 +14,6 @@ import inspect
 import logging
 import os
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from mcl_video.training.distributed import (
     init_distributed,
 )
 from mcl_video.training.logger import MetricLogger
-from mcl_video.training.preempt import RunStopped, StopOnSignal
+from mcl_video.training.preempt import RunStopped, StopOnSignal, leave_stops_to_the_main_process
 from mcl_video.training.schedule import TrainingSchedule, build_schedule
 
 log = logging.getLogger(__name__)
@@ -254,11 +253,6 @@ def train_step(run: Run, batches) -> dict[str, float]:
     return {**sums, "lr": float(run.schedule.lr[step]), **weights, "videos_skipped": float(run.skipped)}
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which finishes the step and checkpoints."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoader:
     run.sampler.set_epoch(epoch, start_batch=step_in_epoch * run.config.grad_accum)
     if hasattr(dataset, "set_epoch"):
@@ -267,7 +261,7 @@ def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoad
     return DataLoader(
         dataset, batch_size=run.config.batch_size, sampler=run.sampler, drop_last=True,
         num_workers=workers, pin_memory=run.env.device.type == "cuda", persistent_workers=False,
-        worker_init_fn=_ignore_sigint if workers else None,
+        worker_init_fn=leave_stops_to_the_main_process if workers else None,
         # own generator: building a loader must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch * 1009 + run.env.rank),
     )

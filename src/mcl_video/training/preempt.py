@@ -49,6 +49,14 @@ def term_when_parent_dies() -> bool:
     return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
 
 
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a worker ignores the stop signals. torchrun and SLURM signal a whole
+    process group, and a DataLoader worker killed by one would end the run with an error instead of a
+    checkpoint; the main process finishes the step, checkpoints and ends its workers itself."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopOnSignal:
     """Context manager installing the handlers (main thread only) and restoring the old ones on exit."""
 
