@@ -23,6 +23,7 @@ from mcl_video.training import (
     load_checkpoint,
     pretrain,
 )
+from mcl_video.training.preempt import EXIT_STOPPED, RunStopped
 from mcl_video.training.schedule import build_schedule
 
 T, S = 4, 8  # frames, pixels of the toy clips (feature grid = T x S x S)
@@ -221,7 +222,9 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path):
 
     cfg = tiny_config(tmp_path, max_steps=5, checkpoint_every=100)
     before = signal.getsignal(signal.SIGTERM)
-    pretrain(cfg, model=SignalledMCL(), dataset=ToyClips())
+    with pytest.raises(RunStopped, match="stopped by SIGTERM after step 2 of 5") as stopped:
+        pretrain(cfg, model=SignalledMCL(), dataset=ToyClips())
+    assert stopped.value.exit_code == EXIT_STOPPED == 75  # not 0: `pretrain && evaluate` stops here
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000002.pt"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored
 

@@ -43,12 +43,15 @@ def run(args) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         return 0
+    from mcl_video.training.preempt import EXIT_STOPPED
+
     result = run_finetune(config)
     if os.environ.get("RANK", "0") != "0":
-        return 0
+        return EXIT_STOPPED if result.stopped else 0
     print(f"run folder: {result.run_dir}")
-    if result.stopped:
+    if result.stopped:  # SIGTERM/SIGUSR1/Ctrl-C: not finished, so `finetune && ...` must not go on
         print(f"stopped after step {result.step}; continue with resume=true")
+        return EXIT_STOPPED
     elif result.results is not None:
         r = result.results
         print(f"test: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "

@@ -28,8 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "env.json, metrics.jsonl, tb/ (TensorBoard) and ckpt-<step>.pt into out. A non-empty out is "
             "refused unless resume=true (continue; settings that change the run's meaning are refused "
             "unless named in resume_override=key1,key2) or overwrite=true (start over). SIGTERM, SIGUSR1 "
-            "and Ctrl-C stop after the current step with a checkpoint. Under torchrun every process "
-            "trains on its shard; batch_size is per process."
+            "and Ctrl-C stop after the current step with a checkpoint; the exit status is then 75 "
+            "(130 for Ctrl-C), not 0. Under torchrun every process trains on its shard; batch_size is "
+            "per process."
         ),
     )
     p.add_argument("--config", metavar="NAME|FILE",

@@ -43,7 +43,7 @@ from mcl_video.training.distributed import (
 )
 from mcl_video.training.logger import MetricLogger
 from mcl_video.training.loop import autocast_context, seed_everything
-from mcl_video.training.preempt import StopOnSignal
+from mcl_video.training.preempt import StopOnSignal, leave_stops_to_the_main_process
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,7 @@ def _loader(run: FinetuneRun, train_ds, epoch: int, start_batch: int) -> DataLoa
         drop_last=True,
         num_workers=run.config.num_workers,
         collate_fn=collate_videos,
+        worker_init_fn=leave_stops_to_the_main_process if run.config.num_workers else None,
         pin_memory=run.env.device.type == "cuda",
         generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch),
     )

@@ -13,7 +13,6 @@ import contextlib
 import inspect
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from mcl_video.training.distributed import (
     init_distributed,
 )
 from mcl_video.training.logger import MetricLogger
-from mcl_video.training.preempt import StopOnSignal
+from mcl_video.training.preempt import RunStopped, StopOnSignal, leave_stops_to_the_main_process
 from mcl_video.training.schedule import TrainingSchedule, build_schedule
 
 log = logging.getLogger(__name__)
@@ -257,11 +256,6 @@ def train_step(run: Run, batches) -> dict[str, float]:
     return {**sums, "lr": float(run.schedule.lr[step]), **weights, "videos_skipped": float(run.skipped)}
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which finishes the step and checkpoints."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoader:
     run.sampler.set_epoch(epoch, start_batch=step_in_epoch * run.config.grad_accum)
     if hasattr(dataset, "set_epoch"):
@@ -270,13 +264,14 @@ def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoad
     return DataLoader(
         dataset, batch_size=run.config.batch_size, sampler=run.sampler, drop_last=True,
         num_workers=workers, pin_memory=run.env.device.type == "cuda", persistent_workers=False,
-        worker_init_fn=_ignore_sigint if workers else None,
+        worker_init_fn=leave_stops_to_the_main_process if workers else None,
         # own generator: building a loader must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch * 1009 + run.env.rank),
     )
 
 
-def _train(run: Run, dataset, logger: MetricLogger, stop: StopOnSignal) -> None:
+def _train(run: Run, dataset, logger: MetricLogger, stop: StopOnSignal) -> bool:
+    """Steps until the final one (False) or until a stop signal on any rank (True)."""
     spe, cfg = run.schedule.steps_per_epoch, run.config
     while run.step < run.final_step:
         epoch, step_in_epoch = divmod(run.step, spe)
@@ -287,13 +282,15 @@ def _train(run: Run, dataset, logger: MetricLogger, stop: StopOnSignal) -> None:
             t0 = time.perf_counter()
             metrics = train_step(run, batches)
             logger.step(run.step, epoch, metrics, time.perf_counter() - t0)
-            if stop.requested():  # the checkpoint is written by pretrain() on the way out
+            # the checkpoint is written by pretrain() on the way out; a signal after the last step is moot
+            if run.step < run.final_step and stop.requested():
                 if run.env.is_main:
                     log.warning("received %s: stopping after step %d; continue with resume=true",
                                 stop.received or "a stop signal on another rank", run.step)
-                return
+                return True
             if run.step % cfg.checkpoint_every == 0 and run.step < run.final_step:
                 save_state(run)
+    return False
 
 
 def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, dataset=None) -> Path:
@@ -314,14 +311,18 @@ def pretrain(config: PretrainConfig, model: torch.nn.Module | None = None, datas
                               device=env.device)
         try:
             with StopOnSignal() as stop:
-                _train(run, dataset, logger, stop)
+                stopped = _train(run, dataset, logger, stop)
         finally:
             logger.close()
         if run.saved_step != run.step:  # always one checkpoint at the end
             save_state(run)
-        if stop.received == "SIGINT":
+        if stopped and stop.received == "SIGINT":
             raise RunInterrupted(f"interrupted (Ctrl-C) after step {run.step}; its checkpoint is in "
                                  f"{run.run_dir}: continue with resume=true")
+        if stopped:  # a non-zero exit status, so `pretrain && evaluate` does not go on
+            raise RunStopped(f"stopped by {stop.received or 'a signal to another process'} after step "
+                             f"{run.step} of {run.final_step}; its checkpoint is in {run.run_dir}: "
+                             "continue with resume=true")
         return run.run_dir
     finally:
         torch.set_num_threads(threads)
