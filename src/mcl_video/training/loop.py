@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from mcl_video.allocator import allocator_status
+from mcl_video.allocator import TCMALLOC_HINT, allocator_status
 from mcl_video.errors import RunFailedError
 from mcl_video.models import dist as process_group
 from mcl_video.sampling.photometric import augment_batch
@@ -44,10 +44,6 @@ from mcl_video.training.preempt import RunStopped, StopOnSignal, leave_stops_to_
 from mcl_video.training.schedule import TrainingSchedule, build_schedule
 
 log = logging.getLogger(__name__)
-
-TCMALLOC_HINT = ("hint: CPU training is ~1.5x faster with tcmalloc (glibc malloc costs a third of a step): "
-                 "apt-get install libgoogle-perftools4 and `mcl` preloads it "
-                 "(MCL_NO_TCMALLOC=1 turns that off)")
 
 
 class NonFiniteLossError(RunFailedError, FloatingPointError):
