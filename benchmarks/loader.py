@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, default_collate
 
-from mcl_video.data import find_videos, read_clip
+from mcl_video.data import find_videos, read_clip, video_id
 from mcl_video.motion.cache import CacheSettings, MotionCache
 from mcl_video.motion.prepare import prepare
 from mcl_video.sampling import MCLPretrainDataset, MotionFocusedCrop, MotionFocusedSampler
-from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, _rescale_params, video_id_of
+from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, _rescale_params
 from mcl_video.sampling.photometric import augment_batch
 from mcl_video.sampling.temporal import clip_frame_indices
 
@@ -55,7 +55,7 @@ def ensure_benchmark(bench: Path) -> tuple[Path, Path]:
 def records_of(root: Path, cache: MotionCache) -> list[str]:
     """Relative paths of the videos under ``root`` that the cache holds."""
     rels = [str(p.relative_to(root)) for p in find_videos(root)]
-    return [r for r in rels if video_id_of(r) in cache]
+    return [r for r in rels if video_id(r) in cache]
 
 
 def time_items(ds: MCLPretrainDataset, indices: list[int]) -> float:
@@ -140,7 +140,7 @@ def augmentation_rates(root: Path, cache: MotionCache, samples: int, rounds: int
     batches = [default_collate([ds[int(i)] for i in rng.integers(len(ds), size=batch)]) for _ in range(3)]
     out = {"videos": len(ds), "samples": n, "before_per_s": n / t_before, "after_per_s": n / t_after,
            "cpu_ms": 1000 * photometric_seconds(batches, torch.device("cpu")) / batch, "batch": batch,
-           "per_video": {rel: (tuple(cache.get(video_id_of(rel)).frame_hw), v)
+           "per_video": {rel: (tuple(cache.get(video_id(rel)).frame_hw), v)
                          for rel, v in per_video.items()}}
     if torch.cuda.is_available():
         out["cuda_ms"] = 1000 * photometric_seconds(batches, torch.device("cuda")) / batch

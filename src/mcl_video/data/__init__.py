@@ -13,6 +13,7 @@ from mcl_video.data.video import (
     read_clip,
     read_frames,
     read_video_info,
+    video_id,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "read_clip",
     "read_frames",
     "read_video_info",
+    "video_id",
 ]

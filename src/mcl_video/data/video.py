@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import av
 import av.logging
@@ -83,6 +83,18 @@ class _Index:
     seek_ts: dict[int, int]
 
 
+def video_id(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A video's id, the one name every stage uses for it (motion cache entries, datasets, collisions):
+    its path relative to ``root`` (or ``path`` as given when ``root`` is None), POSIX separators, without
+    a video file's extension (a frame folder keeps its whole name)."""
+    rel = Path(path)
+    if root is not None:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
+    if rel.suffix.lower() in VIDEO_EXTENSIONS:
+        rel = rel.with_suffix("")
+    return str(PurePosixPath(*rel.parts))
+
+
 def find_videos(root: str | os.PathLike) -> list[Path]:
     """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, and all frame folders
     (folders holding ``img_<n>.jpg`` frames, see ``data.rawframes``), sorted.
@@ -101,9 +113,9 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
         videos += [base / n for n in names
                    if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(base / n)]
     videos.sort()
-    by_id: dict[Path, list[Path]] = {}
+    by_id: dict[str, list[Path]] = {}
     for p in videos:
-        by_id.setdefault(p.with_suffix(""), []).append(p)
+        by_id.setdefault(video_id(p), []).append(p)
     clashes = [paths for paths in by_id.values() if len(paths) > 1]
     if clashes:
         shown = "; ".join(" and ".join(str(p) for p in paths) for paths in clashes[:3])

@@ -51,10 +51,11 @@ import json
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from mcl_video.data.video import video_id
 from mcl_video.errors import DataError, RunFailedError
 from mcl_video.motion.fields import (
     FIELD_LEVELS,  # noqa: F401 (re-exported with quantise: part of the format)
@@ -137,12 +138,6 @@ def package_versions() -> dict:
 
     return {"mcl_video": mcl_video.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "opencv": cv2.__version__}
-
-
-def video_id_for(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    """The video's id: path relative to ``root``, POSIX, without extension."""
-    rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
-    return str(PurePosixPath(*rel.parts).with_suffix(""))
 
 
 def field_hw(frame_hw: tuple[int, int], field_short: int) -> tuple[int, int]:
@@ -355,7 +350,7 @@ class MotionCache:
         """Ids of all complete entries, sorted."""
         if self._ids is None:
             base = self.path / "videos"
-            self._ids = sorted(str(PurePosixPath(*p.relative_to(base).with_suffix("").parts))
+            self._ids = sorted(video_id(p.with_suffix(""), base)
                                for p in base.rglob("*.npz")) if base.exists() else []
         return list(self._ids)
 
@@ -370,7 +365,7 @@ class MotionCache:
         base = self.path / "failed"
         if not base.exists():
             return {}
-        return {str(PurePosixPath(*p.relative_to(base).with_suffix("").parts)): json.loads(p.read_text())
+        return {video_id(p.with_suffix(""), base): json.loads(p.read_text())
                 for p in sorted(base.rglob("*.json"))}
 
     def get(self, video_id: str) -> VideoMotion:

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mcl_video.data import find_videos, iter_frames, read_split, read_video_info, video_id
 from mcl_video.errors import DataError
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
@@ -37,7 +38,6 @@ from mcl_video.motion.cache import (
     init_cache,
     num_starts,
     quantise,
-    video_id_for,
     write_entry,
     write_failure,
 )
@@ -165,7 +165,6 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threa
     ``FLOW_JPEG``, ``settings.flow_options["bound"]`` their bound) instead of computing it; the video
     itself only gives its frame size. The entry's info records the folder as ``flow_from``.
     """
-    from mcl_video.data import iter_frames, read_video_info
     from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 
     info = read_video_info(path)
@@ -245,12 +244,10 @@ def list_videos(root: str | os.PathLike, dataset: str | None = None, split: int 
     Without ``dataset``: every video under ``root`` (recursive). With ``dataset``: ``root`` is the
     annotation folder and the train and test lists of ``split`` are taken, under ``video_root``.
     """
-    from mcl_video.data import find_videos
 
     if dataset is None:
         base = Path(root)
-        return base, {video_id_for(p, base): p for p in find_videos(base)}
-    from mcl_video.data import read_split
+        return base, {video_id(p, base): p for p in find_videos(base)}
 
     if video_root is None:
         raise ValueError("--dataset needs --video-root DIR (the folder the annotation paths are relative to)")
@@ -267,7 +264,7 @@ def list_videos(root: str | os.PathLike, dataset: str | None = None, split: int 
             continue
         for rec in records:
             p = base / rec.path
-            paths[video_id_for(p, base)] = p
+            paths[video_id(p, base)] = p
     return base, paths
 
 

@@ -16,16 +16,15 @@ transfer; so must anything else that feeds these items to a model).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mcl_video.data.video import VideoReadError
+from mcl_video.data.video import VideoReadError, read_clip, video_id
 from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
 from mcl_video.sampling.photometric import PHOTOMETRIC_KEY, photometric_params
@@ -92,11 +91,6 @@ class SamplePlan:
     params: tuple[AugmentParams, ...]
     maps: tuple[np.ndarray, ...] = field(default=())  # clip-mean 7x7 motion maps of c0, c1, c2
     motion: object = field(default=None, repr=False)  # the VideoMotion the plan was drawn from
-
-
-def video_id_of(rel_path: str | os.PathLike) -> str:
-    """The cache's id of a video: its path relative to the video root, POSIX, no extension."""
-    return str(PurePosixPath(*Path(rel_path).with_suffix("").parts))
 
 
 def _as_config(config) -> PretrainSamplingConfig:
@@ -172,7 +166,7 @@ class MCLPretrainDataset(Dataset):
         keep, missing, short = [], [], 0
         for rec in records:
             rel = str(getattr(rec, "path", rec))
-            vid = video_id_of(rel)
+            vid = video_id(rel)
             if vid not in self.cache:
                 missing.append(rel)
                 continue
@@ -245,7 +239,6 @@ class MCLPretrainDataset(Dataset):
 
     def load(self, plan: SamplePlan) -> dict:
         """Decode the plan's clips and build the item dict (geometric augmentation only)."""
-        from mcl_video.data import read_clip
 
         T = self.config.clip_len
         frames = read_clip(plan.path, np.concatenate(plan.indices), self.config.resize_short)
