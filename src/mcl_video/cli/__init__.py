@@ -17,7 +17,6 @@ programming error and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from mcl_video import __version__
 from mcl_video.allocator import maybe_reexec
+from mcl_video.atomic import DISK_FULL
 from mcl_video.errors import MCLError, UsageError
 
 # command name -> module in mcl_video.cli (in the order of the data flow)
@@ -43,7 +43,6 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
 }
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +111,7 @@ def open_cache(path: str | os.PathLike, option: str):
         raise
     except (FileNotFoundError, ValueError) as err:  # the cache's own messages, without its source path
         kind = MissingInputError if isinstance(err, FileNotFoundError) else DataError
-        raise kind(f"{option} {path}: {str(err).split('cache.py: ', 1)[-1]}") from None
+        raise kind(f"{option} {path}: {err}") from None
 
 
 def _debug(args) -> bool:

@@ -37,7 +37,7 @@ def run(args) -> int:
     try:
         resolve_video_id(args.video, cache)
     except KeyError as err:  # the video is not in the cache
-        raise DataError(f"{args.video}: {str(err.args[0]).split('show.py: ', 1)[-1]}") from None
+        raise DataError(f"{args.video}: {err.args[0]}") from None
     options = {"size": args.size}
     if args.uniform:
         options.update(motion_sampling=False, motion_crop=False)

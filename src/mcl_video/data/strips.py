@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl_video.atomic import atomic_path
 from mcl_video.data.video import VideoReadError
+from mcl_video.data.writer import write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,6 @@ def convert_strips(
         grayscale: store luma only (replicated to 3 channels), e.g. to match grayscale pretraining.
         crf: H.264 quality (18: visually lossless).
     """
-    from mcl_video.data.synth import write_mp4
-
     src, out_dir = Path(src), Path(out_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: strip folder not found")
@@ -123,10 +123,8 @@ def convert_strips(
         if grayscale:
             luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
             frames = np.repeat(np.round(luma).astype(np.uint8)[..., None], 3, axis=-1)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")  # not a video extension: never indexed
-        write_mp4(partial, frames, fps=fps, crf=crf)
-        os.replace(partial, target)
+        with atomic_path(target, "free space and run the conversion again (finished videos are kept)") as tmp:
+            write_mp4(tmp, frames, fps=fps, crf=crf)  # the temporary name is not a video extension
         report.written.append(target)
     log.info("strips -> %s: %d written, %d present, %d skipped", out_dir, len(report.written),
              len(report.present), len(report.skipped))

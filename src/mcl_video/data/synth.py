@@ -35,7 +35,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
+
+from mcl_video.data.writer import write_mp4
 
 MOTION_CLASSES: tuple[str, ...] = (
     "HorizontalOscillation", "VerticalOscillation", "CircularOrbit", "Spin",
@@ -359,8 +363,6 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
 
 def _background(rng: np.random.Generator, side: int, base, contrast: float, grayscale: bool) -> np.ndarray:
     """Smooth random texture (two noise octaves + blobs) around ``base``: float32 (side, side, 3)."""
-    import cv2
-
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
     layers = []
     for _ in range(1 if grayscale else 3):
@@ -377,8 +379,6 @@ def _background(rng: np.random.Generator, side: int, base, contrast: float, gray
 
 def render_video(cfg: SynthConfig, video: dict) -> np.ndarray:
     """Render a video drawn by :func:`draw_video`: uint8 ``(T, H, W, 3)`` RGB frames."""
-    import cv2
-
     p, tr = video["params"], video["trajectory"]
     rng = np.random.default_rng([cfg.seed, video["index"], 1])  # texture noise, separate from the draws
     canvas = _background(rng, p["canvas"], p["background"], cfg.background_contrast, cfg.grayscale)[None]
@@ -396,21 +396,6 @@ def render_video(cfg: SynthConfig, video: dict) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ writing
-def write_mp4(path: Path, frames: np.ndarray, fps: int = 25, crf: int = 18) -> None:
-    """Encode uint8 ``(T, H, W, 3)`` RGB frames as H.264 (libx264, yuv420p, one thread: deterministic)."""
-    import av
-    import cv2
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
-        ctx = stream.codec_context
-        ctx.width, ctx.height, ctx.pix_fmt, ctx.thread_count = frames.shape[2], frames.shape[1], "yuv420p", 1
-        for frame in frames:  # BT.601 limited range, as decoders assume for untagged SD video
-            yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")))
-        container.mux(stream.encode(None))
-
-
 def _video_name(name: str, group: int, clip: int) -> str:
     return f"{name}/v_{name}_g{group:02d}_c{clip:02d}.mp4"
 
@@ -437,8 +422,6 @@ def _make_one(args: tuple[SynthConfig, Path, tuple]) -> dict:
 
 def _contact_sheet(cfg: SynthConfig, videos: list[dict], path: Path, columns: int = 6) -> None:
     """A PNG with a labelled row per class: evenly spaced frames of the class's first video."""
-    import cv2
-
     label_w, rows = 190, []
     for k in range(cfg.classes):
         video = next((v for v in videos if v["label"] == k + 1), None)
@@ -503,6 +486,4 @@ def make_benchmark(out_dir: str | Path, overwrite: bool = False, progress: bool 
 def _collect(results, total: int, progress: bool) -> list[dict]:
     if not progress:
         return list(results)
-    from tqdm import tqdm
-
     return list(tqdm(results, total=total, desc="synth", unit="video"))

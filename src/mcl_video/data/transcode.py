@@ -28,7 +28,9 @@ from pathlib import Path
 
 import av
 from av.video.frame import PictureType
+from tqdm import tqdm
 
+from mcl_video.atomic import atomic_path
 from mcl_video.data.video import VideoReadError, find_videos, read_video_info
 
 log = logging.getLogger(__name__)
@@ -125,8 +127,8 @@ def transcode_video(src: str | os.PathLike, dst: str | os.PathLike, settings: Tr
     src, dst = Path(src), Path(dst)
     expected = read_video_info(src).num_frames  # raises VideoReadError for unreadable or truncated files
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.tmp-{os.getpid()}.mp4")
-    try:
+    with atomic_path(dst, "free space and run `mcl transcode` again (finished copies are kept)",
+                     keep_suffix=True) as tmp:
         try:
             written = _encode(src, tmp, settings, threads)
         except (av.FFmpegError, UnicodeDecodeError) as err:
@@ -135,9 +137,6 @@ def transcode_video(src: str | os.PathLike, dst: str | os.PathLike, settings: Tr
         if not written == got == expected:
             raise VideoReadError(f"{src}: the copy has {got} frames ({written} decoded) where the source "
                                  f"lists {expected}; the file is damaged")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return written
 
 
@@ -170,8 +169,6 @@ def transcode(src_root: str | os.PathLike, out_root: str | os.PathLike,
     Resumable: videos whose copy exists are skipped (copies appear only when complete). Failures are
     logged and listed in the returned summary; they do not stop the run.
     """
-    from tqdm import tqdm
-
     settings = settings or TranscodeSettings()
     src_root, out_root = Path(src_root), Path(out_root)
     if src_root.is_file():

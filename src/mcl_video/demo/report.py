@@ -8,20 +8,19 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch.utils.data import default_collate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
+from mcl_video.figures import pyplot
+from mcl_video.objective.alignment import alignment_terms_from_saliency
+from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
+from mcl_video.sampling.photometric import augment_batch
+from mcl_video.training import load_checkpoint
+from mcl_video.training.builders import build_dataset, build_model
+from mcl_video.training.config import config_from_dict
 
-from mcl_video.objective.alignment import alignment_terms_from_saliency  # noqa: E402
-from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from mcl_video.sampling.photometric import augment_batch  # noqa: E402
-from mcl_video.training import load_checkpoint  # noqa: E402
-from mcl_video.training.builders import build_dataset, build_model  # noqa: E402
-from mcl_video.training.config import config_from_dict  # noqa: E402
+plt = pyplot()
 
 CURVE_PANELS = (  # (title, metrics.jsonl keys)
     ("InfoNCE inter-video loss", ("loss_inter",)),

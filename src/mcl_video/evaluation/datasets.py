@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mcl_video.data import VideoReadError, read_clip, read_video_info
+from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CROPS = {"center": 1, "three": 3, "random": 1}
 # ``short_side="native"`` (the release's linear-probe protocol): frames whose short side is already in
 # this range are used as decoded (UCF101/HMDB51 are 240 px, Kinetics is usually stored at 256); any
@@ -126,8 +127,6 @@ class EvalClipDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict | None:
-        from mcl_video.data import VideoReadError, read_clip, read_video_info
-
         rec = self.records[i]
         path = self.video_root / rec.path
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mcl_video.errors import DataError
+from mcl_video.models import build_backbone
 from mcl_video.training.checkpoint import safe_load
 
 # where the query encoder's backbone lives inside the MCL state dict, most specific first
@@ -99,8 +100,6 @@ def load_encoder(
         EncoderLoadError: when the keys or shapes do not fit, naming a few missing and unexpected keys.
         CheckpointError: when ``path`` is missing, empty, not a torch file or holds Python objects.
     """
-    from mcl_video.models import build_backbone
-
     path = Path(path)
     hint = "pass a checkpoint of `mcl pretrain` or a torchvision state dict"
     obj = safe_load(path, map_location, hint=hint)

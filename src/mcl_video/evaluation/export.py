@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mcl_video.errors import UsageError
+from mcl_video.evaluation.encoder import load_encoder
 
 FORMATS = ("torchvision", "mmaction2")
 EXPORTABLE = ("r2plus1d_18", "r3d_18")
@@ -94,7 +95,7 @@ def _conv2plus1d(out: dict, src: dict, spatial: str, bn: str, temporal: str, the
     have = w_s.shape[0]
     mid = mmaction2_mid_channels(w_s.shape[1], w_t.shape[0], (w_t.shape[2], w_s.shape[3], w_s.shape[4]))
     if mid < have:  # never for R(2+1)D-18; would need dropping channels
-        raise ValueError(f"export.py: {theirs} has {mid} middle channels in mmaction2, ours {have}")
+        raise ValueError(f"{theirs} has {mid} middle channels in mmaction2, ours {have}")
     extra = mid - have
     out[f"{theirs}.conv_s.weight"] = torch.cat([w_s, w_s.new_zeros((extra, *w_s.shape[1:]))])
     out[f"{theirs}.conv_t.weight"] = torch.cat([w_t, w_t.new_zeros((w_t.shape[0], extra, *w_t.shape[2:]))], 1)
@@ -155,8 +156,6 @@ def export_encoder(
 ) -> ExportResult:
     """Load the query encoder of ``checkpoint`` (see :func:`load_encoder`) and write it in format
     ``fmt`` (``torchvision`` or ``mmaction2``) to ``out`` (temp file, then rename)."""
-    from mcl_video.evaluation.encoder import load_encoder
-
     if fmt not in FORMATS:
         raise UsageError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = load_encoder(checkpoint, backbone=backbone)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.models import dist as process_group
@@ -60,13 +61,13 @@ def feature_protocol(name: str = "default", size: int = 112, num_clips: int = 20
         return FeatureProtocol("release", RELEASE_NUM_CLIPS, RELEASE_CROP, "native", "none")
     if name == "default":
         return FeatureProtocol("default", num_clips, size, size, "standardize")
-    raise ValueError(f"features.py: protocol must be one of {FEATURE_PROTOCOLS}, got {name!r}")
+    raise ValueError(f"protocol must be one of {FEATURE_PROTOCOLS}, got {name!r}")
 
 
 def shard_indices(num_items: int, rank: int, world_size: int) -> list[int]:
     """The dataset indices rank ``rank`` of ``world_size`` extracts: ``rank, rank + W, ...``."""
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"features.py: invalid rank {rank} for world size {world_size}")
+        raise ValueError(f"invalid rank {rank} for world size {world_size}")
     return list(range(rank, num_items, world_size))
 
 
@@ -115,7 +116,7 @@ def _assert_unchanged(module: torch.nn.Module, before: dict[str, torch.Tensor]) 
     changed = [k for k, v in module.state_dict().items() if k not in before or not torch.equal(v, before[k])]
     if changed:
         raise RuntimeError(
-            f"features.py: the frozen backbone changed during feature extraction ({len(changed)} tensors, "
+            f"the frozen backbone changed during feature extraction ({len(changed)} tensors, "
             f"e.g. {changed[:5]}); it must run in eval mode without updates (check for BN in train mode "
             "or a forward hook that writes to the weights)"
         )
@@ -159,8 +160,6 @@ def extract_features(
     backbone.eval()
     before = _snapshot(backbone)
     feats, labels, ids, indices = [], [], [], []
-    from tqdm import tqdm  # lazy: only progress bars need it
-
     bar = tqdm(total=len(loader), unit="batch", desc="features", disable=not progress or rank != 0,
                dynamic_ncols=True)
     for batch in loader:

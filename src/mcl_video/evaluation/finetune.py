@@ -99,7 +99,7 @@ def predict_videos(
             "indices": np.zeros(0, np.int64),
         }
     if not scores:
-        raise RuntimeError("finetune.py: no readable test video; check the video root and the split")
+        raise RuntimeError("no readable test video; check the video root and the split")
     return {
         "scores": torch.cat(scores).numpy(),
         "labels": torch.cat(labels).numpy(),
@@ -165,7 +165,7 @@ def finetune(
             x = _train_views(batch["clips"], gen).to(config.device)
             loss = nn.functional.cross_entropy(model(x), batch["label"].to(config.device))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"finetune.py: loss is {loss.item()} at step {step}; lower lr")
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -24,12 +24,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
+from mcl_video.data import read_split
 from mcl_video.errors import RunFailedError
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
+from mcl_video.evaluation.encoder import load_encoder
 from mcl_video.evaluation.features import merge_shards, shard_indices
 from mcl_video.evaluation.finetune import VideoClassifier, cosine_lr, predict_videos
 from mcl_video.evaluation.finetune_config import FinetuneRunConfig
 from mcl_video.evaluation.probes import classification_metrics, plot_confusion
+from mcl_video.models import build_backbone
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training.config import ConfigError, config_to_dict, save_run_config
 from mcl_video.training.distributed import (
@@ -92,8 +95,6 @@ class FinetuneRun:
 def build_datasets(config: FinetuneRunConfig) -> tuple[EvalClipDataset, EvalClipDataset, list[str]]:
     """Train (one random clip and crop per video, flipped half the time) and test (``test_clips``
     uniformly spaced clips x ``test_crops``) datasets of the configured split, and the class names."""
-    from mcl_video.data import read_split
-
     root = Path(config.video_root) if config.video_root else Path(config.data).parent / "videos"
     records = {}
     for subset in ("train", "test"):
@@ -118,9 +119,6 @@ def build_datasets(config: FinetuneRunConfig) -> tuple[EvalClipDataset, EvalClip
 
 def build_classifier(config: FinetuneRunConfig, num_classes: int) -> VideoClassifier:
     """The pretrained (or randomly initialised) backbone + dropout + FC."""
-    from mcl_video.evaluation.encoder import load_encoder
-    from mcl_video.models import build_backbone
-
     if config.checkpoint:
         backbone = load_encoder(
             config.checkpoint, backbone=config.backbone or None, **config.backbone_options

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from mcl_video.figures import pyplot
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> dict:
@@ -32,7 +36,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: 
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if scores.ndim != 2 or len(scores) != len(labels):
-        raise ValueError(f"probes.py: scores must be N x K for N={len(labels)} labels, got {scores.shape}")
+        raise ValueError(f"scores must be N x K for N={len(labels)} labels, got {scores.shape}")
     k = scores.shape[1] if num_classes is None else int(num_classes)
     pred = scores.argmax(axis=1)
     top = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, scores.shape[1])]
@@ -60,11 +64,11 @@ def _check_features(train_x, train_y, test_x, test_y) -> None:
     for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         if np.asarray(x).ndim != 2 or len(x) != len(y) or len(x) == 0:
             raise ValueError(
-                f"probes.py: {name} features must be a non-empty N x C array with N labels, "
+                f"{name} features must be a non-empty N x C array with N labels, "
                 f"got {np.asarray(x).shape} and {len(y)} labels"
             )
     if np.asarray(train_x).shape[1] != np.asarray(test_x).shape[1]:
-        raise ValueError("probes.py: train and test features differ in width; extract both with one backbone")
+        raise ValueError("train and test features differ in width; extract both with one backbone")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -97,9 +101,6 @@ def linear_probe_svm(
     Returns:
         :func:`classification_metrics` of the SVM's decision values on the test set.
     """
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
-
     _check_features(train_x, train_y, test_x, test_y)
     train_x = np.asarray(train_x, dtype=np.float64)
     test_x = np.asarray(test_x, dtype=np.float64)
@@ -109,7 +110,7 @@ def linear_probe_svm(
     elif preprocess == "l2":
         train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
     elif preprocess != "none":
-        raise ValueError(f"probes.py: preprocess must be 'standardize', 'l2' or 'none', got {preprocess!r}")
+        raise ValueError(f"preprocess must be 'standardize', 'l2' or 'none', got {preprocess!r}")
     k = num_classes or _num_classes(train_y, test_y)
     svm = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=False, max_iter=max_iter)
     svm.fit(train_x, np.asarray(train_y))
@@ -182,7 +183,7 @@ def linear_probe_fc(
             loss.backward()
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
-                    f"probes.py: FC probe loss became {loss.item()}; lower lr (now {lr})"
+                    f"FC probe loss became {loss.item()}; lower lr (now {lr})"
                 )
             opt.step()
             losses.append(loss.item())
@@ -199,16 +200,12 @@ def plot_confusion(
     matrix: np.ndarray, class_names: list[str] | None, path: str | Path, title: str = ""
 ) -> Path:
     """Write the confusion matrix (rows true, columns predicted) as a PNG, rows normalised to 1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
     k = len(matrix)
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
     if len(names) != k:
-        raise ValueError(f"probes.py: {len(names)} class names for a {k} x {k} confusion matrix")
+        raise ValueError(f"plot_confusion: {len(names)} class names for a {k} x {k} confusion matrix")
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(4 + 0.25 * k, 30)
     fig, ax = plt.subplots(figsize=(side, side))

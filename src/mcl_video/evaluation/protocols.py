@@ -38,7 +38,7 @@ def run_protocols(
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
-        raise ValueError(f"protocols.py: unknown protocol(s) {sorted(unknown)}; choose from {PROTOCOLS}")
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {PROTOCOLS}")
     xtr, ytr, xte, yte = train["features"], train["labels"], test["features"], test["labels"]
     num_classes = len(class_names) if class_names else int(max(ytr.max(), yte.max())) + 1
     results: dict = {"num_train": int(len(ytr)), "num_test": int(len(yte)), "num_classes": num_classes}

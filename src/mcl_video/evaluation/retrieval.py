@@ -16,7 +16,7 @@ import torch
 def _l2_normalize(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"retrieval.py: {name} must be N x C features, got shape {x.shape}")
+        raise ValueError(f"{name} must be N x C features, got shape {x.shape}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -39,7 +39,7 @@ def cosine_similarity(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 def _check_dims(q, g) -> None:
     if q.shape[1] != g.shape[1]:
         raise ValueError(
-            f"retrieval.py: query has {q.shape[1]} feature dims but gallery has {g.shape[1]}; "
+            f"query has {q.shape[1]} feature dims but gallery has {g.shape[1]}; "
             "extract both with the same backbone"
         )
 
@@ -107,9 +107,9 @@ def nearest_neighbours(
     g_np = _l2_normalize(gallery, "gallery")
     _check_dims(q_np, g_np)
     if not 1 <= k <= len(g_np):
-        raise ValueError(f"retrieval.py: k must be in [1, {len(g_np)}] (gallery size), got {k}")
+        raise ValueError(f"k must be in [1, {len(g_np)}] (gallery size), got {k}")
     if exclude_self and len(q_np) != len(g_np):
-        raise ValueError("retrieval.py: exclude_self needs the query set to be the gallery set")
+        raise ValueError("exclude_self needs the query set to be the gallery set")
     device = torch.device(device) if device is not None else default_device()
     g_all = torch.from_numpy(g_np).to(device=device, dtype=dtype)
     out_s, out_i = [], []
@@ -156,7 +156,7 @@ def retrieval_recall(
     train_y = np.asarray(train_y)
     _check_pair(test_x, test_y, train_x, train_y)
     if not ks or min(ks) < 1:
-        raise ValueError(f"retrieval.py: ks must be positive integers, got {ks}")
+        raise ValueError(f"ks must be positive integers, got {ks}")
     _, nn = nearest_neighbours(test_x, train_x, min(max(ks), len(train_y)), device=device)
     hit = train_y[nn] == test_y[:, None]  # N_test x K
     first_hit = np.cumsum(hit, axis=1) > 0
@@ -187,9 +187,9 @@ def knn_accuracy(
     train_y = np.asarray(train_y)
     _check_pair(test_x, test_y, train_x, train_y)
     if vote not in ("weighted", "majority"):
-        raise ValueError(f"retrieval.py: vote must be 'weighted' or 'majority', got {vote!r}")
+        raise ValueError(f"vote must be 'weighted' or 'majority', got {vote!r}")
     if k < 1:
-        raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
+        raise ValueError(f"k must be >= 1, got {k}")
     nn_sim, nn = nearest_neighbours(test_x, train_x, min(k, len(train_y)), device=device)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     pred = _vote(nn_sim, train_y[nn], vote, temperature, num_classes)
@@ -213,11 +213,11 @@ def leave_one_out_knn(
     y = np.asarray(y)
     _check_pair(x, y, x, y)
     if len(y) < 2:
-        raise ValueError("retrieval.py: leave-one-out needs at least 2 items")
+        raise ValueError("leave-one-out needs at least 2 items")
     if vote not in ("weighted", "majority"):
-        raise ValueError(f"retrieval.py: vote must be 'weighted' or 'majority', got {vote!r}")
+        raise ValueError(f"vote must be 'weighted' or 'majority', got {vote!r}")
     if k < 1:
-        raise ValueError(f"retrieval.py: k must be >= 1, got {k}")
+        raise ValueError(f"k must be >= 1, got {k}")
     # the item itself ranks last; k is capped at N - 1, so it is never its own neighbour
     nn_sim, nn = nearest_neighbours(x, x, min(k, len(y) - 1), exclude_self=True, device=device)
     pred = _vote(nn_sim, y[nn], vote, temperature, int(y.max()) + 1)
@@ -244,8 +244,8 @@ def _vote(nn_sim: np.ndarray, nn_lab: np.ndarray, vote: str, temperature: float,
 def _check_pair(test_x, test_y, train_x, train_y) -> None:
     if len(test_x) != len(test_y) or len(train_x) != len(train_y):
         raise ValueError(
-            "retrieval.py: features and labels differ in length "
+            "features and labels differ in length "
             f"(test {len(test_x)} vs {len(test_y)}, train {len(train_x)} vs {len(train_y)})"
         )
     if len(train_x) == 0 or len(test_x) == 0:
-        raise ValueError("retrieval.py: empty feature set; check the split files and the video root")
+        raise ValueError("empty feature set; check the split files and the video root")

@@ -46,7 +46,6 @@ targets and the read time that chose 6 bits, float16 maps and per-frame deflate.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import zipfile
@@ -55,8 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl_video.atomic import atomic_path
 from mcl_video.data.video import video_id
-from mcl_video.errors import DataError, RunFailedError
+from mcl_video.errors import DataError
 from mcl_video.motion.fields import (
     FIELD_LEVELS,  # noqa: F401 (re-exported with quantise: part of the format)
     inflate_fields,
@@ -103,16 +103,16 @@ class CacheSettings:
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)
         if self.representation not in REPRESENTATIONS:
-            raise ValueError(f"mcl_video/motion/cache.py: representation must be one of "
+            raise ValueError(f"representation must be one of "
                              f"{sorted(REPRESENTATIONS)}, got {self.representation!r}")
         if self.border != "auto":
             if isinstance(self.border, bool) or not isinstance(self.border, (int, str)) or \
                     not str(self.border).isdigit():
-                raise ValueError(f"mcl_video/motion/cache.py: border must be 'auto' or pixels >= 0, got "
+                raise ValueError(f"border must be 'auto' or pixels >= 0, got "
                                  f"{self.border!r}")
             self.border = int(self.border)
         if self.clip_len < 1 or self.stride < 1 or self.frame_window < 1 or self.field_short < 2:
-            raise ValueError(f"mcl_video/motion/cache.py: invalid settings {self}")
+            raise ValueError(f"invalid settings {self}")
 
     @property
     def span(self) -> int:
@@ -158,7 +158,7 @@ def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:
         meta = read_meta(meta_path)
         old = {k: meta.get(k) for k in wanted}
         if old != wanted:
-            raise ValueError(f"mcl_video/motion/cache.py: {meta_path} was built with other settings "
+            raise ValueError(f"{meta_path} was built with other settings "
                              f"({old['settings']}) than requested ({wanted['settings']}); use another "
                              "--out folder or the same options")
         return meta
@@ -184,20 +184,8 @@ def read_meta(meta_path: Path) -> dict:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a user error: one line, the finished entries kept
-            raise RunFailedError(f"{path}: disk full while writing it ({err.strerror}); free space and rerun "
-                                 "`mcl prepare` (finished videos are kept)") from None
-        raise
+    with atomic_path(path, "free space and rerun `mcl prepare` (finished videos are kept)") as tmp:
+        tmp.write_bytes(data)
 
 
 def entry_path(root: str | os.PathLike, video_id: str) -> Path:
@@ -314,7 +302,7 @@ class VideoMotion:
             grid: ``(T', H', W')``.
         """
         if self.num_flow == 0:
-            raise ValueError("mcl_video/motion/cache.py: this video has a single frame and no flow; "
+            raise ValueError("this video has a single frame and no flow; "
                              "drop it from training")
         idx = np.clip(np.asarray(frame_indices, dtype=np.int64).reshape(-1), 0, self.num_flow - 1)
         d = self.field_frames(idx).astype(np.float32) * self.scales[:, idx, None, None]
@@ -326,7 +314,7 @@ class VideoMotion:
         sy, sx = h / self.frame_hw[0], w / self.frame_hw[1]
         top, left, ch, cw = crop
         if ch <= 0 or cw <= 0:
-            raise ValueError(f"mcl_video/motion/cache.py: crop {crop} has no area")
+            raise ValueError(f"crop {crop} has no area")
         box = (top * sy, left * sx, ch * sy, cw * sx)
         return block_means(mag, (gh, gw), box).astype(np.float32)
 
@@ -338,7 +326,7 @@ class MotionCache:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"mcl_video/motion/cache.py: {meta_path} not found; build the cache "
+            raise FileNotFoundError(f"{meta_path} not found; build the cache "
                                     f"with `mcl prepare VIDEO_ROOT --out {self.path}`")
         self.meta: dict = read_meta(meta_path)
         self.settings = CacheSettings(**self.meta["settings"])
@@ -371,7 +359,7 @@ class MotionCache:
     def get(self, video_id: str) -> VideoMotion:
         path = entry_path(self.path, video_id)
         if not path.is_file():
-            raise KeyError(f"mcl_video/motion/cache.py: video {video_id!r} is not in the cache {self.path}; "
+            raise KeyError(f"video {video_id!r} is not in the cache {self.path}; "
                            f"run `mcl prepare` on its video folder (or check the id: relative path, no "
                            "extension)")
         loaded = _load_entry(path)

@@ -35,7 +35,7 @@ def pack_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
               for f in range(fields.shape[1])]
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks], dtype=np.int64)]).astype(np.int64)
     if offsets[-1] >= 2**32:
-        raise ValueError(f"mcl_video/motion/fields.py: {offsets[-1]} bytes of fields exceed 4 GiB")
+        raise ValueError(f"{offsets[-1]} bytes of fields exceed 4 GiB")
     return np.frombuffer(b"".join(blocks), np.uint8), offsets.astype(np.uint32)
 
 

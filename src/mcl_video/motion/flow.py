@@ -60,13 +60,13 @@ def _to_gray(frame: np.ndarray) -> np.ndarray:
     """``H x W x 3`` RGB or ``H x W`` uint8 -> ``H x W`` uint8 grayscale."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8:
-        raise TypeError(f"mcl_video/motion/flow.py: frames must be uint8, got {frame.dtype}; "
+        raise TypeError(f"frames must be uint8, got {frame.dtype}; "
                         "convert with (x * 255).round().astype(np.uint8) or pass the decoded frames")
     if frame.ndim == 2:
         return frame
     if frame.ndim == 3 and frame.shape[2] == 3:
         return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    raise ValueError(f"mcl_video/motion/flow.py: a frame must be H x W x 3 (RGB) or H x W, got shape "
+    raise ValueError(f"a frame must be H x W x 3 (RGB) or H x W, got shape "
                      f"{frame.shape}")
 
 
@@ -90,7 +90,7 @@ def _configure(algo, options: dict, backend: str):
         setter = getattr(algo, _setter_name(key), None)
         if setter is None:
             valid = sorted(n[3:] for n in dir(algo) if n.startswith("set") and n != "setDefaultName")
-            raise ValueError(f"mcl_video/motion/flow.py: unknown option {key!r} for backend {backend!r}; "
+            raise ValueError(f"unknown option {key!r} for backend {backend!r}; "
                              f"valid (snake case of): {', '.join(valid)}")
         setter(value)
     return algo
@@ -106,13 +106,13 @@ class _OpenCVFlow:
         elif backend == "dis":
             preset = options.pop("preset", DIS_DEFAULT_PRESET)
             if preset not in DIS_PRESETS:
-                raise ValueError(f"mcl_video/motion/flow.py: unknown DIS preset {preset!r}; "
+                raise ValueError(f"unknown DIS preset {preset!r}; "
                                  f"valid: {', '.join(DIS_PRESETS)}")
             self._algo = _configure(cv2.DISOpticalFlow_create(DIS_PRESETS[preset]), options, backend)
         else:
             unknown = set(options) - set(FARNEBACK_DEFAULTS)
             if unknown:
-                raise ValueError(f"mcl_video/motion/flow.py: unknown option(s) {sorted(unknown)} for "
+                raise ValueError(f"unknown option(s) {sorted(unknown)} for "
                                  f"backend 'farneback'; valid: {', '.join(FARNEBACK_DEFAULTS)}")
             self._params = {**FARNEBACK_DEFAULTS, **options}
             self._algo = None
@@ -134,13 +134,13 @@ class _RaftFlow:
         import torch
 
         if weights is None:
-            raise ValueError(f"mcl_video/motion/flow.py: the 'raft' backend needs local weights; "
+            raise ValueError(f"the 'raft' backend needs local weights; "
                              f"{RAFT_HOWTO}")
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: RAFT weights file not found; {RAFT_HOWTO}")
         if model is not None and model not in self.MODELS:
-            raise ValueError(f"mcl_video/motion/flow.py: unknown RAFT model {model!r}; valid: "
+            raise ValueError(f"unknown RAFT model {model!r}; valid: "
                              f"{', '.join(self.MODELS)}")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -226,10 +226,10 @@ class FlowEstimator:
     def __init__(self, backend: str = "dis", *, bound: float = FLOW_BOUND, threads: int | None = None,
                  batch_size: int = 8, **options):
         if backend not in FLOW_BACKENDS:
-            raise ValueError(f"mcl_video/motion/flow.py: unknown flow backend {backend!r}; "
+            raise ValueError(f"unknown flow backend {backend!r}; "
                              f"valid: {', '.join(FLOW_BACKENDS)}")
         if threads is not None and int(threads) < 1:
-            raise ValueError(f"mcl_video/motion/flow.py: threads must be >= 1, got {threads}")
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.backend = backend
         self.bound = float(bound)
         self.threads = threads
@@ -279,7 +279,7 @@ class FlowEstimator:
         for frame in frames:
             cur = convert(frame)
             if prev is not None and cur.shape[:2] != prev.shape[:2]:
-                raise ValueError(f"mcl_video/motion/flow.py: frame size changed from {prev.shape[:2]} to "
+                raise ValueError(f"frame size changed from {prev.shape[:2]} to "
                                  f"{cur.shape[:2]} inside one video; resize all frames alike")
             if self.backend != "raft":
                 if prev is not None:
@@ -323,7 +323,7 @@ def compute_flow(frames, backend: str = "dis", **options) -> tuple[np.ndarray, n
     if hasattr(frames, "shape"):
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"mcl_video/motion/flow.py: frames must be N x H x W x 3 (RGB), got shape "
+            raise ValueError(f"frames must be N x H x W x 3 (RGB), got shape "
                              f"{frames.shape}")
     sizes: list[tuple[int, int]] = []
 

@@ -41,7 +41,7 @@ def _check_flow(flow_u: np.ndarray, flow_v: np.ndarray) -> tuple[np.ndarray, np.
     u = np.ascontiguousarray(flow_u, dtype=np.float32)
     v = np.ascontiguousarray(flow_v, dtype=np.float32)
     if u.shape != v.shape or u.ndim != 3 or u.shape[0] == 0:
-        raise ValueError(f"mcl_video/motion/maps.py: flow_u and flow_v must both be N x H x W with N >= 1, "
+        raise ValueError(f"flow_u and flow_v must both be N x H x W with N >= 1, "
                          f"got {np.shape(flow_u)} and {np.shape(flow_v)}")
     return u, v
 
@@ -132,7 +132,7 @@ def area_weights(n_in: int, n_out: int, start: float = 0.0, length: float | None
     """
     length = float(n_in - start) if length is None else float(length)
     if n_in < 1 or n_out < 1 or length <= 0:
-        raise ValueError(f"mcl_video/motion/maps.py: bad block-mean geometry n_in={n_in}, n_out={n_out}, "
+        raise ValueError(f"bad block-mean geometry n_in={n_in}, n_out={n_out}, "
                          f"length={length}")
     edges = np.clip(start + np.arange(n_out + 1) * (length / n_out), 0.0, float(n_in))
     lo, hi = edges[:-1, None], edges[1:, None]
@@ -140,7 +140,7 @@ def area_weights(n_in: int, n_out: int, start: float = 0.0, length: float | None
     overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
     total = overlap.sum(axis=1, keepdims=True)
     if np.any(total <= 0):
-        raise ValueError(f"mcl_video/motion/maps.py: a grid cell falls outside the field (n_in={n_in}, "
+        raise ValueError(f"a grid cell falls outside the field (n_in={n_in}, "
                          f"start={start}, length={length}); check the crop")
     return overlap / total
 
@@ -244,7 +244,7 @@ class WindowMapper:
 def segment_bounds(n: int, segments: int) -> np.ndarray:
     """Boundaries of ``segments`` equal consecutive parts of ``n`` items: ``(segments + 1,)`` ints."""
     if segments < 1 or n < segments:
-        raise ValueError(f"mcl_video/motion/maps.py: cannot split {n} flow frames into {segments} "
+        raise ValueError(f"cannot split {n} flow frames into {segments} "
                          "segments; sample at least as many frames as the target has time steps")
     return (np.arange(segments + 1) * n) // segments
 
@@ -330,7 +330,7 @@ def motion_box(window_map: np.ndarray, frame_hw: tuple[int, int],
     """
     m = np.asarray(window_map, dtype=np.float64)
     if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"mcl_video/motion/maps.py: motion_box needs a 2-D grid map, got shape {m.shape}")
+        raise ValueError(f"motion_box needs a 2-D grid map, got shape {m.shape}")
     gh, gw = m.shape
     k = max(1, int(np.floor(top_fraction * m.size + 1e-9)))
     top = np.argsort(-m.ravel(), kind="stable")[:k]

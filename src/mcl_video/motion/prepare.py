@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from mcl_video.data import find_videos, iter_frames, read_split, read_video_info, video_id
 from mcl_video.errors import DataError
@@ -41,6 +42,7 @@ from mcl_video.motion.cache import (
     write_entry,
     write_failure,
 )
+from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, resolve_border
 
 log = logging.getLogger(__name__)
@@ -165,8 +167,6 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threa
     ``FLOW_JPEG``, ``settings.flow_options["bound"]`` their bound) instead of computing it; the video
     itself only gives its frame size. The entry's info records the folder as ``flow_from``.
     """
-    from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
-
     info = read_video_info(path)
     short = min(info.height, info.width)
     resize = settings.resize_short if settings.resize_short and short > settings.resize_short else None
@@ -343,12 +343,10 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     flow_x_00001.jpg``, ...; it may be the rawframes root itself); flow is read from there instead of
     computed. ``settings.flow_backend`` must then be ``FLOW_JPEG`` with ``flow_options={"bound": B}``.
     """
-    from tqdm import tqdm
-
     settings = settings or CacheSettings()
     out = Path(out)
     if (flow_from is None) != (settings.flow_backend != FLOW_JPEG):
-        raise ValueError(f"mcl_video/motion/prepare.py: flow_from needs flow_backend={FLOW_JPEG!r} and "
+        raise ValueError(f"flow_from needs flow_backend={FLOW_JPEG!r} and "
                          f"that backend needs flow_from (got {flow_from!r}, {settings.flow_backend!r})")
     init_cache(out, settings)
     _, videos = list_videos(root, dataset, split, video_root)

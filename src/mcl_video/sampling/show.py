@@ -14,7 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+from matplotlib.patches import Rectangle
+from PIL import Image
 
+from mcl_video.data import read_clip
+from mcl_video.figures import pyplot
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
 from mcl_video.sampling.dataset import VIEW_CLIP, VIEWS, MCLPretrainDataset, SamplePlan
 from mcl_video.sampling.photometric import augment_item
@@ -47,8 +51,6 @@ def denormalise(view: torch.Tensor) -> np.ndarray:
 def show_tubelets(video: str | Path, cache, out_dir: str | Path, seed: int = 0, frames: int = 4,
                   config: dict | None = None) -> dict[str, Path]:
     """Write ``tubelets.png`` and ``query.gif`` for one sample of ``video``; returns their paths."""
-    from mcl_video.data import read_clip
-
     root, vid = resolve_video_id(video, cache)
     rel = str(Path(video).relative_to(root)) if str(root) != "." else str(video)
     options = {"clip_len": cache.clip_len, "stride": cache.stride, "drop_short": False, "seed": seed}
@@ -67,11 +69,7 @@ def show_tubelets(video: str | Path, cache, out_dir: str | Path, seed: int = 0, 
 
 def _figure(ds: MCLPretrainDataset, plan: SamplePlan, item: dict, raw: list[np.ndarray], frames: int,
             path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = frames + 2
     fig = plt.figure(figsize=(2.3 * cols, 2.1 * 4 + 0.6), constrained_layout=True)
     grid = fig.add_gridspec(4, cols, height_ratios=[1.1, 1, 1, 1])
@@ -124,8 +122,6 @@ def _score_panel(ax, ds: MCLPretrainDataset, plan: SamplePlan) -> None:
 
 def _frame_panel(ax, ds: MCLPretrainDataset, plan: SamplePlan, frame: np.ndarray, index: int,
                  clip: int) -> None:
-    from matplotlib.patches import Rectangle
-
     H, W = plan.frame_hw
     ax.imshow(frame, extent=(0, W, H, 0))
     maps = np.asarray(plan.motion.frame_maps)
@@ -147,8 +143,6 @@ def _frame_panel(ax, ds: MCLPretrainDataset, plan: SamplePlan, frame: np.ndarray
 
 
 def _gif(view: torch.Tensor, path: Path, scale: int = 2) -> Path:
-    from PIL import Image
-
     frames = denormalise(view).repeat(scale, axis=1).repeat(scale, axis=2)
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=120, loop=0)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcl_video.motion import motion_box
+
 # motion_box(window_map (7, 7), frame_hw) -> (rows (r0, r1), cols (c0, c1), required_coverage)
 BoxFn = Callable[[np.ndarray, tuple[int, int]], tuple]
 
@@ -169,8 +171,6 @@ class MotionFocusedCrop(RandomResizedCropBox):
         """``(rows, cols, r)`` of the map: B in source pixels and the required coverage."""
         m = np.asarray(motion_map_7x7, dtype=np.float64)
         if self.box_fn is None:
-            from mcl_video.motion import motion_box
-
             rows, cols, required = motion_box(m, tuple(frame_hw), top_fraction=self.top_fraction)
         else:
             rows, cols, required = self.box_fn(m, tuple(frame_hw))

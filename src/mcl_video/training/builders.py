@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
+from mcl_video import sampling
+from mcl_video.data import read_split
 from mcl_video.errors import DataError
 from mcl_video.models import MCL, MCLConfig, build_backbone
+from mcl_video.motion import MotionCache
+from mcl_video.sampling import MCLPretrainDataset
 from mcl_video.training.config import ConfigError, PretrainConfig
 
 # backbones whose constructor loads initial weights (`init=`); p3d_resnet50 inflates 2D ResNet-50 ones
@@ -86,10 +91,6 @@ def dataset_options(config: PretrainConfig) -> dict:
 def build_dataset(config: PretrainConfig, records: list | None = None):
     """`MCLPretrainDataset` with the config's motion cache over `records` (`VideoRecord`s relative to
     the config's video root), by default the training videos of the config's split."""
-    from mcl_video.data import read_split
-    from mcl_video.motion import MotionCache
-    from mcl_video.sampling import MCLPretrainDataset
-
     if records is None and not config.data:
         raise ConfigError("config: data= (the annotation folder) is required, e.g. data=bench/annotations")
     if not config.cache:
@@ -107,10 +108,6 @@ def build_dataset(config: PretrainConfig, records: list | None = None):
 
 def _sampling_config(config: PretrainConfig):
     """The dataset's config object, built from `dataset_options` (unknown options are an error)."""
-    import dataclasses
-
-    from mcl_video import sampling
-
     cls = getattr(sampling, "PretrainSamplingConfig", None)
     options = dataset_options(config)
     if cls is None or not dataclasses.is_dataclass(cls):

@@ -12,7 +12,6 @@ tensors, plain containers and primitives:
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import random
@@ -23,9 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcl_video.errors import DataError, MissingInputError, RunFailedError
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+from mcl_video.atomic import atomic_path
+from mcl_video.errors import DataError, MissingInputError
 
 
 class CheckpointError(DataError, RuntimeError):
@@ -53,19 +51,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _RecordingWriter:
     """A file wrapper for `torch.save` that keeps the OSError of a failed write (torch replaces it)."""
 
@@ -91,28 +76,15 @@ def atomic_save(obj: Any, path: Path) -> Path:
     :class:`RunFailedError` naming the file; the temporary file is removed, older files are intact.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            writer = _RecordingWriter(f)
-            try:
-                torch.save(obj, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                raise writer.error from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno not in DISK_FULL:
-            raise
-        raise RunFailedError(f"{path}: disk full while writing it ({err.strerror}); the previous checkpoints "
-                             "are intact: free space, then continue with resume=true") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    hint = "the previous checkpoints are intact: free space, then continue with resume=true"
+    with atomic_path(path, hint) as tmp, open(tmp, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
     return path
 
 

@@ -107,7 +107,7 @@ def check_inputs(config: PretrainConfig) -> None:
         MotionCache(config.cache)
     except ValueError as err:  # another format or version; the cache's message without its source path
         raise ConfigError(f"cache={config.cache}: not a motion cache this version reads "
-                          f"({str(err).split('cache.py: ', 1)[-1]})") from None
+                          f"({err})") from None
 
 
 def checked_feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
