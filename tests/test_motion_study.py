@@ -1,23 +1,18 @@
-"""benchmarks/motion_focus.py: paired analysis, result caching and arm definitions (the runs are
-benchmarks)."""
+"""The motion-focus study (mcl_video.demo.study, run by benchmarks/motion_focus.py): paired analysis,
+result caching and arm definitions (the runs themselves are the benchmark)."""
 
-import argparse
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "motion_focus.py"
+from mcl_video.demo import study
+from mcl_video.errors import UsageError
 
 
 @pytest.fixture(scope="module")
 def mf():
-    spec = importlib.util.spec_from_file_location("motion_focus", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return study
 
 
 def _row(regime, arm, seed, motion, shape=0.2, r1=0.3):
@@ -49,25 +44,18 @@ def test_gain_is_paired_by_seed_over_the_shared_seeds(mf):
     assert "| region20 | 0.2 | mcl | 3 |" in table and "+3.0 ± 25.4 (n=2)" in table
 
 
-def _args(tmp_path, **kw):
-    base = dict(size=48, steps=10, batch=8, clips=2, videos=[4, 2], crop_scale=[0.2, 1.0], config=None,
-                resume=False)
-    return argparse.Namespace(**{**base, **kw})
-
-
 def test_a_cached_result_is_reused_only_with_resume_and_the_same_design(mf, tmp_path):
-    args = _args(tmp_path)
+    key = {"regime": "region20", "arm": "baseline", "seed": 0, "steps": 10}
     out = tmp_path / "res" / "region20" / "baseline" / "seed-0.json"
+    assert mf.cached_result(out, key, resume=True) is None  # nothing stored: run it
     out.parent.mkdir(parents=True)
-    row = dict(_row("region20", "baseline", 0, 0.5), key=mf.design_key(args, "region20", "baseline", 0))
+    row = dict(_row("region20", "baseline", 0, 0.5), key=key)
     out.write_text(json.dumps(row))
-    with pytest.raises(SystemExit, match="--resume"):
-        mf.run_one(args, "region20", "baseline", 0, tmp_path, tmp_path / "res")
-    reused = mf.run_one(_args(tmp_path, resume=True), "region20", "baseline", 0, tmp_path, tmp_path / "res")
-    assert reused == row
-    with pytest.raises(SystemExit, match="another design"):  # other steps: never silently reused
-        mf.run_one(_args(tmp_path, resume=True, steps=11), "region20", "baseline", 0, tmp_path,
-                   tmp_path / "res")
+    with pytest.raises(UsageError, match="--resume"):
+        mf.cached_result(out, key, resume=False)
+    assert mf.cached_result(out, key, resume=True) == row
+    with pytest.raises(UsageError, match="another design"):  # other steps: never silently reused
+        mf.cached_result(out, {**key, "steps": 11}, resume=True)
 
 
 def test_arms_follow_the_ablation_semantics(mf):
