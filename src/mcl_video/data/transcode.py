@@ -125,7 +125,9 @@ def transcode_video(src: str | os.PathLike, dst: str | os.PathLike, settings: Tr
     src, dst = Path(src), Path(dst)
     expected = read_video_info(src).num_frames  # raises VideoReadError for unreadable or truncated files
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.tmp-{os.getpid()}.mp4")
+    for stale in dst.parent.glob(f".{dst.name}.tmp-*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")  # no video extension: never listed as a video
     try:
         try:
             written = _encode(src, tmp, settings, threads)
