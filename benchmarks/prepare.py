@@ -4,6 +4,7 @@
         [--resize-short none]
     python benchmarks/prepare.py --side-by-side [--baseline-src DIR] [--rounds 2] [--copies 6]
     python benchmarks/prepare.py --baseline-src DIR [--crops 6] [--rounds 3]   # cache before/after
+    python benchmarks/prepare.py --storage [--crops 6]   # field resolution x quantisation x packing
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -18,6 +19,11 @@ Reports (markdown rows on stdout):
 Without ``--side-by-side``, ``--baseline-src DIR`` prepares the clips with both versions (each in its
 own process) and prints, for both, the bytes per frame, the correlation over the same crops and the
 read latency of one sample, measured in ``--rounds`` interleaved rounds (median of the round medians).
+
+``--storage`` computes the stored fields of every clip in memory at several short sides and numbers of
+levels and reports the bytes per frame of the entry they make (fields deflated per flow frame, float16
+maps; and the previous format: 8-bit fields, everything uncompressed, or the whole file deflated) and
+the correlation of their targets with the exact ones over the same crops.
 
 ``--side-by-side`` instead measures the speed of preparation against its flow on the two 320x240
 UCF101 clips, per core (one OpenCV/BLAS thread, CPU time): DIS alone on the decoded gray frames, the
@@ -39,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +216,84 @@ def bench_cache_versions(clips: Path, tmp: Path, baseline: Path, crops: int, rou
               f"{c.min():.4f} | {np.median(r['ms']):.2f} | {np.median(r['cpu']):.2f} |")
 
 
+def _clip_derivatives(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flow at the cache's default resize and its full-resolution Prewitt derivatives ``4 x F x H x W``."""
+    from mcl_video.data import iter_frames
+    from mcl_video.motion.maps import boundary_derivatives
+
+    resize = CacheSettings().resize_short
+    info = read_video_info(path)
+    flows = list(FlowEstimator("dis").stream(iter_frames(path, resize if min(info.height, info.width) > resize
+                                                         else None)))
+    u, v = np.stack([f[0] for f in flows]), np.stack([f[1] for f in flows])
+    return u, v, boundary_derivatives(u, v)
+
+
+def _ms(fn, arg, repeats: int = 20) -> float:
+    """Median wall ms of ``fn(arg)``."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def bench_storage(clips: Path, crops: int) -> None:
+    import cv2
+
+    from mcl_video.motion.cache import VideoMotion, field_hw, quantise
+    from mcl_video.motion.fields import pack_fields
+
+    variants = [(24, 127), (24, 31), (24, 15), (20, 31), (20, 63), (16, 127)]
+    rng = np.random.default_rng(0)
+    rows: dict[tuple, dict[str, list]] = {}
+    for path in sorted(p for p in clips.iterdir() if p.suffix in (".avi", ".mp4", ".gif")):
+        u, v, d = _clip_derivatives(path)
+        f, h, w = u.shape
+        draws = []
+        for _ in range(crops):
+            idx = np.minimum(int(rng.integers(0, max(1, f + 1 - 32))) + 2 * np.arange(16), f - 1)
+            area, aspect = rng.uniform(0.2, 1.0) * h * w, np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            ch, cw = min(h, int(round(np.sqrt(area / aspect)))), min(w, int(round(np.sqrt(area * aspect))))
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            box = (idx, slice(top, top + ch), slice(left, left + cw))
+            draws.append((idx, (top, left, ch, cw), alignment_target(u[box], v[box], GRID).ravel()))
+        info = {"num_frames": f + 1, "frame_hw": [h, w], "representation": "derivatives"}
+        for short, levels in variants:
+            fh, fw = field_hw((h, w), short)
+            small = np.stack([[cv2.resize(x, (fw, fh), interpolation=cv2.INTER_AREA) for x in p] for p in d])
+            pairs = [quantise(small[:, i], levels) for i in range(f)]
+            q, scales = np.stack([p[0] for p in pairs], axis=1), np.stack([p[1] for p in pairs], axis=1)
+            vm = VideoMotion({"frame_maps": np.zeros((f + 1, 7, 7), np.float32), "fields": q,
+                              "scales": scales, "clip_scores": np.zeros(1, np.float32)}, info)
+            keys = ("frame", "plain", "whole", "corr", "ucf", "zeros", "ms_whole", "ms_16")
+            row = rows.setdefault((short, levels), {k: [] for k in keys})
+            row["corr"] += [float(np.corrcoef(ex, vm.alignment_target(ix, c, GRID).ravel())[0, 1])
+                            for ix, c, ex in draws]
+            row["frame"].append(pack_fields(q)[0].size / (f + 1))
+            row["plain"].append(q.size / (f + 1))
+            frame_major = np.ascontiguousarray(q.transpose(1, 0, 2, 3)).tobytes()
+            whole = zlib.compress(frame_major, 6)
+            row["whole"].append(len(whole) / (f + 1))
+            row["zeros"].append(float(np.mean(q == 0)))
+            idx16 = np.minimum(2 * np.arange(16), f - 1)
+            row["ms_whole"].append(_ms(zlib.decompress, whole))
+            row["ms_16"].append(_ms(vm.field_frames, idx16))
+            row["ucf"].append(path.name.startswith("v_") and path.suffix == ".avi")
+    print(f"\n{crops} crops per clip, corr. vs exact at the cached flow size; fields B/frame on the 320x240 "
+          "UCF101 clips (all clips)\n\n| short side | levels | fields uncompressed | whole video deflated "
+          "| each flow frame deflated | corr. mean | corr. min | zeros | inflate ms: whole video / 16 flow "
+          "frames |\n|---|---|---|---|---|---|---|---|---|")
+    for (short, levels), r in rows.items():
+        ucf = np.asarray(r["ucf"])
+        cells = [f"{np.asarray(r[k])[ucf].mean():.0f} ({np.mean(r[k]):.0f})"
+                 for k in ("plain", "whole", "frame")]
+        print(f"| {short} | ±{levels} | " + " | ".join(cells)
+              + f" | {np.mean(r['corr']):.4f} | {np.min(r['corr']):.4f} | {np.mean(r['zeros']):.0%} | "
+              f"{np.mean(r['ms_whole']):.2f} / {np.mean(r['ms_16']):.2f} |")
+
+
 def bench_synth(tmp: Path) -> None:
     from mcl_video.data.synth import make_benchmark
 
@@ -359,6 +444,7 @@ def main() -> None:
                         "speed; without: the cache's bytes, fidelity and read latency)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (speed, or read latency)")
     parser.add_argument("--copies", type=int, default=6, help="with --side-by-side: links per clip")
+    parser.add_argument("--storage", action="store_true", help="compare field sizes, levels and packing")
     parser.add_argument("--measure-arm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache-arm", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--read-latency", type=Path, help=argparse.SUPPRESS)
@@ -373,6 +459,9 @@ def main() -> None:
     if args.read_latency:
         cpu: list[float] = []
         print(json.dumps([read_latency(args.read_latency, 200, cpu), cpu[0]]))
+        return
+    if args.storage:
+        bench_storage(args.clips, args.crops)
         return
     if args.run_prepare:
         run_prepare(args.run_prepare[0], args.run_prepare[1], int(args.run_prepare[2]))

@@ -87,12 +87,14 @@ def test_rerun_skips_finished_copies_and_bad_inputs_are_reported(src, tmp_path):
     data = (src / "cls" / "a.avi").read_bytes()
     (root / "cut.avi").write_bytes(data[: len(data) // 2])  # truncated
     out = tmp_path / "out"
+    out.mkdir()
+    (out / ".good.mp4.tmp-999").write_bytes(b"half a copy left by a killed run")
     settings = TranscodeSettings(short_side=64, gop=8)
     first = transcode(root, out, settings, progress=False)
     assert (first.written, first.skipped) == (1, 0)
     assert sorted(first.failed) == [str(root / "bad.mp4"), str(root / "cut.avi")]
     assert all(str(root) in why for why in first.failed.values())
-    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4"]
+    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4"]  # the stale temporary file is gone
     stamp = (out / "good.mp4").stat().st_mtime_ns
     second = transcode(root, out, settings, workers=2, progress=False)  # bad files again fail, good skipped
     assert (second.written, second.skipped, len(second.failed)) == (0, 1, 2)

@@ -127,8 +127,9 @@ def transcode_video(src: str | os.PathLike, dst: str | os.PathLike, settings: Tr
     src, dst = Path(src), Path(dst)
     expected = read_video_info(src).num_frames  # raises VideoReadError for unreadable or truncated files
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst, "free space and run `mcl transcode` again (finished copies are kept)",
-                     keep_suffix=True) as tmp:
+    for stale in dst.parent.glob(f".{dst.name}.tmp-*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
+    with atomic_path(dst, "free space and run `mcl transcode` again (finished copies are kept)") as tmp:
         try:
             written = _encode(src, tmp, settings, threads)
         except (av.FFmpegError, UnicodeDecodeError) as err:
