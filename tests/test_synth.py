@@ -12,17 +12,8 @@ import numpy as np
 import pytest
 
 from mcl_video.cli import main
-from mcl_video.data.synth import (
-    MOTION_CLASSES,
-    SHAPES,
-    SynthConfig,
-    draw_video,
-    idle_clock,
-    make_benchmark,
-    motion_offsets,
-    render_video,
-    sprite_coverage,
-)
+from mcl_video.data.sprites import MOTION_CLASSES, SHAPES, motion_offsets, sprite_coverage
+from mcl_video.data.synth import SynthConfig, draw_video, idle_clock, make_benchmark, render_video
 
 TINY = dict(classes=2, train_per_class=2, test_per_class=1, frames=16, size=32)
 
@@ -52,12 +43,20 @@ def tiny(tmp_path_factory):
 
 
 def test_same_seed_identical_and_workers_do_not_matter(tiny):
+    # the rendered frames are a pure function of (config, seed); the H.264 bitstream of the same frames
+    # was seen to differ in the last levels of a few pixels between processes (libx264 at one thread), so
+    # the decoded videos are compared to within the encoder's own error
     a, b, _ = tiny
     sa, sb = snapshot(a), snapshot(b)
     assert sa["files"] == sb["files"]
     assert sa["frames"].keys() == sb["frames"].keys() and len(sa["frames"]) == 6
     for key in sa["frames"]:
-        np.testing.assert_array_equal(sa["frames"][key], sb["frames"][key])
+        diff = np.abs(sa["frames"][key].astype(int) - sb["frames"][key])
+        assert diff.mean() < 1.0 and diff.max() <= 24, key
+    cfg = SynthConfig(seed=0, **TINY)
+    for index in range(3):
+        first = render_video(cfg, draw_video(cfg, index, index % 2))
+        np.testing.assert_array_equal(first, render_video(cfg, draw_video(cfg, index, index % 2)))
 
 
 def test_different_seed_differs(tiny):
