@@ -242,8 +242,8 @@ def _ms(fn, arg, repeats: int = 20) -> float:
 def bench_storage(clips: Path, crops: int) -> None:
     import cv2
 
-    from mcl_video.motion.cache import VideoMotion, field_hw, quantise
-    from mcl_video.motion.fields import pack_fields
+    from mcl_video.motion.cache import VideoMotion, quantise
+    from mcl_video.motion.fields import field_hw, pack_fields
 
     variants = [(24, 127), (24, 31), (24, 15), (20, 31), (20, 63), (16, 127)]
     rng = np.random.default_rng(0)

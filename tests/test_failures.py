@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from mcl_video.cli import build_parser, main
-from mcl_video.data.video import VideoReadError, find_videos, read_video_info
+from mcl_video.data.discovery import find_videos
+from mcl_video.data.video import VideoReadError, read_video_info
 from mcl_video.motion.cache import MotionCache, entry_path
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training import list_checkpoints, load_checkpoint

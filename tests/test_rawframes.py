@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mcl_video.data import VideoReadError, find_videos, iter_frames, read_clip, read_split, read_video_info
+from mcl_video.data.discovery import VideoIdCollisionError
 from mcl_video.data.splits import AnnotationError
-from mcl_video.data.video import VideoIdCollisionError, resized_hw
+from mcl_video.data.video import resized_hw
 
 
 def make_frames(n: int, h: int = 36, w: int = 48, seed: int = 0) -> np.ndarray:

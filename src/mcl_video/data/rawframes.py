@@ -38,6 +38,17 @@ FRAME_PATTERN = re.compile(r"^img_(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 FLOW_PREFIXES: tuple[tuple[str, str], ...] = (("flow_x_", "flow_y_"), ("x_", "y_"))
 
 
+def resized_hw(height: int, width: int, resize_short: int | None) -> tuple[int, int]:
+    """Output size for a short-side resize that keeps the aspect ratio (long side rounded)."""
+    if resize_short is None:
+        return height, width
+    if resize_short <= 0:
+        raise ValueError(f"resize_short must be a positive number of pixels, got {resize_short}")
+    if height <= width:
+        return resize_short, max(1, round(width * resize_short / height))
+    return max(1, round(height * resize_short / width)), resize_short
+
+
 class FrameFolderError(DataError):
     """A frame folder that cannot be read: no frames, a gap in the numbering, a corrupt image."""
 

@@ -40,8 +40,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mcl_video.data.discovery import find_videos
 from mcl_video.data.rawframes import is_frame_folder
-from mcl_video.data.video import find_videos
 from mcl_video.errors import DataError, MissingInputError, UsageError
 
 log = logging.getLogger(__name__)

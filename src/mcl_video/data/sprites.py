@@ -5,12 +5,8 @@ them into videos."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:  # only for annotations: synth imports this module
-    from mcl_video.data.synth import SynthConfig
 
 MOTION_CLASSES: tuple[str, ...] = (
     "HorizontalOscillation", "VerticalOscillation", "CircularOrbit", "Spin",
@@ -22,7 +18,7 @@ _MARK_FROM = 0.35  # the part of a sprite with local u >= this is shaded, so spi
 
 
 # ---------------------------------------------------------------------------------------- kinematics
-def draw_motion(name: str, rng: np.random.Generator, cfg: SynthConfig) -> dict:
+def draw_motion(name: str, rng: np.random.Generator, cfg) -> dict:  # cfg: a synth.SynthConfig
     """Draw the speed/phase/direction parameters of one motion class (amplitudes in pixels)."""
     s, lo_p, hi_p = cfg.region_side, cfg.period[0], cfg.period[1]
     m: dict = {"class": name, "period": float(rng.uniform(lo_p, hi_p)),

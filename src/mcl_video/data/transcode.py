@@ -31,7 +31,8 @@ from av.video.frame import PictureType
 from tqdm import tqdm
 
 from mcl_video.atomic import atomic_path
-from mcl_video.data.video import VideoReadError, find_videos, read_video_info
+from mcl_video.data.discovery import find_videos
+from mcl_video.data.video import VideoReadError, read_video_info
 
 log = logging.getLogger(__name__)
 

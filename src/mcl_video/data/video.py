@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 
 import av
 import av.logging
@@ -34,7 +33,8 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from mcl_video.data import rawframes
-from mcl_video.errors import DataError, MissingInputError
+from mcl_video.data.rawframes import resized_hw  # noqa: F401  (also part of this module's API)
+from mcl_video.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ DECODE_STATS = {"clip_frames_decoded": 0}
 
 class VideoReadError(DataError):
     """A file that cannot be read as a video: missing, unreadable, not a video, truncated or corrupt."""
-
-
-class VideoIdCollisionError(DataError):
-    """Two videos of one folder with the same name and different extensions (one cache id)."""
 
 
 @dataclass(frozen=True)
@@ -81,49 +77,6 @@ class _Index:
     order_pts: tuple[int, ...] | None
     keyframes: tuple[int, ...]
     seek_ts: dict[int, int]
-
-
-def video_id(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
-    """A video's id, the one name every stage uses for it (motion cache entries, datasets, collisions):
-    its path relative to ``root`` (or ``path`` as given when ``root`` is None), POSIX separators, without
-    a video file's extension (a frame folder keeps its whole name)."""
-    rel = Path(path)
-    if root is not None:
-        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
-    if rel.suffix.lower() in VIDEO_EXTENSIONS:
-        rel = rel.with_suffix("")
-    return str(PurePosixPath(*rel.parts))
-
-
-def find_videos(root: str | os.PathLike) -> list[Path]:
-    """All files under ``root`` (recursive) whose extension is in VIDEO_EXTENSIONS, and all frame folders
-    (folders holding ``img_<n>.jpg`` frames, see ``data.rawframes``), sorted.
-
-    Raises :class:`VideoIdCollisionError` when two of them differ only by the extension (``clip.mp4`` and
-    ``clip.avi``): a video is known by its path without the extension, so one would be lost.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MissingInputError(f"video folder {root} does not exist or is not a folder")
-    videos = []
-    for folder, _, names in os.walk(root, followlinks=True):
-        base = Path(folder)
-        if any(rawframes.FRAME_PATTERN.match(n) for n in names):
-            videos.append(base)
-        videos += [base / n for n in names
-                   if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(base / n)]
-    videos.sort()
-    by_id: dict[str, list[Path]] = {}
-    for p in videos:
-        by_id.setdefault(video_id(p), []).append(p)
-    clashes = [paths for paths in by_id.values() if len(paths) > 1]
-    if clashes:
-        shown = "; ".join(" and ".join(str(p) for p in paths) for paths in clashes[:3])
-        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
-        raise VideoIdCollisionError(f"{len(clashes)} video name(s) under {root} differ only by extension: "
-                                    f"{shown}{more}; a video is known by its path without the extension, "
-                                    "so rename or remove one of each")
-    return videos
 
 
 def read_video_info(path: str | os.PathLike) -> VideoInfo:
@@ -198,17 +151,6 @@ def read_frames(path: str | os.PathLike, resize_short: int | None = None) -> np.
     if not frames:
         raise VideoReadError(f"{path}: no frame could be decoded; the file is empty or corrupt")
     return np.stack(frames)
-
-
-def resized_hw(height: int, width: int, resize_short: int | None) -> tuple[int, int]:
-    """Output size for a short-side resize that keeps the aspect ratio (long side rounded)."""
-    if resize_short is None:
-        return height, width
-    if resize_short <= 0:
-        raise ValueError(f"resize_short must be a positive number of pixels, got {resize_short}")
-    if height <= width:
-        return resize_short, max(1, round(width * resize_short / height))
-    return max(1, round(height * resize_short / width)), resize_short
 
 
 @contextmanager

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import nn
 
+from mcl_video.evaluation.finetune import cosine_lr
 from mcl_video.training.config import ConfigError, _convert, resolve_config_path
 
 
@@ -146,3 +149,21 @@ def load_finetune_config(
             raise ConfigError(f"command line: override '{item}' must look like key=value (e.g. split=2)")
         values[key] = coerce(key, value, "command line")
     return FinetuneRunConfig(**values)
+
+
+# ------------------------------------------------------------------------ optimiser and schedule
+def finetune_lr(config: FinetuneRunConfig, step: int, total: int) -> float:
+    """LR of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps`` (``lr * (step + 1) /
+    warmup_steps``), then a cosine from ``lr`` to 0 over the remaining ``total - warmup_steps`` steps."""
+    warm = min(config.warmup_steps, total)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    return cosine_lr(config.lr, step - warm, total - warm)
+
+
+def build_optimizer(config: FinetuneRunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )

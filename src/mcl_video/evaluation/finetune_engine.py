@@ -29,8 +29,8 @@ from mcl_video.errors import RunFailedError
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.evaluation.encoder import load_encoder
 from mcl_video.evaluation.features import merge_shards, shard_indices
-from mcl_video.evaluation.finetune import VideoClassifier, cosine_lr, predict_videos
-from mcl_video.evaluation.finetune_config import FinetuneRunConfig
+from mcl_video.evaluation.finetune import VideoClassifier, predict_videos
+from mcl_video.evaluation.finetune_config import FinetuneRunConfig, build_optimizer, finetune_lr
 from mcl_video.evaluation.probes import classification_metrics, plot_confusion
 from mcl_video.models import build_backbone
 from mcl_video.training import checkpoint as ckpt
@@ -126,23 +126,6 @@ def build_classifier(config: FinetuneRunConfig, num_classes: int) -> VideoClassi
     else:
         backbone = build_backbone(config.backbone, **config.backbone_options)
     return VideoClassifier(backbone, num_classes, config.dropout).train()
-
-
-def finetune_lr(config: FinetuneRunConfig, step: int, total: int) -> float:
-    """LR of optimizer step ``step`` (0-based): linear warm-up over ``warmup_steps`` (``lr * (step + 1) /
-    warmup_steps``), then a cosine from ``lr`` to 0 over the remaining ``total - warmup_steps`` steps."""
-    warm = min(config.warmup_steps, total)
-    if step < warm:
-        return config.lr * (step + 1) / warm
-    return cosine_lr(config.lr, step - warm, total - warm)
-
-
-def build_optimizer(config: FinetuneRunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
 
 
 def _setup(config, env, model, train_ds) -> FinetuneRun:

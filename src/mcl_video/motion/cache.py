@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl_video.atomic import atomic_path
-from mcl_video.data.video import video_id
+from mcl_video.data.discovery import video_id
 from mcl_video.errors import DataError
 from mcl_video.motion.fields import (
     FIELD_LEVELS,  # noqa: F401 (re-exported with quantise: part of the format)
@@ -138,15 +138,6 @@ def package_versions() -> dict:
 
     return {"mcl_video": mcl_video.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "opencv": cv2.__version__}
-
-
-def field_hw(frame_hw: tuple[int, int], field_short: int) -> tuple[int, int]:
-    """Stored field size for a processed frame: short side ``field_short``, aspect kept."""
-    h, w = frame_hw
-    s = min(field_short, h, w)
-    if h <= w:
-        return s, max(1, int(round(w * s / h)))
-    return max(1, int(round(h * s / w))), s
 
 
 def init_cache(root: str | os.PathLike, settings: CacheSettings) -> dict:

@@ -19,6 +19,15 @@ FIELD_LEVELS = 31  # stored field values are the integers -31..31 (6 bits)
 _DEFLATE_LEVEL = 6
 
 
+def field_hw(frame_hw: tuple[int, int], field_short: int) -> tuple[int, int]:
+    """Stored field size for a processed frame: short side ``field_short``, aspect kept."""
+    h, w = frame_hw
+    s = min(field_short, h, w)
+    if h <= w:
+        return s, max(1, int(round(w * s / h)))
+    return max(1, int(round(h * s / w))), s
+
+
 def quantise(x: np.ndarray, levels: int = FIELD_LEVELS) -> tuple[np.ndarray, np.ndarray]:
     """``K x h x w`` float -> (int8 ``K x h x w`` in ``-levels..levels``, float32 scales ``K``) with
     ``x ~ q * scale`` (error at most half a scale)."""

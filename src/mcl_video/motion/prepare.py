@@ -35,13 +35,13 @@ from mcl_video.motion.cache import (
     REPRESENTATIONS,
     CacheSettings,
     check_entry,
-    field_hw,
     init_cache,
     num_starts,
     quantise,
     write_entry,
     write_failure,
 )
+from mcl_video.motion.fields import field_hw
 from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, resolve_border
 

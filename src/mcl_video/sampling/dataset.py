@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mcl_video.data.video import VideoReadError, read_clip, video_id
+from mcl_video.data.discovery import video_id
+from mcl_video.data.video import VideoReadError, read_clip
 from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
 from mcl_video.sampling.photometric import PHOTOMETRIC_KEY, photometric_params
