@@ -4,7 +4,9 @@ A *user error* is something the person running ``mcl`` can fix: a bad file, a ba
 full disk, an interrupted run. The library raises a subclass of :class:`MCLError` for it, with a message
 that names the user's file or config key and the fix (never our source path). The command line catches
 :class:`MCLError` at one place (``mcl_video.cli.main``), prints ``error: <message>`` on one line and exits
-with :attr:`MCLError.exit_code`: 2 for usage and configuration errors, 1 for a run that failed. Every
+with :attr:`MCLError.exit_code`: 2 for usage and configuration errors, 1 for a run that failed, 75 for
+a run stopped by SIGTERM/SIGUSR1 after writing its checkpoint (``training.preempt.EXIT_STOPPED``), 130
+for Ctrl-C. Every
 other exception is a programming error and keeps its traceback.
 
 ``--debug`` or ``MCL_DEBUG=1`` shows the traceback of user errors too.
