@@ -69,6 +69,7 @@ class FinetuneRunConfig:
     tensorboard: bool = True
     progress: bool = True
     resume: bool = False
+    overwrite: bool = False  # a fresh run into a used out= folder deletes the old run's files first
     test: bool = True  # test (multi-clip x crops) at the end and write results.json + confusion.png
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ from mcl_video.training.distributed import (
 from mcl_video.training.logger import MetricLogger
 from mcl_video.training.loop import autocast_context, seed_everything
 from mcl_video.training.preempt import StopOnSignal, leave_stops_to_the_main_process
+from mcl_video.training.runfolder import check_run_folder, prepare_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,11 @@ def build_classifier(config: FinetuneRunConfig, num_classes: int) -> VideoClassi
 
 
 def _setup(config, env, model, train_ds) -> FinetuneRun:
+    check_run_folder(config)  # a fresh run into a used folder is refused (resume=true / overwrite=true)
     run_dir = Path(config.out)
     run_env = {"world_size": env.world_size, "device": str(env.device), "kind": "finetune"}
     if env.is_main:
+        prepare_run_folder(config)
         run_env = save_run_config(config, run_dir, run_env)
     model.to(env.device)
     seed_everything(config.seed + env.rank)  # dropout differs per rank
