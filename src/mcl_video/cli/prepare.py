@@ -105,7 +105,7 @@ def run(args) -> int:
     try:
         init_cache(args.out, settings)  # an existing cache must have the same settings
     except ValueError as err:
-        raise UsageError(f"--out {args.out}: {str(err).split(': ', 1)[-1]}") from None
+        raise UsageError(f"--out {args.out}: {err}") from None
     summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
                       dataset=args.dataset, split=args.split, video_root=args.video_root,
                       progress=not args.no_progress, flow_from=args.flow_from)

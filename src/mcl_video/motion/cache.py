@@ -176,7 +176,8 @@ def read_meta(meta_path: Path) -> dict:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     with atomic_path(path, "free space and rerun `mcl prepare` (finished videos are kept)") as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
 
 
 def entry_path(root: str | os.PathLike, video_id: str) -> Path:
