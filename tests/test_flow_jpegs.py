@@ -95,7 +95,9 @@ def _reference(flows, settings: CacheSettings) -> dict[str, np.ndarray]:
     acc = _MotionAccumulator(settings, flows[0][0].shape)
     for u, v in flows:
         acc.push(u, v)
-    return acc.finish()[0]
+    arrays = acc.finish()[0]
+    # the cache stores frame maps as float16 (format v3) and reads them back as float32
+    return dict(arrays, frame_maps=arrays["frame_maps"].astype(np.float16).astype(np.float32))
 
 
 def _entry(cache_dir: Path, vid: str):
