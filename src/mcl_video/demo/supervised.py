@@ -28,7 +28,11 @@ def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, s
     history, step = [], 0
     model.train()
     bar = tqdm(total=steps, unit="step", desc="supervised", dynamic_ncols=True)
+    epoch = 0
     while step < steps:
+        if hasattr(loader.dataset, "set_epoch"):  # fresh clip, crop and flip draws every pass
+            loader.dataset.set_epoch(epoch)
+        epoch += 1
         for batch in loader:
             if step >= steps:
                 break

@@ -153,7 +153,11 @@ def finetune(
         total = min(total, config.max_steps)
     history, step = [], 0
     model.train()
+    epoch = 0
     while step < total:
+        if hasattr(loader.dataset, "set_epoch"):  # fresh clip, crop and flip draws every pass
+            loader.dataset.set_epoch(epoch)
+        epoch += 1
         for batch in loader:
             if step >= total:
                 break
