@@ -143,3 +143,30 @@ def test_probe_table_accuracies_r1_and_standard_errors():
     assert rows["shape_se"] == pytest.approx(math.sqrt(rows["shape_acc"] * (1 - rows["shape_acc"]) / 4))
     with pytest.raises(ValueError, match="retrieval task"):
         probe_table({"enc": (xtr, xte)}, labels, retrieval="colour")
+
+
+def test_supervised_bound_draws_fresh_clips_every_pass():
+    # the training set's random clip/crop/flip is a function of (seed, epoch, video): the loop must move
+    # the epoch on every pass, or each video is seen with one fixed view (the bound fell to 64% so)
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from mcl_video.demo.supervised import _fit
+
+    class Views(torch.utils.data.Dataset):
+        def __init__(self):
+            self.epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"clips": torch.randn(1, 3, 2, 4, 4), "label": torch.tensor(i % 2)}
+
+    data = Views()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 2))
+    history = _fit(model, DataLoader(data, batch_size=2), steps=7, lr=1e-3, weight_decay=0.0, seed=0)
+    assert len(history) == 7 and data.epochs == [0, 1, 2, 3]  # 2 batches per pass
