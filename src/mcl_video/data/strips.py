@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from mcl_video.atomic import atomic_path
@@ -40,8 +41,6 @@ def read_strip(path: str | os.PathLike, frame_width: int | None = None) -> np.nd
     ``frame_width`` defaults to the image height (square frames). Raises ``VideoReadError`` naming the
     file when it cannot be decoded or its width is not a whole number of frames.
     """
-    import cv2
-
     path = Path(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:

@@ -46,14 +46,18 @@ targets and the read time that chose 6 bits, float16 maps and per-frame deflate.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import scipy
 
+from mcl_video import __version__
 from mcl_video.atomic import atomic_path
 from mcl_video.data.discovery import video_id
 from mcl_video.errors import DataError
@@ -131,12 +135,7 @@ def num_starts(num_frames: int, span: int) -> int:
 
 
 def package_versions() -> dict:
-    import cv2
-    import scipy
-
-    import mcl_video
-
-    return {"mcl_video": mcl_video.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+    return {"mcl_video": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "opencv": cv2.__version__}
 
 
@@ -194,8 +193,6 @@ def write_entry(root: str | os.PathLike, video_id: str, arrays: dict[str, np.nda
     ``arrays``: ``frame_maps``, ``clip_scores``, ``scales`` and the int8 ``fields`` (``K x F x h x w``),
     stored packed (module docstring).
     """
-    import io
-
     arrays = dict(arrays, frame_maps=np.minimum(arrays["frame_maps"], MAP_MAX).astype(np.float16))
     fields = arrays.pop("fields")
     arrays["fields_z"], arrays["fields_offsets"] = pack_fields(fields)

@@ -131,7 +131,7 @@ class _RaftFlow:
 
     def __init__(self, weights: str | Path | None = None, model: str | None = None, iters: int = 12,
                  device: str | None = None):
-        import torch
+        import torch  # lazy: only the RAFT backend needs torch/torchvision
 
         if weights is None:
             raise ValueError(f"the 'raft' backend needs local weights; "
@@ -156,7 +156,7 @@ class _RaftFlow:
 
     @staticmethod
     def _build(path: Path, state: dict, names: list[str]):
-        from torchvision.models import optical_flow
+        from torchvision.models import optical_flow  # lazy: only the RAFT backend needs it
 
         problems = []
         for name in names:

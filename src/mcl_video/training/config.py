@@ -22,6 +22,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,6 @@ def _git_commit() -> str | None:
 
 def environment_info() -> dict[str, Any]:
     """Git commit, Python/platform and versions of the packages a run depends on."""
-    from importlib import metadata
 
     versions = {}
     for pkg in ("mcl-video", "torch", "torchvision", "numpy", "av", "opencv-contrib-python-headless",

@@ -40,7 +40,7 @@ class MetricLogger:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
         if config.tensorboard:  # lazy: tensorboard is an optional, heavy import
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard loads slowly, often off
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
         if config.progress:
