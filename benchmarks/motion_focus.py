@@ -214,7 +214,7 @@ def encoder_for(args, work: Path, arm: str, seed: int, records: dict) -> tuple[o
         torch.manual_seed(seed)
         return build_backbone(config.backbone, **config.backbone_options).eval(), 0.0, {}
     if arm == "supervised":
-        from mcl_video.evaluation.supervised import train_supervised
+        from mcl_video.demo.supervised import train_supervised
 
         settings = SimpleNamespace(supervised_steps=args.steps, supervised_batch_size=args.batch,
                                    supervised_dropout=0.5, num_clips=args.clips, num_workers=1)
