@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="reuse finished results, resume unfinished runs")
     p.add_argument("--report", action="store_true", help="only summarise the results folder")
     p.add_argument("--config", default=None, help="base config (default: the demo's demo_cpu.yaml)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="pretraining device (not part of the design key; recorded with each result)")
+    p.add_argument("--workers", type=int, default=1, help="loader and motion-preparation processes")
     p.add_argument("--json", default=None, help="write the summary (and every run) here")
     p.add_argument("--plot", default=None, help="PNG of the gain over the baseline vs region fraction")
     return p.parse_args(argv)
@@ -122,7 +125,7 @@ def ensure_regime(args, work: Path, regime: str) -> Path:
         make_benchmark(root / "data", progress=False, **options)
     settings = CacheSettings(flow_backend="dis", clip_len=8, stride=2, resize_short=None)
     summary = prepare(root / "data" / "annotations", root / "motion", settings, dataset="ucf101",
-                      video_root=root / "data" / "videos", progress=False)
+                      video_root=root / "data" / "videos", progress=False, workers=args.workers)
     if not summary.ok:
         raise SystemExit(f"motion_focus.py: motion preparation failed for {len(summary.failed)} video(s); "
                          f"see `mcl inspect {root / 'motion'}`")
@@ -167,7 +170,7 @@ def arm_config(args, work: Path, arm: str, seed: int):
         f"out={work / 'runs' / arm}", f"seed={seed}", f"batch_size={args.batch}", f"size={args.size}",
         f"epochs={max(1, math.ceil(args.steps * args.batch / num_train))}", f"max_steps={args.steps}",
         f"warmup_steps={max(1, args.steps // 10)}", f"checkpoint_every={max(1, args.steps // 4)}",
-        "log_every=5", "tensorboard=false", "device=cpu", "num_workers=1",
+        "log_every=5", "tensorboard=false", f"device={args.device}", f"num_workers={args.workers}",
         f"sampling_options={{colour: false, crop_scale: [{lo}, {hi}]}}", *overrides])
 
 
@@ -217,7 +220,7 @@ def encoder_for(args, work: Path, arm: str, seed: int, records: dict) -> tuple[o
         from mcl_video.demo.supervised import train_supervised
 
         settings = SimpleNamespace(supervised_steps=args.steps, supervised_batch_size=args.batch,
-                                   supervised_dropout=0.5, num_clips=args.clips, num_workers=1)
+                                   supervised_dropout=0.5, num_clips=args.clips, num_workers=args.workers)
         start = time.perf_counter()
         sup = train_supervised(config, settings, work, seed, records)
         return sup["backbone"], time.perf_counter() - start, {"finetune_test_top1": sup["test_top1"]}
@@ -257,7 +260,7 @@ def run_one(args, regime: str, arm: str, seed: int, root: Path, results: Path) -
     row = evaluate(encoder, args.size, work, records, shapes, args.clips)
     finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     row.update(key=key, train_s=round(train_s, 1), total_s=round(time.perf_counter() - start, 1),
-               losses=losses, finished=finished)
+               losses=losses, finished=finished, device=args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=1) + "\n")
     print(f"[motion_focus] {regime} {arm} seed {seed}: motion {100 * row['motion_acc']:.1f} "

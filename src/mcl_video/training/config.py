@@ -94,6 +94,7 @@ class PretrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    channels_last: bool = False  # NDHWC weights and clips (channels_last_3d); same math, other speed
     # loss weights (METHOD §4)
     mal_weight_warmup: float = 2.0
     mal_weight: float = 1.0

@@ -112,7 +112,7 @@ def _setup(config: PretrainConfig, env: DistEnv, model, dataset) -> tuple[Run, o
     seed_everything(config.seed)  # identical model initialisation on every rank
     model = model if model is not None else build_model(config)
     dataset = dataset if dataset is not None else build_dataset(config)
-    model.to(env.device)
+    model.to(env.device, memory_format=memory_format(config))
     seed_everything(config.seed + env.rank)
     sampler = ResumableShardSampler(len(dataset), config.batch_size, env.rank, env.world_size, config.seed)
     schedule = build_schedule(config, sampler.batches_per_epoch // config.grad_accum)
@@ -196,10 +196,22 @@ def save_state(run: Run) -> Path | None:
     return path
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    """Move the batch's tensors to `device`, then run the photometric augmentation there (batched)."""
+def memory_format(config) -> torch.memory_format:
+    """Layout of the weights and clips: ``channels_last_3d`` (NDHWC; faster 3D convolutions on some
+    devices, see BENCHMARKS.md) when ``channels_last=true``, else the default contiguous one."""
+    return torch.channels_last_3d if config.channels_last else torch.contiguous_format
+
+
+def _to_device(batch: dict, device: torch.device,
+               layout: torch.memory_format = torch.contiguous_format) -> dict:
+    """Move the batch's tensors to `device`, then run the photometric augmentation there (batched);
+    the 5-D clips end in `layout`."""
     moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    return augment_batch(moved)
+    out = augment_batch(moved)
+    if layout != torch.contiguous_format:
+        out = {k: v.contiguous(memory_format=layout) if torch.is_tensor(v) and v.dim() == 5 else v
+               for k, v in out.items()}
+    return out
 
 
 def _check_finite(metrics: dict, step: int) -> dict[str, float]:
@@ -232,7 +244,7 @@ def train_step(run: Run, batches) -> dict[str, float]:
         batch = next(batches)
         skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
         run.skipped += int(skipped.sum()) if skipped is not None else 0
-        batch = _to_device(batch, run.env.device)
+        batch = _to_device(batch, run.env.device, memory_format(cfg))
         last = micro == cfg.grad_accum - 1
         sync = contextlib.nullcontext() if last or run.net is run.model else run.net.no_sync()
         with sync:

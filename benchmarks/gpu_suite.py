@@ -1,0 +1,271 @@
+"""Everything a GPU user waits on, measured in one run on one GPU: write the numbers BENCHMARKS.md's
+"On a GPU" section reports.
+
+Parts (each time-boxed and independent: one that fails is reported and the next one runs):
+
+1. ``peaks``: bf16 and fp32 (TF32 off) matrix-product rates, the ceilings of the rows below;
+2. ``steps``: training-step rate of the real engine on one synthetic batch in device memory, bf16,
+   MAL on and off, R(2+1)D-18 at 16 x 112 x 112 and P3D ResNet-50 at 16 x 224 x 224: samples/s,
+   clips/s, ms/step, peak memory, FLOPs per step and the share of the bf16 peak; in the default
+   (NCDHW) and the ``channels_last=true`` (NDHWC) layout;
+3. ``prepare``: ``mcl prepare`` of ``--clips`` with DIS on ``--workers`` CPU processes, and with RAFT
+   (small and large) on the GPU, frames/s. No RAFT weights can be fetched on a closed machine, so
+   RAFT runs with randomly initialised weights saved as a local file: the same computation per frame
+   (a rate, not a flow quality);
+4. ``loader``: the training DataLoader (``--workers`` processes, batch 32, 112 px, pinned memory) on
+   ``--clips`` as they are and as ``mcl transcode`` copies (short side 256, GOP 16), feeding the
+   batched photometric augmentation on the GPU: samples/s over ``--loader-batches`` batches;
+5. ``pretrain``: ``pretrain()`` end to end on a built-in benchmark (128 px) with R(2+1)D-18 at 112 px,
+   bf16, batch 32, ``--workers`` loader processes: the steps/s the logger records once warm, to set
+   against the synthetic-batch rate of part 2 (where it is lower, the GPU waits on the loader).
+
+    python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results
+    python benchmarks/gpu_suite.py --device cpu --quick --clips ../shared/data/clips --out smoke
+
+Writes ``<out>/gpu_suite.json`` after every part and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from mcl_video.data import find_videos, video_id
+from mcl_video.data.synth import make_benchmark
+from mcl_video.data.transcode import TranscodeSettings, transcode
+from mcl_video.motion.cache import CacheSettings, MotionCache
+from mcl_video.motion.prepare import prepare
+from mcl_video.sampling import MCLPretrainDataset
+from mcl_video.sampling.photometric import augment_batch
+from mcl_video.training import load_config, pretrain
+from mcl_video.training.throughput import matmul_peak, measure_step_rate, step_flops
+
+STEP_MODELS = (  # (label, shipped config, overrides on the GPU, overrides for a CPU smoke run)
+    ("R(2+1)D-18 16x112", "ucf101_r2plus1d18_112", ["batch_size=32"],
+     ["batch_size=2", "clip_len=8", "size=32", "queue_size=1024"]),
+    ("P3D-50 16x224", "ucf101_p3d50", ["batch_size=16"],
+     ["batch_size=1", "clip_len=4", "size=64", "queue_size=1024"]),
+)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def part_env(args, device) -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"}
+    if device.type == "cuda":
+        out["cuda"], out["cudnn"] = torch.version.cuda, torch.backends.cudnn.version()
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            query = ["--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"]
+            out["nvidia_smi"] = subprocess.run([smi, *query], capture_output=True, text=True).stdout.strip()
+    return out
+
+
+def part_peaks(args, device) -> dict:
+    n = 1024 if args.quick else 8192
+    out = {"n": n, "fp32": matmul_peak(device, torch.float32, n)}
+    if device.type == "cuda":
+        out["bf16"] = matmul_peak(device, torch.bfloat16, n, repeats=10)
+    rates = ", ".join(f"{k} {v / 1e12:.1f} TFLOP/s" for k, v in out.items() if k != "n")
+    print(f"matmul peak ({n}^3): {rates}")
+    return out
+
+
+def part_steps(args, device, results) -> list[dict]:
+    peak = results.get("peaks", {}).get("bf16" if device.type == "cuda" else "fp32", float("nan"))
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    rows = []
+    for label, config, gpu_over, cpu_over in STEP_MODELS:
+        base = [f"device={device.type}", "epochs=1", f"precision={precision}"]
+        base += gpu_over if device.type == "cuda" else cpu_over
+        for layout in ("false", "true"):
+            for mal in ("true", "false"):
+                cfg = load_config(config, base + [f"use_mal={mal}", f"channels_last={layout}"])
+                steps, warmup = (1, 1) if args.quick else (10, 3)
+                row = measure_step_rate(cfg, steps, warmup, device)
+                row["flops_per_step"] = step_flops(cfg, device)
+                row["share_of_peak"] = row["flops_per_step"] / (row["ms_per_step"] / 1000) / peak
+                row.update(model=label, channels_last=layout == "true")
+                rows.append(row)
+                print(f"| {label} | {'NDHWC' if row['channels_last'] else 'NCDHW'} | "
+                      f"{'on' if row['use_mal'] else 'off'} | {row['batch']} | {row['ms_per_step']:.1f} | "
+                      f"{row['samples_per_s']:.1f} | {row['clips_per_s']:.1f} | {row['peak_gib']:.2f} | "
+                      f"{row['flops_per_step'] / 1e12:.2f} | {row['share_of_peak']:.1%} |", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    return rows
+
+
+def random_raft_weights(folder: Path, model: str) -> Path:
+    """A local state dict of a randomly initialised torchvision RAFT (same shapes, hence the same cost)."""
+    from torchvision.models import optical_flow
+
+    torch.manual_seed(0)
+    path = folder / f"{model}_random.pth"
+    torch.save(getattr(optical_flow, model)(weights=None, progress=False).state_dict(), path)
+    return path
+
+
+def _prepare_rate(root: Path, out: Path, settings: CacheSettings, workers: int) -> dict:
+    start = time.perf_counter()
+    summary = prepare(root, out, settings, workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    frames = sum(MotionCache(out).get(v).num_frames for v in MotionCache(out).video_ids())
+    return {"videos": len(MotionCache(out).video_ids()), "failed": len(summary.failed), "frames": frames,
+            "seconds": seconds, "frames_per_s": frames / seconds}
+
+
+def part_prepare(args, device, work: Path) -> dict:
+    out = {}
+    # fresh folders: the loader part's cache must not make this run skip its videos
+    out["dis"] = _prepare_rate(args.clips, work / "timed_dis", CacheSettings(), args.workers)
+    print(f"prepare, DIS on {args.workers} CPU workers: {out['dis']['frames_per_s']:.0f} frames/s "
+          f"({out['dis']['frames']} frames, {out['dis']['videos']} videos)", flush=True)
+    for model in ("raft_small",) if args.quick else ("raft_small", "raft_large"):
+        weights = random_raft_weights(work, model)
+        settings = CacheSettings(flow_backend="raft", flow_options={"weights": str(weights), "model": model})
+        r = _prepare_rate(args.clips, work / f"timed_{model}", settings, 1)
+        out[model] = r
+        print(f"prepare, {model} on {device.type} (random weights): {r['frames_per_s']:.0f} frames/s",
+              flush=True)
+    return out
+
+
+def loader_rate(root: Path, cache: MotionCache, workers: int, batches: int, size: int,
+                device: torch.device) -> dict:
+    """Samples/s of the training DataLoader feeding the batched augmentation on ``device``."""
+    records = [str(p.relative_to(root)) for p in find_videos(root)]
+    records = [r for r in records if video_id(r) in cache]
+    ds = MCLPretrainDataset(root, records, cache, {"size": size}, (4, size // 16, size // 16))
+    batch = 32
+    draws = RandomSampler(ds, replacement=True, num_samples=batch * (batches + 2),
+                          generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ds, batch_size=batch, sampler=draws, num_workers=workers,
+                        pin_memory=device.type == "cuda", drop_last=True)
+    seen, start, aug = 0, None, 0.0
+    for b in loader:
+        moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+        t = time.perf_counter()
+        augment_batch(moved)
+        sync(device)
+        if start is None:  # steady state: from the first batch on (worker start-up excluded)
+            start = time.perf_counter()
+            continue
+        aug += time.perf_counter() - t
+        seen += batch
+    seconds = time.perf_counter() - start
+    return {"videos": len(ds), "workers": workers, "samples": seen, "samples_per_s": seen / seconds,
+            "augment_ms_per_sample": 1000 * aug / max(seen, 1)}
+
+
+def part_loader(args, device, work: Path) -> dict:
+    cache_dir = work / "cache_dis"
+    if not (cache_dir / "meta.json").exists():
+        prepare(args.clips, cache_dir, CacheSettings(), workers=args.workers, progress=False)
+    copies = work / "transcoded"
+    start = time.perf_counter()
+    transcode(args.clips, copies, TranscodeSettings(short_side=256, gop=16), workers=args.workers,
+              progress=False)
+    out = {"transcode_seconds": time.perf_counter() - start}
+    # the copies keep the originals' relative paths and frame counts, so the same cache describes them
+    for name, root in (("originals", args.clips), ("transcoded", copies)):
+        r = loader_rate(root, MotionCache(cache_dir), args.workers, args.loader_batches, 112, device)
+        out[name] = r
+        print(f"loader on {name}: {r['samples_per_s']:.1f} samples/s with {args.workers} workers, batched "
+              f"augmentation {r['augment_ms_per_sample']:.2f} ms/sample on {device.type}", flush=True)
+    return out
+
+
+def part_pretrain(args, device, work: Path) -> dict:
+    bench = work / "bench"
+    classes, per_class = (2, 4) if args.quick else (5, 32)
+    make_benchmark(bench, classes=classes, train_per_class=per_class, test_per_class=1, frames=64, size=128,
+                   workers=args.workers)
+    steps = 4 if args.quick else args.pretrain_steps
+    over = [f"data={bench / 'annotations'}", f"video_root={bench / 'videos'}", f"cache={bench / 'motion'}",
+            f"out={work / 'run'}", f"device={device.type}", f"max_steps={steps}", "log_every=10",
+            "progress=false", "tensorboard=false", f"num_workers={args.workers}", "checkpoint_every=100000"]
+    over += (["batch_size=32", "precision=bf16", "channels_last=" + str(args.channels_last).lower()]
+             if device.type == "cuda" else ["batch_size=2", "clip_len=8", "size=32", "queue_size=1024",
+                                            "log_every=2", "precision=fp32"])
+    cfg = load_config("ucf101_r2plus1d18_112", over)
+    prepare(bench / "videos", bench / "motion", CacheSettings(clip_len=cfg.clip_len, stride=cfg.stride),
+            workers=args.workers, progress=False)
+    start = time.perf_counter()
+    pretrain(cfg)
+    seconds = time.perf_counter() - start
+    logs = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    warm = [r["samples_per_s"] for r in logs[1:]] or [logs[-1]["samples_per_s"]]
+    out = {"steps": steps, "batch": cfg.batch_size, "workers": args.workers, "wall_seconds": seconds,
+           "samples_per_s_warm": float(np.median(warm)),
+           "log": [(r["step"], r["samples_per_s"]) for r in logs]}
+    print(f"pretrain end to end: {out['samples_per_s_warm']:.1f} samples/s once warm "
+          f"({steps} steps, batch {cfg.batch_size}, {args.workers} loader workers)", flush=True)
+    return out
+
+
+PARTS = ("env", "peaks", "steps", "loader", "prepare", "pretrain")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clips", type=Path, required=True, help="folder of real video clips")
+    p.add_argument("--out", type=Path, required=True, help="results folder (gpu_suite.json)")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--workers", type=int, default=max(1, min(15, (os.cpu_count() or 2) - 1)))
+    p.add_argument("--loader-batches", type=int, default=30)
+    p.add_argument("--pretrain-steps", type=int, default=80)
+    p.add_argument("--channels-last", action="store_true", help="end-to-end run in the NDHWC layout")
+    p.add_argument("--budget", type=float, default=420.0, help="seconds; later parts are skipped past it")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (a CPU smoke run of the script)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="mcl-gpu-suite-"))
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "args": {k: str(v) for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    for name in args.parts:
+        if time.perf_counter() - t0 > args.budget:
+            results[name] = {"skipped": f"over the {args.budget:.0f} s budget"}
+            continue
+        start = time.perf_counter()
+        try:
+            if name == "steps":
+                print("| model | layout | MAL | batch | ms/step | samples/s | clips/s | peak GiB | "
+                      "TFLOP/step | share of bf16 peak |\n" + "| --- " * 10 + "|")
+                results[name] = part_steps(args, device, results)
+            elif name in ("env", "peaks"):
+                results[name] = globals()[f"part_{name}"](args, device)
+            else:
+                results[name] = globals()[f"part_{name}"](args, device, work)
+        except Exception as exc:  # noqa: BLE001 - one broken part must not cost the others
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        results.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
+        (args.out / "gpu_suite.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"[{name}] {results['seconds'][name]:.0f} s", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
