@@ -129,3 +129,29 @@ def test_order_head_and_init_keys_reach_the_model():
         load_config(None, ["motion_broken_negatives=[reverse]"])
     with pytest.raises(ConfigError, match="keep one"):
         model_config(load_config(None, ["init=a.pth", "backbone_options={weights: b.pth}"]))
+
+
+def test_coerce_value_types_values_for_either_config():
+    from mcl_video.evaluation.finetune_config import FinetuneRunConfig as Finetune
+    from mcl_video.training.config import ALIASES, coerce_value
+
+    good = [(PretrainConfig, "lr", "2e-3", 0.002), (PretrainConfig, "epochs", 3.0, 3),
+            (PretrainConfig, "resume", "true", True), (PretrainConfig, "data", "007", "007"),
+            (Finetune, "short_side", "256", 256), (Finetune, "short_side", "native", "native"),
+            (Finetune, "dropout", 1, 1.0), (Finetune, "backbone_options", "{depth: 18}", {"depth": 18})]
+    for cls, key, value, expected in good:
+        out = coerce_value(cls, key, value)
+        assert out == expected and type(out) is type(expected), (cls.__name__, key, value, out)
+    bad = [(Finetune, "split", "two", "command line: split='two' is not a valid int"),
+           (Finetune, "epochs", 2.5, "command line: epochs=2.5 is not a valid int"),
+           (Finetune, "split", "{a: 1", "command line: cannot parse split='{a: 1'"),
+           (Finetune, "lrr", "1", "command line: unknown config key 'lrr'; did you mean 'lr'?"),
+           (Finetune, "zzz", "1", "command line: unknown config key 'zzz'; known keys: dataset, data, "),
+           (PretrainConfig, "resume", "maybe", "command line: resume='maybe' is not a valid bool")]
+    for cls, key, value, message in bad:
+        with pytest.raises(ConfigError) as err:
+            coerce_value(cls, key, value, "command line")
+        assert str(err.value).startswith(message), str(err.value)
+    expected = r"^x.yaml: unknown config key 'learning_rate'; did you mean 'lr'\?$"  # an alias
+    with pytest.raises(ConfigError, match=expected):
+        coerce_value(PretrainConfig, "learning_rate", 0.1, "x.yaml", ALIASES)

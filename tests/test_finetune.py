@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, cosine_lr, finetune, predict_videos
+from mcl_video.evaluation.finetune import (
+    FinetuneConfig,
+    VideoClassifier,
+    cosine_lr,
+    finetune,
+    predict_videos,
+    train_batches,
+)
 
 
 class TinyNet(nn.Module):
@@ -99,3 +106,26 @@ def test_predict_videos_averages_softmax_over_views():
     np.testing.assert_allclose(pred["scores"], np.stack(expected), rtol=1e-6)
     np.testing.assert_allclose(pred["scores"].sum(axis=1), 1.0)
     assert pred["indices"].tolist() == [0, 1, 3] and pred["labels"].tolist() == [0, 1, 0]
+
+
+def test_train_batches_moves_the_epoch_every_pass_and_skips_empty_batches():
+    class Items(torch.utils.data.Dataset):
+        def __init__(self):
+            self.epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return i
+
+    data = Items()  # batches of one item; item 1 gives a None batch (nothing readable), which uses no step
+    loader = torch.utils.data.DataLoader(data, batch_size=1, collate_fn=lambda b: None if b == [1] else b[0])
+    assert list(train_batches(loader, 5)) == [(0, 0), (1, 2), (2, 0), (3, 2), (4, 0)]
+    assert data.epochs == [0, 1, 2]  # 2 steps per pass
+    assert list(train_batches(loader, 0)) == []
+    plain = torch.utils.data.DataLoader(list("ab"), batch_size=2, collate_fn="".join)  # no set_epoch
+    assert list(train_batches(plain, 3)) == [(0, "ab"), (1, "ab"), (2, "ab")]

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from mcl_video.atomic import atomic_path
 from mcl_video.data.discovery import find_videos
+from mcl_video.data.summary import RunSummary
 from mcl_video.data.video import VideoReadError, read_video_info
 
 log = logging.getLogger(__name__)
@@ -54,24 +55,13 @@ class TranscodeSettings:
 
 
 @dataclass
-class TranscodeSummary:
+class TranscodeSummary(RunSummary):
     """Counts of a transcode run; ``failed`` maps source path -> reason."""
 
-    total: int = 0
     written: int = 0
-    skipped: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    failed: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def __str__(self) -> str:
-        return (f"{self.total} videos: {self.written} transcoded, {self.skipped} already done, "
-                f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
-                f"({self.frames / max(self.seconds, 1e-9):.1f} frames/s)")
+        return self.describe(self.written, "transcoded")
 
 
 def output_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:

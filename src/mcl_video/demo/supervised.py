@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mcl_video.errors import RunFailedError
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
-from mcl_video.evaluation.finetune import VideoClassifier, predict_videos
+from mcl_video.evaluation.finetune import VideoClassifier, predict_videos, train_batches
 from mcl_video.evaluation.probes import classification_metrics
 from mcl_video.models import build_backbone
 
@@ -25,35 +25,25 @@ def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, s
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 10)
-    history, step = [], 0
+    history = []
     model.train()
     bar = tqdm(total=steps, unit="step", desc="supervised", dynamic_ncols=True)
-    epoch = 0
-    while step < steps:
-        if hasattr(loader.dataset, "set_epoch"):  # fresh clip, crop and flip draws every pass
-            loader.dataset.set_epoch(epoch)
-        epoch += 1
-        for batch in loader:
-            if step >= steps:
-                break
-            if batch is None:
-                continue
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / warmup)
-            clips = batch["clips"]  # B x V x 3 x T x H x W, one random view per video
-            x = clips[torch.arange(clips.shape[0]), torch.randint(0, clips.shape[1], (clips.shape[0],),
-                                                                 generator=gen)]
-            loss = nn.functional.cross_entropy(model(x), batch["label"])
-            if not torch.isfinite(loss):
-                raise RunFailedError(f"supervised upper bound: loss is {loss.item()} at step {step}; "
-                                     "lower lr= in the demo config")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append({"step": step, "loss": round(loss.item(), 5)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            step += 1
+    for step, batch in train_batches(loader, steps):  # a fresh draw of clips, crops and flips every pass
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup)
+        clips = batch["clips"]  # B x V x 3 x T x H x W, one random view per video
+        x = clips[torch.arange(clips.shape[0]), torch.randint(0, clips.shape[1], (clips.shape[0],),
+                                                             generator=gen)]
+        loss = nn.functional.cross_entropy(model(x), batch["label"])
+        if not torch.isfinite(loss):
+            raise RunFailedError(f"supervised upper bound: loss is {loss.item()} at step {step}; "
+                                 "lower lr= in the demo config")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"step": step, "loss": round(loss.item(), 5)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     return history
 

@@ -108,6 +108,26 @@ def predict_videos(
     }
 
 
+def train_batches(loader, steps: int):
+    """Yield ``(step, batch)`` for ``step = 0 .. steps - 1``, passing over ``loader`` as often as needed.
+
+    Before each pass the loader's dataset gets ``set_epoch(pass)`` when it has one (fresh clip, crop and
+    flip draws every pass); a ``None`` batch (no readable video in it) is skipped without using a step.
+    """
+    step, epoch = 0, 0
+    while step < steps:
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        epoch += 1
+        for batch in loader:
+            if step >= steps:
+                break
+            if batch is None:
+                continue
+            yield step, batch
+            step += 1
+
+
 def _train_views(clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """``B x V x 3 x T x H x W`` -> ``B x 3 x T x H x W``, one random view per video."""
     pick = torch.randint(0, clips.shape[1], (clips.shape[0],), generator=gen)
@@ -151,34 +171,24 @@ def finetune(
     total = config.epochs * len(loader)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    history, step = [], 0
+    history = []
     model.train()
-    epoch = 0
-    while step < total:
-        if hasattr(loader.dataset, "set_epoch"):  # fresh clip, crop and flip draws every pass
-            loader.dataset.set_epoch(epoch)
-        epoch += 1
-        for batch in loader:
-            if step >= total:
-                break
-            if batch is None:
-                continue
-            lr = cosine_lr(config.lr, step, total)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = _train_views(batch["clips"], gen).to(config.device)
-            loss = nn.functional.cross_entropy(model(x), batch["label"].to(config.device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            history.append({"step": step, "lr": lr, "loss": loss.item()})
-            if step % config.log_every == 0:
-                log.info("finetune step %d/%d lr %.5f loss %.4f", step, total, lr, loss.item())
-            step += 1
+    for step, batch in train_batches(loader, total):
+        lr = cosine_lr(config.lr, step, total)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = _train_views(batch["clips"], gen).to(config.device)
+        loss = nn.functional.cross_entropy(model(x), batch["label"].to(config.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        history.append({"step": step, "lr": lr, "loss": loss.item()})
+        if step % config.log_every == 0:
+            log.info("finetune step %d/%d lr %.5f loss %.4f", step, total, lr, loss.item())
     pred = predict_videos(model, test_dataset, config.test_batch_size, config.device, config.num_workers)
     test = classification_metrics(pred["scores"], pred["labels"], num_classes)
     test["ids"] = pred["ids"]
-    return {"model": model, "history": history, "steps": step, "config": asdict(config), "test": test}
+    return {"model": model, "history": history, "steps": len(history), "config": asdict(config), "test": test}

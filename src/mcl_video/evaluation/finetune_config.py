@@ -7,10 +7,6 @@ pretraining, :mod:`mcl_video.training.config`).
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ import yaml
 from torch import nn
 
 from mcl_video.evaluation.finetune import cosine_lr
-from mcl_video.training.config import ConfigError, _convert, resolve_config_path
+from mcl_video.training.config import ConfigError, coerce_value, resolve_config_path
 
 
 @dataclass
@@ -107,31 +103,6 @@ class FinetuneRunConfig:
             )
 
 
-def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(FinetuneRunConfig)}
-
-
-def coerce(key: str, value: Any, source: str) -> Any:
-    """``value`` (YAML value or command-line string) as the type of field ``key``."""
-    if key not in _fields():
-        close = difflib.get_close_matches(key, list(_fields()), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(_fields())}"
-        raise ConfigError(f"{source}: unknown config key '{key}'{hint}")
-    tp = typing.get_type_hints(FinetuneRunConfig)[key]
-    members = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
-    tps = [typing.get_origin(a) or a for a in members]
-    if isinstance(value, str) and tps != [str]:
-        try:
-            value = yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: cannot parse {key}={value!r}: {e}") from e
-    for t in tps:
-        ok, out = _convert(value, t)
-        if ok:
-            return out
-    raise ConfigError(f"{source}: {key}={value!r} is not a valid {' or '.join(t.__name__ for t in tps)}")
-
-
 def load_finetune_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> FinetuneRunConfig:
@@ -142,13 +113,13 @@ def load_finetune_config(
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a flat mapping of key: value")
-        values = {str(k): coerce(str(k), v, str(path)) for k, v in raw.items()}
+        values = {str(k): coerce_value(FinetuneRunConfig, str(k), v, str(path)) for k, v in raw.items()}
     for item in overrides or []:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"command line: override '{item}' must look like key=value (e.g. split=2)")
-        values[key] = coerce(key, value, "command line")
+        values[key] = coerce_value(FinetuneRunConfig, key, value, "command line")
     return FinetuneRunConfig(**values)
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mcl_video.data import find_videos, iter_frames, read_split, read_video_info, video_id
+from mcl_video.data.summary import RunSummary
 from mcl_video.errors import DataError
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
@@ -194,25 +195,14 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threa
 
 
 @dataclass
-class PrepareSummary:
+class PrepareSummary(RunSummary):
     """Counts of a ``prepare`` run; ``failed`` maps video path -> reason."""
 
-    total: int = 0
     prepared: int = 0
-    skipped: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    failed: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def __str__(self) -> str:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.total} videos: {self.prepared} prepared, {self.skipped} already done, "
-                f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
-                f"({rate:.2f} videos/s, {self.frames / max(self.seconds, 1e-9):.1f} frames/s)")
+        return self.describe(self.prepared, "prepared", f"{rate:.2f} videos/s, ")
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:

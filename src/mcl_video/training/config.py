@@ -149,7 +149,7 @@ class PretrainConfig:
         keys = [k.strip() for k in str(self.resume_override).split(",") if k.strip()]
         for key in keys:
             if key not in config_fields():
-                raise _unknown_key(key, "resume_override")
+                raise _unknown_key(key, list(config_fields()), "resume_override", ALIASES)
         return keys
 
 
@@ -162,9 +162,10 @@ def config_fields() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(PretrainConfig)}
 
 
-def _field_types(name: str) -> list[type]:
-    """The plain types a field accepts, in order (`bool | str` -> [bool, str])."""
-    tp = typing.get_type_hints(PretrainConfig)[name]
+def _field_types(config_cls: type, name: str) -> list[type]:
+    """The plain types field `name` of the dataclass `config_cls` accepts, in order (`bool | str` ->
+    [bool, str])."""
+    tp = typing.get_type_hints(config_cls)[name]
     members = tp.__args__ if isinstance(tp, types.UnionType) else (tp,)
     return [typing.get_origin(a) or a for a in members if a is not type(None)]
 
@@ -176,19 +177,23 @@ ALIASES = {"learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "batch"
            "warmup": "warmup_epochs", "amp": "precision", "accum_iter": "grad_accum"}
 
 
-def _unknown_key(key: str, source: str) -> ConfigError:
-    names = list(config_fields())
-    close = difflib.get_close_matches(key, names + list(ALIASES), n=1)
-    close = [ALIASES.get(c, c) for c in close]
+def _unknown_key(key: str, names: list[str], source: str, aliases: dict[str, str]) -> ConfigError:
+    close = difflib.get_close_matches(key, names + list(aliases), n=1)
+    close = [aliases.get(c, c) for c in close]
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return ConfigError(f"{source}: unknown config key '{key}'{hint}")
 
 
-def coerce_value(key: str, value: Any, source: str = "config") -> Any:
-    """Convert `value` (a YAML value or a command-line string) to the type of field `key`."""
-    if key not in config_fields():
-        raise _unknown_key(key, source)
-    tps = _field_types(key)
+def coerce_value(config_cls: type, key: str, value: Any, source: str = "config",
+                 aliases: dict[str, str] | None = None) -> Any:
+    """Convert `value` (a YAML value or a command-line string) to the type of field `key` of the config
+    dataclass `config_cls` (`PretrainConfig`, the fine-tuning config). An unknown key or a value that
+    does not convert is a `ConfigError` naming `source`; the did-you-mean hint for an unknown key also
+    looks at `aliases` (other code bases' names -> ours)."""
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    if key not in names:
+        raise _unknown_key(key, names, source, aliases or {})
+    tps = _field_types(config_cls, key)
     if isinstance(value, str) and tps != [str]:
         try:
             value = yaml.safe_load(value) if value.strip() else value
@@ -235,7 +240,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         key = key.strip().lstrip("-").replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"command line: override '{item}' must look like key=value (e.g. seed=1)")
-        out[key] = coerce_value(key, value, source="command line")
+        out[key] = coerce_value(PretrainConfig, key, value, "command line", ALIASES)
     return out
 
 
@@ -270,7 +275,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a flat mapping of key: value")
-        values = {k: coerce_value(str(k), v, source=str(path)) for k, v in raw.items()}
+        values = {k: coerce_value(PretrainConfig, str(k), v, str(path), ALIASES) for k, v in raw.items()}
     values.update(parse_overrides(overrides))
     return PretrainConfig(**values)
 
@@ -281,7 +286,8 @@ def config_to_dict(config: PretrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> PretrainConfig:
-    return PretrainConfig(**{k: coerce_value(k, v, source) for k, v in values.items()})
+    return PretrainConfig(**{k: coerce_value(PretrainConfig, k, v, source, ALIASES)
+                             for k, v in values.items()})
 
 
 def _git_commit() -> str | None:
