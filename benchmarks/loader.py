@@ -1,6 +1,6 @@
 """Tubelet loader benchmark: samples/s of the full MCL item, and how often the motion crop binds.
 
-    python benchmarks/loader.py --quick [--bench DIR] [--real-cache CACHE --real-root DIR]
+    python benchmarks/loader.py --quick [--bench DIR] [--real-cache CACHE --real-root DIR [--transcoded DIR]]
 
 1. Generates a small built-in benchmark (`mcl synth`: 4 classes x 4 videos, 80 frames, 128 px) and
    prepares its motion cache (`mcl prepare`, DIS flow), unless ``--bench`` already holds them.
@@ -217,7 +217,13 @@ def augmentation_section(args, root: Path, cache: MotionCache, samples: int, rou
     if args.real_root and args.real_cache:
         real = augmentation_rates(args.real_root, MotionCache(args.real_cache), samples, rounds, args.size)
         print_augmentation("shared/data/clips", real)
+        copies = None
+        if args.transcoded:  # the same videos as `mcl transcode` copies (same ids, so the same cache)
+            copies = augmentation_rates(args.transcoded, MotionCache(args.real_cache), samples, rounds, args.size)
+            print_augmentation("shared/data/clips, `mcl transcode` copies", copies)
         print_per_video(real)
+        if copies:
+            print_per_video(copies)
 
 
 def main() -> int:
@@ -226,6 +232,8 @@ def main() -> int:
     p.add_argument("--bench", type=Path, default=None, help="benchmark folder (made if missing)")
     p.add_argument("--real-cache", type=Path, default=None, help="motion cache of real clips")
     p.add_argument("--real-root", type=Path, default=None, help="folder of the real clips")
+    p.add_argument("--transcoded", type=Path, default=None,
+                   help="`mcl transcode` copies of --real-root: the augmentation rows for them too")
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--augmentation-only", action="store_true", help="only the per-sample vs batched section")
     args = p.parse_args()

@@ -16,6 +16,12 @@ For one config (default: the shipped R(2+1)D-18 config ``ucf101_r2plus1d18_112``
     python benchmarks/step_efficiency.py                     # CPU: 8 x 64 x 64, batch 4, fp32
     python benchmarks/step_efficiency.py --device cuda       # GPU: the config's 16 x 112, batch 32, bf16
     python benchmarks/step_efficiency.py --variants eager channels_last --rounds 3 --json out.json
+    python benchmarks/step_efficiency.py --allocators glibc tcmalloc --rounds 2   # CPU: both allocators
+
+``--allocators glibc tcmalloc`` runs the whole measurement (peak included) in one child process per
+allocator and round, tcmalloc preloaded with ``LD_PRELOAD`` (Debian: ``libgoogle-perftools4``), the
+allocators alternating over the rounds; the table then has one row per allocator and variant, each
+share taken against the peak measured in that allocator's own processes.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
+from mcl_video.allocator import find_tcmalloc
 from mcl_video.training import load_config
 from mcl_video.training.loop import train_step
 from mcl_video.training.throughput import bench_batches, bench_run, matmul_peak, step_flops
@@ -87,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per arm first (compile happens here)")
     p.add_argument("--n", type=int, default=None, help="matrix side of the peak (2048 CPU, 8192 CUDA)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--allocators", nargs="+", default=None, choices=("glibc", "tcmalloc"),
+                   help="CPU: run everything once per allocator and round in child processes")
     args = p.parse_args(argv)
     cpu = args.device == "cpu"
     for key, cpu_value, gpu_value in (("size", 64, None), ("clip_len", 8, None), ("batch_size", 4, 32),
@@ -97,8 +109,68 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def child_argv(argv: list[str]) -> list[str]:
+    """``argv`` without ``--allocators``/``--rounds``/``--json`` and their values."""
+    out, skip = [], False
+    for a in argv:
+        if a in ("--allocators", "--rounds", "--json"):
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        out.append(a)
+    return out
+
+
+def by_allocator(args, argv: list[str]) -> dict:
+    """One child process per allocator and round (alternating), then one table."""
+    lib = find_tcmalloc()
+    if "tcmalloc" in args.allocators and lib is None:
+        raise SystemExit("step_efficiency.py: tcmalloc not found; install libgoogle-perftools4 or drop it "
+                         "from --allocators")
+    runs: dict[str, list[dict]] = {a: [] for a in args.allocators}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for alloc in args.allocators if r % 2 == 0 else args.allocators[::-1]:
+                env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+                if alloc == "tcmalloc":
+                    env["LD_PRELOAD"] = lib
+                out = Path(tmp) / f"{alloc}-{r}.json"
+                cmd = [sys.executable, __file__, *child_argv(argv), "--rounds", "1", "--json", str(out)]
+                subprocess.run(cmd, env=env, check=True)
+                runs[alloc].append(json.loads(out.read_text()))
+    first = runs[args.allocators[0]][0]
+    print(f"\n{first['device']}; {first['backbone']} {first['clip']}, batch {first['batch']}, "
+          f"{first['precision']}, MAL {first['mal']}; {first['flops_per_step'] / 1e9:.1f} GFLOP per step; "
+          f"{args.rounds} rounds, allocators alternating")
+    print("| allocator | variant | ms/step (median of rounds) | matmul peak GFLOP/s (median) | GFLOP/s | "
+          "share of matmul peak |\n" + "| --- " * 6 + "|")
+    table = {}
+    for alloc, rows in runs.items():
+        peak = statistics.median(r["peak_flops_per_s"] for r in rows)
+        for variant in args.variants:
+            ms = [r["rows"][variant]["ms_per_step"] for r in rows if "ms_per_step" in r["rows"][variant]]
+            if not ms:
+                print(f"| {alloc} | {variant} | failed: {rows[0]['rows'][variant].get('error')} | | | |")
+                continue
+            s = statistics.median(ms) / 1000
+            rate = first["flops_per_step"] / s
+            table[f"{alloc}/{variant}"] = {"ms_per_step": 1000 * s, "peak": peak, "share": rate / peak,
+                                           "ms": ms}
+            print(f"| {alloc} | {variant} | {1000 * s:.0f} | {peak / 1e9:.1f} | {rate / 1e9:.1f} | "
+                  f"{rate / peak:.1%} |")
+    out = {"runs": runs, "table": table}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.allocators:
+        return by_allocator(args, argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     peak = matmul_peak(device, dtype, args.n)
