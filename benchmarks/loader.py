@@ -219,7 +219,8 @@ def augmentation_section(args, root: Path, cache: MotionCache, samples: int, rou
         print_augmentation("shared/data/clips", real)
         copies = None
         if args.transcoded:  # the same videos as `mcl transcode` copies (same ids, so the same cache)
-            copies = augmentation_rates(args.transcoded, MotionCache(args.real_cache), samples, rounds, args.size)
+            cache = MotionCache(args.real_cache)
+            copies = augmentation_rates(args.transcoded, cache, samples, rounds, args.size)
             print_augmentation("shared/data/clips, `mcl transcode` copies", copies)
         print_per_video(real)
         if copies:
