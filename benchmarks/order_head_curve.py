@@ -3,10 +3,12 @@ runs (one per head, e.g. ``order_head=mlp`` and ``order_head=linear`` with the s
 the chance level ln 2 of a two-way order decision.
 
 Each argument is a run folder written by ``mcl pretrain`` (``config.yaml`` + ``metrics.jsonl``); a run is
-labelled by its ``order_head``. Prints a Markdown table: ``loss_order`` at a few logged steps, the mean
-of the last ``--tail`` steps (and its distance to ln 2), the same mean of ``loss_intra``, and the order
-weight at the last logged step; writes the figure (thin: every logged step; thick: a running mean over
-``--tail`` steps).
+labelled by its ``order_head``. The runs log one step's batch loss every ``log_every`` steps; a "mean
+of the last ``--tail`` steps" is the mean of the values logged in them (± its standard error over those
+logged values). Prints a Markdown table: ``loss_order`` at a few logged steps, its mean over the last
+``--tail`` steps (and the distance to ln 2), the same mean of ``loss_intra``, and the order weight at the
+last logged step; writes the figure (thin: every logged value; thick: a running mean over ``--tail``
+steps).
 
     python benchmarks/order_head_curve.py runs/order_mlp runs/order_linear --out order_head_curve.png
 """
@@ -48,14 +50,18 @@ def load_run(run: Path) -> tuple[str, list[dict]]:
     return f"{config.get('order_head', 'linear')} head ({run.name})", rows
 
 
-def tail_mean(rows: list[dict], key: str, tail: int) -> float:
+def tail_mean(rows: list[dict], key: str, tail: int) -> tuple[float, float]:
+    """(mean, standard error) of ``key`` over the values logged in the last ``tail`` steps."""
     last = rows[-1]["step"]
-    return statistics.fmean(r[key] for r in rows if r["step"] > last - tail)
+    values = [r[key] for r in rows if r["step"] > last - tail]
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return statistics.fmean(values), se
 
 
 def at_step(rows: list[dict], step: int) -> str:
+    """``loss_order`` logged at ``step`` (or the last logged step before it); "—" outside the run."""
     before = [r for r in rows if r["step"] <= step]
-    return f"{before[-1]['loss_order']:.4f}" if before else "—"
+    return f"{before[-1]['loss_order']:.4f}" if before and step <= rows[-1]["step"] else "—"
 
 
 def table(runs: list[tuple[str, list[dict]]], steps: list[int], tail: int) -> str:
@@ -63,11 +69,12 @@ def table(runs: list[tuple[str, list[dict]]], steps: list[int], tail: int) -> st
     lines = [f"| run | logged steps | {head} | loss_order, last {tail} steps | minus ln 2 | loss_intra, last "
              f"{tail} steps | order weight at the end |", "| --- " * (len(steps) + 6) + "|"]
     for label, rows in runs:
-        order = tail_mean(rows, "loss_order", tail)
-        intra = tail_mean(rows, "loss_intra", tail) if "loss_intra" in rows[-1] else float("nan")
+        order, order_se = tail_mean(rows, "loss_order", tail)
+        intra, intra_se = tail_mean(rows, "loss_intra", tail) if "loss_intra" in rows[-1] else (math.nan,) * 2
         cells = " | ".join(at_step(rows, s) for s in steps)
-        lines.append(f"| {label} | {rows[0]['step']}-{rows[-1]['step']} | {cells} | {order:.4f} | "
-                     f"{order - LN2:+.4f} | {intra:.4f} | {rows[-1].get('order_weight', float('nan')):.3f} |")
+        lines.append(f"| {label} | {rows[0]['step']}-{rows[-1]['step']} | {cells} | "
+                     f"{order:.4f} ± {order_se:.4f} | {order - LN2:+.4f} | {intra:.4f} ± {intra_se:.4f} | "
+                     f"{rows[-1].get('order_weight', math.nan):.3f} |")
     return "\n".join(lines)
 
 
