@@ -17,11 +17,21 @@ every arm is ``configs/demo_cpu.yaml`` plus the budget below plus these override
 
 Each run: pretrain (resumable from its checkpoints), then frozen features of ``--clips`` centre clips per
 video, a linear-SVM probe of the motion class and of the sprite shape, and retrieval R@1 (test queries
-the training set). Result: ``<results>/<regime>/<arm>/seed-<n>.json``. ``--resume`` reuses finished
-results whose design key matches and resumes unfinished runs; without it a finished result is an error.
-``--report`` only summarises the results folder: per regime and arm, the paired difference to the
-baseline by seed (mean, sample SD, 95% t-interval) and, with ``--plot``, the gain vs moving-region
-fraction.
+the training set); then the real Weizmann clips with the protocol of benchmarks/ablation.py (``--weizmann``,
+default ``$MCL_SHARED/data/actions-weizmann-mocogan``, converted once to grayscale MP4s under ``--work``;
+``--weizmann-clips`` centre clips per video at the run's input size): leave-one-out 1-NN on cosine
+similarity (``wz_1nn``) and leave-one-out linear SVM (``wz_svm``). They are left out, with a message,
+when the folder is absent, and skipped with ``--no-weizmann``. Result:
+``<results>/<regime>/<arm>/seed-<n>.json`` (metrics, design key, training time, loss summary).
+``--resume`` reuses finished results whose design key matches and resumes unfinished runs; without it a
+finished result is an error. A reused result without the Weizmann columns gets them from the run's final
+checkpoint (the one whose step and settings match its design key; the supervised arm's saved backbone;
+the random arm's seeded init) without retraining, and is kept as it is when that is gone. The Weizmann
+settings are not part of the design key (results from before them still match); each result records
+``wz_clips``. ``--report`` only summarises the results folder: per regime and arm, the mean over seeds
+of every column ("—" where no result has it), the paired difference to the baseline by seed (mean, 95%
+t-interval) of the motion probe and both Weizmann columns and, with ``--plot``, the motion gain vs
+moving-region fraction.
 
     python benchmarks/motion_focus.py --arms baseline supervised random --seeds 0 1 --steps 400
     python benchmarks/motion_focus.py --arms baseline mcl --seeds 0 1 2 3 4 --resume
@@ -35,6 +45,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import shutil
 import statistics
 import time
@@ -43,19 +54,25 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from mcl_video.demo.ablation import prepare_weizmann, weizmann_rows
 from mcl_video.demo.study import (
     ARMS,
     BASE,
     COMMON,
     REGIMES,
+    add_weizmann,
     cached_result,
     format_summary,
+    has_weizmann,
     load_results,
     plot_gain,
     summarise,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MCL_SHARED", REPO.parent / "shared"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
@@ -72,7 +89,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default="runs/motion_focus", help="benchmarks, motion caches and run folders")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "motion_focus"),
                    help="one JSON per (regime, arm, seed)")
-    p.add_argument("--resume", action="store_true", help="reuse finished results, resume unfinished runs")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse finished results (adding missing Weizmann columns), resume unfinished runs")
+    p.add_argument("--weizmann", default=str(SHARED / "data" / "actions-weizmann-mocogan"),
+                   help="folder of Weizmann JPEG strips (left out with a message when absent)")
+    p.add_argument("--weizmann-clips", type=int, default=8, help="centre clips per Weizmann video")
+    p.add_argument("--no-weizmann", action="store_true", help="skip the Weizmann columns")
     p.add_argument("--report", action="store_true", help="only summarise the results folder")
     p.add_argument("--config", default=None, help="base config (default: the demo's demo_cpu.yaml)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -207,20 +229,27 @@ def loss_summary(path: Path) -> dict:
     return out
 
 
-def encoder_for(args, work: Path, arm: str, seed: int, records: dict) -> tuple[object, float, dict]:
+def random_encoder(config, seed: int):
     import torch
 
     from mcl_video.models import build_backbone
 
-    config = arm_config(args, work, arm, seed)
+    torch.manual_seed(seed)
+    return build_backbone(config.backbone, **config.backbone_options).eval()
+
+
+def supervised_settings(args) -> SimpleNamespace:
+    return SimpleNamespace(supervised_steps=args.steps, supervised_batch_size=args.batch,
+                           supervised_dropout=0.5, num_clips=args.clips, num_workers=args.workers)
+
+
+def encoder_for(args, config, work: Path, arm: str, seed: int, records: dict) -> tuple[object, float, dict]:
     if arm == "random":
-        torch.manual_seed(seed)
-        return build_backbone(config.backbone, **config.backbone_options).eval(), 0.0, {}
+        return random_encoder(config, seed), 0.0, {}
     if arm == "supervised":
         from mcl_video.demo.supervised import train_supervised
 
-        settings = SimpleNamespace(supervised_steps=args.steps, supervised_batch_size=args.batch,
-                                   supervised_dropout=0.5, num_clips=args.clips, num_workers=args.workers)
+        settings = supervised_settings(args)
         start = time.perf_counter()
         sup = train_supervised(config, settings, work, seed, records)
         return sup["backbone"], time.perf_counter() - start, {"finetune_test_top1": sup["test_top1"]}
@@ -247,25 +276,101 @@ def evaluate(encoder, config_size: int, work: Path, records: dict, shapes: dict,
             "shape_acc": float(shape), "r1": float(r1), "n_test": n, "n_train": len(tr["labels"])}
 
 
-def run_one(args, regime: str, arm: str, seed: int, root: Path, results: Path) -> dict:
+def weizmann_columns(args, encoder, config, weizmann: tuple[Path, list]) -> dict:
+    """``wz_1nn``, ``wz_svm``, ``wz_n`` and ``wz_clips`` of one frozen encoder (benchmarks/ablation.py's
+    protocol, at the run's input size)."""
+    columns = weizmann_rows({"run": encoder}, config, *weizmann, args.weizmann_clips)["run"]
+    return {**{k: float(v) if k != "wz_n" else int(v) for k, v in columns.items()},
+            "wz_clips": args.weizmann_clips}
+
+
+def _design_fields(config, arm: str) -> set[str]:
+    """The config keys a result's design key fixes: seed, batch, size, crops and the arm's overrides."""
+    overrides = ARMS[arm] or BASE
+    return {"seed", "batch_size", "size", "sampling_options", *(o.split("=", 1)[0] for o in overrides)}
+
+
+def saved_supervised(args, config, work: Path, seed: int):
+    """The supervised arm's saved backbone when its settings are this design's, else None."""
+    import torch
+
+    out = work / "runs" / "supervised"
+    s = supervised_settings(args)
+    want = {"steps": s.supervised_steps, "batch_size": s.supervised_batch_size, "seed": seed,
+            "size": config.size, "num_clips": s.num_clips}
+    if (out / "backbone.pt").is_file() and (out / "settings.json").is_file():
+        key = json.loads((out / "settings.json").read_text())["key"]
+        if all(key.get(k) == v for k, v in want.items()):
+            encoder = random_encoder(config, seed)
+            encoder.load_state_dict(torch.load(out / "backbone.pt", weights_only=True))
+            return encoder.eval()
+    print(f"[motion_focus] {out}: no saved backbone of this design", flush=True)
+    return None
+
+
+def final_encoder(args, config, work: Path, arm: str, seed: int):
+    """The encoder a finished result was measured on, rebuilt without training; None (with a message)
+    when its checkpoint is gone or is not the one of this design (another step count or settings)."""
+    from mcl_video.evaluation import load_encoder
+    from mcl_video.training import PretrainConfig, latest_checkpoint, load_checkpoint
+    from mcl_video.training.config import config_to_dict
+
+    if arm == "random":
+        return random_encoder(config, seed)
+    if arm == "supervised":
+        return saved_supervised(args, config, work, seed)
+    run_dir = Path(config.out)
+    last = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if last is None:
+        print(f"[motion_focus] {run_dir}: no checkpoint left", flush=True)
+        return None
+    state = load_checkpoint(last)
+    saved = {**config_to_dict(PretrainConfig()), **state["config"]}
+    current = config_to_dict(config)
+    differ = sorted(k for k in _design_fields(config, arm) if saved.get(k) != current.get(k))
+    if int(state["step"]) != config.max_steps or differ:
+        print(f"[motion_focus] {last}: step {int(state['step'])} (result: {config.max_steps}), differing "
+              f"settings {differ}: not this result's checkpoint", flush=True)
+        return None
+    return load_encoder(last)
+
+
+def run_one(args, regime: str, arm: str, seed: int, root: Path, results: Path,
+            weizmann: tuple[Path, list] | None = None) -> dict:
     out = results / regime / arm / f"seed-{seed}.json"
     key = design_key(args, regime, arm, seed)
     cached = cached_result(out, key, args.resume)
     if cached is not None:
-        return cached
+        if weizmann is None or has_weizmann(cached):
+            return cached
+        work = seed_dir(root, seed)
+        config = arm_config(args, work, arm, seed)
+
+        def measure() -> dict | None:
+            encoder = final_encoder(args, config, work, arm, seed)
+            return None if encoder is None else weizmann_columns(args, encoder, config, weizmann)
+
+        row = add_weizmann(out, cached, measure)
+        state = "added" if has_weizmann(row) else "not added (kept as it is)"
+        print(f"[motion_focus] {regime} {arm} seed {seed}: reused; Weizmann columns {state}", flush=True)
+        return row
     work = seed_dir(root, seed)
     records, shapes = records_of(work)
+    config = arm_config(args, work, arm, seed)
     start = time.perf_counter()
-    encoder, train_s, losses = encoder_for(args, work, arm, seed, records)
+    encoder, train_s, losses = encoder_for(args, config, work, arm, seed, records)
     row = evaluate(encoder, args.size, work, records, shapes, args.clips)
+    if weizmann is not None:
+        row.update(weizmann_columns(args, encoder, config, weizmann))
     finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     row.update(key=key, train_s=round(train_s, 1), total_s=round(time.perf_counter() - start, 1),
                losses=losses, finished=finished, device=args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=1) + "\n")
+    wz = f", Weizmann 1-NN {100 * row['wz_1nn']:.1f} SVM {100 * row['wz_svm']:.1f}" if weizmann else ""
     print(f"[motion_focus] {regime} {arm} seed {seed}: motion {100 * row['motion_acc']:.1f} "
-          f"± {100 * row['motion_se']:.1f}, shape {100 * row['shape_acc']:.1f}, R@1 {100 * row['r1']:.1f} "
-          f"({row['train_s']:.0f} s training)", flush=True)
+          f"± {100 * row['motion_se']:.1f}, shape {100 * row['shape_acc']:.1f}, R@1 {100 * row['r1']:.1f}"
+          f"{wz} ({row['train_s']:.0f} s training)", flush=True)
     return row
 
 
@@ -273,11 +378,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
     if not args.report:
+        work = Path(args.work).resolve()
+        weizmann = None if args.no_weizmann else prepare_weizmann(Path(args.weizmann), work / "weizmann")
         for regime in args.regimes:
-            root = ensure_regime(args, Path(args.work).resolve(), regime)
+            root = ensure_regime(args, work, regime)
             for seed in args.seeds:
                 for arm in args.arms:
-                    run_one(args, regime, arm, seed, root, results)
+                    run_one(args, regime, arm, seed, root, results, weizmann)
     rows = load_results(results)
     summary = summarise(rows)
     print(format_summary(summary))

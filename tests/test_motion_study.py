@@ -66,3 +66,56 @@ def test_arms_follow_the_ablation_semantics(mf):
         assert on in mf.ARMS[arm] and sum(o.endswith("=true") for o in mf.ARMS[arm]) == 1
     assert {"motion_sampling=true", "motion_crop=true", "use_mal=true"} <= set(mf.ARMS["mcl"])
     assert "order_head=mlp" in mf.ARMS["mcl_mlp"]
+
+
+def test_weizmann_columns_are_summarised_when_present_and_dashed_when_absent(mf):
+    def wz(row, nn, svm):
+        return dict(row, wz_1nn=nn, wz_svm=svm)
+
+    rows = [wz(_row("region20", "baseline", 0, 0.50), 0.25, 0.50), wz(_row("region20", "baseline", 1, 0.70),
+                                                                       0.50, 0.50),
+            wz(_row("region20", "mcl", 0, 0.55), 0.50, 0.75), wz(_row("region20", "mcl", 1, 0.71), 0.50, 1.0),
+            _row("region20", "mcl", 2, 0.9),  # a result from before the Weizmann columns
+            _row("region08", "baseline", 0, 0.4), _row("region08", "mcl", 0, 0.5)]
+    s = mf.summarise(rows)
+    cell = s["region20"]["mcl"]
+    assert cell["wz_1nn"]["mean"] == pytest.approx(0.5) and cell["wz_1nn"]["n"] == 2
+    assert cell["wz_svm"]["mean"] == pytest.approx(0.875)
+    assert cell["wz_svm"]["sd"] == pytest.approx(math.sqrt(2 * 0.125 ** 2))
+    gain = cell["wz_1nn_gain"]  # paired by seed: +25 and +0 points
+    assert gain["seeds"] == [0, 1] and gain["mean"] == pytest.approx(12.5)
+    assert gain["ci95"] == pytest.approx(12.706204736174707 * math.sqrt(312.5) / math.sqrt(2))
+    assert cell["wz_svm_gain"]["mean"] == pytest.approx(37.5)
+    assert cell["motion_acc_gain"]["seeds"] == [0, 1]  # seed 2 has no baseline either way
+    assert "wz_1nn" not in s["region08"]["mcl"] and "wz_1nn_gain" not in s["region08"]["mcl"]
+    lines = mf.format_summary(s).splitlines()
+    assert "Weizmann 1-NN" in lines[0] and "Weizmann SVM gain" in lines[0]
+    assert all(line.count("|") == 13 for line in lines)
+    mcl20 = next(line for line in lines if line.startswith("| region20 | 0.2 | mcl |"))
+    assert "| 50.0 ± 0.0 (n=2) | 87.5 ± 17.7 (n=2) |" in mcl20
+    assert mcl20.endswith("| +12.5 ± 158.8 (n=2) | +37.5 ± 158.8 (n=2) |")
+    mcl08 = next(line for line in lines if line.startswith("| region08 | 0.08 | mcl |"))
+    assert mcl08.endswith("| — | — | +10.0 ± n/a (n=1) | — | — |")  # missing, not an error
+    base08 = next(line for line in lines if line.startswith("| region08 | 0.08 | baseline |"))
+    assert base08.endswith("| — | — |  |  |  |")
+
+
+def test_weizmann_columns_are_added_to_a_stored_result_only_when_measurable(mf, tmp_path):
+    key = {"regime": "region20", "arm": "mcl", "seed": 0, "steps": 10}
+    out = tmp_path / "region20" / "mcl" / "seed-0.json"
+    out.parent.mkdir(parents=True)
+    row = dict(_row("region20", "mcl", 0, 0.5), key=key)
+    out.write_text(json.dumps(row))
+    assert mf.add_weizmann(out, row, lambda: None) == row  # checkpoint gone: kept as it is
+    assert json.loads(out.read_text()) == row
+    added = mf.add_weizmann(out, row, lambda: {"wz_1nn": 0.25, "wz_svm": 0.5, "wz_n": 36, "wz_clips": 8})
+    stored = json.loads(out.read_text())
+    assert stored == added and stored["wz_1nn"] == 0.25 and stored["wz_n"] == 36 and "wz_added" in stored
+    assert {k: v for k, v in stored.items() if not k.startswith("wz_")} == row  # nothing else changed
+    assert mf.cached_result(out, key, resume=True) == stored  # its design key still matches
+
+    def never():
+        raise AssertionError("a result that has the columns is not measured again")
+
+    assert mf.add_weizmann(out, stored, never) == stored
+    assert [p.name for p in out.parent.iterdir()] == ["seed-0.json"]

@@ -1,11 +1,18 @@
 """The motion-focus study (BENCHMARKS.md, "Motion-focus study"): its arms and regimes, the cache of one
-result per run, and the paired analysis. ``benchmarks/motion_focus.py`` runs it."""
+result per run, and the paired analysis. ``benchmarks/motion_focus.py`` runs it.
+
+A result may lack the real-clip (Weizmann) columns (``WEIZMANN``): results written before they existed,
+or runs made with ``--no-weizmann``; the summary then shows them as missing ("—").
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +40,10 @@ REGIMES = {  # name -> moving-region fraction of the frame area
     "region20": 0.2,
     "region08": 0.08,
 }
-METRICS = ("motion_acc", "shape_acc", "r1")
+WEIZMANN = ("wz_1nn", "wz_svm")  # leave-one-out 1-NN and linear SVM on the real Weizmann clips
+METRICS = ("motion_acc", "shape_acc", "r1", *WEIZMANN)
+GAINS = ("motion_acc", *WEIZMANN)  # the paired differences the table shows
+MISSING = "—"
 
 
 def cached_result(out: Path, key: dict, resume: bool) -> dict | None:
@@ -53,6 +63,28 @@ def load_results(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.glob("*/*/seed-*.json"))]
 
 
+def has_weizmann(row: dict) -> bool:
+    return all(isinstance(row.get(m), (int, float)) for m in WEIZMANN)
+
+
+def add_weizmann(out: Path, row: dict, measure: Callable[[], dict | None]) -> dict:
+    """A stored result with the Weizmann columns added: ``measure()`` returns them (from the run's final
+    checkpoint) or None when they cannot be measured without retraining, and the result is then kept as
+    it is. Nothing else of the result changes (its design key still matches); ``wz_added`` records when
+    the columns were added. The file is replaced atomically."""
+    if has_weizmann(row):
+        return row
+    columns = measure()
+    if columns is None:
+        return row
+    added = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    row = {**row, **columns, "wz_added": added}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(row, indent=1) + "\n")
+    os.replace(tmp, out)
+    return row
+
+
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, sample SD, 95% half-width of the t-interval); NaN spread for one value."""
     n = len(values)
@@ -64,8 +96,9 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Per regime and arm: each metric's mean ± SD over seeds, and the paired difference to the
-    baseline over the seeds both have (mean, SD, 95% half-width, seeds)."""
+    """Per regime and arm: each metric's mean ± SD over the seeds that have it (``n`` of them; a metric
+    no seed has is left out), and the paired difference to the baseline over the seeds both have (mean,
+    SD, 95% half-width, seeds)."""
     by = {}
     for r in rows:
         k = r["key"]
@@ -77,9 +110,12 @@ def summarise(rows: list[dict]) -> dict:
         for arm, seeds in arms.items():
             cell = {"seeds": sorted(seeds)}
             for m in METRICS:
-                mean, sd, _ = t_interval([seeds[s][m] for s in seeds])
-                cell[m] = {"mean": mean, "sd": sd}
-                paired = sorted(set(seeds) & set(base))
+                have = [s for s in sorted(seeds) if isinstance(seeds[s].get(m), (int, float))]
+                if not have:
+                    continue
+                mean, sd, _ = t_interval([seeds[s][m] for s in have])
+                cell[m] = {"mean": mean, "sd": sd, "n": len(have)}
+                paired = [s for s in have if isinstance(base.get(s, {}).get(m), (int, float))]
                 if arm != "baseline" and paired:
                     d = [100 * (seeds[s][m] - base[s][m]) for s in paired]
                     mean, sd, half = t_interval(d)
@@ -88,16 +124,34 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def _level(cell: dict, metric: str) -> str:
+    """``mean ± SD`` in percent, ``(n=k)`` when fewer seeds than the cell's have the metric."""
+    v = cell.get(metric)
+    if v is None:
+        return MISSING
+    fewer = f" (n={v['n']})" if v.get("n", len(cell["seeds"])) < len(cell["seeds"]) else ""
+    return f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}{fewer}"
+
+
+def _gain(cell: dict, metric: str, arm: str) -> str:
+    g = cell.get(f"{metric}_gain")
+    if g is None:
+        return "" if arm == "baseline" else MISSING
+    return f"{g['mean']:+.1f} ± {g['ci95']:.1f} (n={len(g['seeds'])})"
+
+
 def format_summary(summary: dict) -> str:
-    lines = ["| regime | region | arm | seeds | motion probe | shape probe | R@1 | motion gain vs baseline "
-             "(95% CI) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The Markdown table of ``summarise``: levels in percent (mean ± SD over seeds), gains in points
+    (paired mean ± 95% half-width); "—" for a column a cell has no result for, n/a for one seed's SD."""
+    lines = ["| regime | region | arm | seeds | motion probe | shape probe | R@1 | Weizmann 1-NN "
+             "| Weizmann SVM | motion gain vs baseline (95% CI) | Weizmann 1-NN gain | Weizmann SVM gain |",
+             "| --- " * 12 + "|"]
     for regime, arms in summary.items():
         for arm, c in arms.items():
-            cells = " | ".join(f"{100 * c[m]['mean']:.1f} ± {100 * c[m]['sd']:.1f}" for m in METRICS)
-            g = c.get("motion_acc_gain")
-            gain = (f"{g['mean']:+.1f} ± {g['ci95']:.1f} (n={len(g['seeds'])})" if g else "")
+            cells = " | ".join(_level(c, m) for m in METRICS)
+            gains = " | ".join(_gain(c, m, arm) for m in GAINS)
             region = REGIMES.get(regime, "?")
-            lines.append(f"| {regime} | {region} | {arm} | {len(c['seeds'])} | {cells} | {gain} |")
+            lines.append(f"| {regime} | {region} | {arm} | {len(c['seeds'])} | {cells} | {gains} |")
     return "\n".join(lines).replace("nan", "n/a")
 
 
