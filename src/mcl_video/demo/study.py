@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from mcl_video.atomic import atomic_path
 from mcl_video.errors import UsageError
 from mcl_video.figures import pyplot
 
@@ -79,9 +79,8 @@ def add_weizmann(out: Path, row: dict, measure: Callable[[], dict | None]) -> di
         return row
     added = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     row = {**row, **columns, "wz_added": added}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(row, indent=1) + "\n")
-    os.replace(tmp, out)
+    with atomic_path(out, "free space and run again with --resume") as tmp:
+        tmp.write_text(json.dumps(row, indent=1) + "\n")
     return row
 
 
