@@ -18,13 +18,7 @@ import time
 
 import numpy as np
 
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line (Linux only)")
+from step_overhead import peak_rss_mib  # this script's folder is on sys.path
 
 
 def _features(args) -> tuple[np.ndarray, np.ndarray]:
