@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mcl_video.cli import main
-from mcl_video.data.sprites import MOTION_CLASSES, SHAPES, motion_offsets, sprite_coverage
+from mcl_video.data.sprites import MOTION_CLASSES, SHAPES, draw_motion, motion_offsets, sprite_coverage
 from mcl_video.data.synth import SynthConfig, draw_video, idle_clock, make_benchmark, render_video
 
 TINY = dict(classes=2, train_per_class=2, test_per_class=1, frames=16, size=32)
@@ -362,3 +362,90 @@ def test_cli_passes_the_regime_knobs(tmp_path):
     recorded = json.loads((out / "meta.json").read_text())["config"]
     assert recorded["moving_region"] == 0.5 and recorded["idle_fraction"] == 0.25
     assert recorded["distractor_scale"] == 1.5 and recorded["idle_segments"] == 2
+
+
+def reversed_draw(m: dict, frames: int) -> tuple[dict, tuple[float, float]]:
+    """The parameters of the same class whose motion is ``m``'s played backwards, and the constant
+    position shift between the two (absorbed by the anchor): the analytic time reversal of each class."""
+    m2, end, two_pi = dict(m), frames - 1, 2 * math.pi
+    name, p, ph = m["class"], m["period"], m["phase"]
+    shift = (0.0, 0.0)
+    if name in ("HorizontalOscillation", "VerticalOscillation", "ScalePulse"):  # sin(c - x) = sin(x + pi - c)
+        m2["phase"] = math.pi - (two_pi * end / p + ph)
+    elif name == "CircularOrbit":
+        m2["direction"], m2["phase"] = -m["direction"], m["direction"] * two_pi * end / p + ph
+    elif name == "Spin":
+        m2["direction"], m2["angle0"] = -m["direction"], m["angle0"] + m["direction"] * two_pi * end / p
+    elif name in ("Bounce", "ZigZag"):  # tau(1 - tau) and the triangle wave are even about a period
+        m2["phase"] = -two_pi * (end / p + ph / two_pi)
+        if name == "ZigZag":
+            m2["direction"] = -m["direction"]
+            shift = (m["direction"] * m["speed"] * end, 0.0)
+    elif name == "StraightLine":
+        m2["heading"] = m["heading"] + math.pi
+        shift = (m["speed"] * math.cos(m["heading"]) * end, m["speed"] * math.sin(m["heading"]) * end)
+    return m2, shift
+
+
+@pytest.mark.parametrize("name", MOTION_CLASSES)
+def test_every_class_is_closed_under_time_reversal_without_damping(name):
+    # why the order of clips cannot be learned on the default benchmark: a video played backwards is
+    # another draw of its class (phases uniform, both senses drawn, headings uniform)
+    cfg = SynthConfig(frames=40)
+    for seed in range(5):
+        m = draw_motion(name, np.random.default_rng(seed), cfg)
+        forward = motion_offsets(m, 40)
+        m2, (sx, sy) = reversed_draw(m, 40)
+        back = motion_offsets(m2, 40)
+        for key, shift in (("dx", sx), ("dy", sy), ("angle", 0.0), ("scale", 0.0)):
+            want = forward[key][::-1]
+            got = back[key] + shift
+            if key == "angle":  # equal as rotations
+                got, want = np.cos(got - want), np.ones(40)
+            np.testing.assert_allclose(got, want, atol=1e-9, err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("name", MOTION_CLASSES)
+def test_damping_is_an_exponential_envelope_that_breaks_time_reversal(name):
+    frames, d = 40, 0.6
+    plain_cfg, cfg = SynthConfig(frames=frames), SynthConfig(frames=frames, damping=d)
+    m0 = draw_motion(name, np.random.default_rng(3), plain_cfg)
+    m = draw_motion(name, np.random.default_rng(3), cfg)
+    assert "damping" not in m0 and m == {**m0, "damping": d}  # same draws, the knob recorded when on
+    t = np.arange(frames, dtype=np.float64)
+    env = (1 - d) ** (t / (frames - 1))
+    travelled = np.r_[0.0, np.cumsum((env[1:] + env[:-1]) / 2)]  # trapezoid integral of the envelope
+    plain, damped = motion_offsets(m0, frames), motion_offsets(m, frames)
+    if name in ("HorizontalOscillation", "VerticalOscillation", "CircularOrbit", "Bounce"):
+        for key in ("dx", "dy"):
+            np.testing.assert_allclose(damped[key], env * plain[key], atol=1e-9)
+    elif name == "ScalePulse":
+        np.testing.assert_allclose(damped["scale"] - 1, env * (plain["scale"] - 1), atol=1e-9)
+    elif name == "Spin":
+        rate = np.diff(damped["angle"]) / np.diff(plain["angle"])
+        np.testing.assert_allclose(rate, np.diff(travelled), rtol=1e-3)
+    elif name in ("StraightLine", "ZigZag"):
+        np.testing.assert_allclose(damped["dx"], plain["dx"][1] * travelled, rtol=1e-3, atol=1e-9)
+    # the motion slows down: the pose changes less per frame in the last quarter than in the first
+    change = sum(np.abs(np.diff(damped[k])) for k in ("dx", "dy", "angle", "scale"))
+    assert change[-10:].sum() < 0.75 * change[:10].sum(), name
+    # and the reversed video is no longer a draw of the class: its reversal does not match
+    m2, (sx, sy) = reversed_draw(m, frames)
+    back = motion_offsets(m2, frames)
+    mismatch = [np.abs(back[k][::-1] - damped[k] - s).max() for k, s in (("dx", -sx), ("dy", -sy),
+                                                                           ("scale", 0.0))]
+    mismatch.append(np.abs(1 - np.cos(back["angle"][::-1] - damped["angle"])).max())
+    assert max(mismatch) > 1e-3, name
+
+
+def test_damping_off_leaves_the_benchmark_as_it_was(tmp_path):
+    assert "damping" not in SynthConfig().recorded()  # earlier benchmarks' meta.json still match
+    assert SynthConfig(damping=0.5).recorded()["damping"] == 0.5
+    for k in range(len(MOTION_CLASSES)):
+        assert draw_video(SynthConfig(), k, k) == draw_video(SynthConfig(damping=0.0), k, k)
+    with pytest.raises(ValueError, match="damping"):
+        SynthConfig(damping=0.95)
+    out = tmp_path / "d"
+    assert main(["synth", str(out), "--classes=1", "--train-per-class=1", "--test-per-class=0", "--frames=8",
+                 "--size=32", "--damping=0.5", "--workers=1"]) == 0
+    assert json.loads((out / "meta.json").read_text())["config"]["damping"] == 0.5

@@ -51,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction of each video's frames in which the sprite rests (0-0.9)")
     p.add_argument("--idle-segments", type=int, default=d.idle_segments,
                    help="number of resting stretches the idle frames are split into")
+    p.add_argument("--damping", type=float, default=d.damping, metavar="D",
+                   help="share of the sprite's motion amplitude or speed lost by the last frame (0-0.9): "
+                        "an arrow of time, so the order of clips can be told; 0 = time-reversible")
     p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=d.grayscale,
                    help="remove colour cues (--no-grayscale keeps colours)")
     p.add_argument("--fps", type=int, default=d.fps, help="frame rate of the written videos")
@@ -64,7 +67,7 @@ def run(args) -> int:
     options = {k: getattr(args, k) for k in (
         "classes", "train_per_class", "test_per_class", "frames", "size", "seed", "sprite_size",
         "background_contrast", "distractors", "pan_speed", "period", "moving_region", "distractor_scale",
-        "idle_fraction", "idle_segments", "grayscale", "fps", "crf", "workers")}
+        "idle_fraction", "idle_segments", "damping", "grayscale", "fps", "crf", "workers")}
     start = time.perf_counter()
     try:
         out = make_benchmark(args.out, overwrite=args.overwrite, progress=True, **options)

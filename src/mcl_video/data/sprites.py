@@ -39,7 +39,22 @@ def draw_motion(name: str, rng: np.random.Generator, cfg) -> dict:  # cfg: a syn
         raise ValueError(f"mcl_video.data.synth: unknown motion class {name!r}; use one of {MOTION_CLASSES}")
     if name in ("CircularOrbit", "Spin", "ZigZag"):
         m["direction"] = int(rng.choice([-1, 1]))  # both senses, so a flipped video stays in its class
+    if getattr(cfg, "damping", 0.0) > 0:  # recorded only when on, so default draws stay as they were
+        m["damping"] = float(cfg.damping)
     return m
+
+
+def damping_envelope(m: dict, t: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Energy loss over the video (the benchmark's arrow of time): ``(envelope, travelled)`` at motion
+    times ``t``. The envelope ``(1 - d) ** (t / (frames - 1))`` scales amplitudes (1 at the start,
+    ``1 - d`` at the end); ``travelled`` is its integral from 0, the distance covered by a motion whose
+    speed decays with it (``t`` itself without damping)."""
+    d = float(m.get("damping", 0.0))
+    if d <= 0:
+        return np.ones_like(t), t
+    span = max(frames - 1, 1)
+    rate = math.log1p(-d) / span  # envelope = exp(rate * t)
+    return np.exp(rate * t), np.expm1(rate * t) / rate
 
 
 def motion_offsets(m: dict, frames: int, clock: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -50,29 +65,31 @@ def motion_offsets(m: dict, frames: int, clock: np.ndarray | None = None) -> dic
     """
     t = np.arange(frames, dtype=np.float64) if clock is None else np.asarray(clock, np.float64)
     name, p, ph = m["class"], m["period"], m["phase"]
+    env, travelled = damping_envelope(m, t, frames)
     w = 2 * math.pi * t / p + ph
     zero = np.zeros(frames)
     dx, dy, angle, scale = zero.copy(), zero.copy(), zero + m["angle0"], zero + 1.0
     if name == "HorizontalOscillation":
-        dx = m["amplitude"] * np.sin(w)
+        dx = m["amplitude"] * env * np.sin(w)
     elif name == "VerticalOscillation":
-        dy = m["amplitude"] * np.sin(w)
+        dy = m["amplitude"] * env * np.sin(w)
     elif name == "CircularOrbit":
         w = m["direction"] * 2 * math.pi * t / p + ph
-        dx, dy = m["amplitude"] * np.cos(w), m["amplitude"] * np.sin(w)
+        dx, dy = m["amplitude"] * env * np.cos(w), m["amplitude"] * env * np.sin(w)
     elif name == "Spin":
-        angle = m["angle0"] + m["direction"] * 2 * math.pi * t / p
+        angle = m["angle0"] + m["direction"] * 2 * math.pi * travelled / p
     elif name == "ScalePulse":
-        scale = 1.0 + m["amplitude"] * np.sin(w)
+        scale = 1.0 + m["amplitude"] * env * np.sin(w)
     elif name == "Bounce":  # free fall between bounces on a floor at dy = 0: dy'' = 8 h / P^2 (downwards)
         tau = np.mod(t / p + ph / (2 * math.pi), 1.0)
-        dy = -4.0 * m["amplitude"] * tau * (1.0 - tau)
+        dy = -4.0 * m["amplitude"] * env * tau * (1.0 - tau)
     elif name == "ZigZag":  # constant horizontal drift, triangle wave vertically
         s = t / p + ph / (2 * math.pi)
-        dx = m["direction"] * m["speed"] * t
-        dy = m["amplitude"] * (4.0 * np.abs(s - np.floor(s + 0.5)) - 1.0)
+        dx = m["direction"] * m["speed"] * travelled
+        dy = m["amplitude"] * env * (4.0 * np.abs(s - np.floor(s + 0.5)) - 1.0)
     elif name == "StraightLine":
-        dx, dy = m["speed"] * math.cos(m["heading"]) * t, m["speed"] * math.sin(m["heading"]) * t
+        heading = m["heading"]
+        dx, dy = m["speed"] * math.cos(heading) * travelled, m["speed"] * math.sin(heading) * travelled
     return {"dx": dx, "dy": dy, "angle": angle, "scale": scale}
 
 

@@ -18,6 +18,11 @@ region's side, the region's place is random): a larger frame with a small moving
 The region is fixed in the scene (the camera pans over it). ``pan_speed`` moves the camera.
 ``idle_fraction`` > 0 makes the sprite rest (no motion at all) for that fraction of each video's
 frames, in ``idle_segments`` stretches at random places, so clips of one video differ in motion.
+``damping`` > 0 gives the videos an arrow of time: the sprite loses that share of its motion
+amplitude (oscillations, orbit, pulse, bounce height) or speed (spin, drift, straight line) by the last
+frame, exponentially in the motion's time. Without it every class is closed under time reversal (each
+reversed trajectory is another draw of its class, and the camera's heading is uniform), so no
+function of the clips can tell their order.
 
 Everything is deterministic for a seed: video ``i`` (class-major, train before test) draws all of its
 parameters from ``numpy.random.default_rng([seed, i])``, so the number of workers never changes results;
@@ -72,6 +77,7 @@ class SynthConfig:
     distractor_scale: float = 1.0                   # distractor size relative to the actor's
     idle_fraction: float = 0.0                      # fraction of frames in which the sprite rests
     idle_segments: int = 2                          # stretches the rest is split into
+    damping: float = 0.0                            # share of motion amplitude/speed lost by the end
     fps: int = 25
     crf: int = 18
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -94,6 +100,7 @@ class SynthConfig:
             (self.distractor_scale > 0, "distractor_scale must be > 0"),
             (0 <= self.idle_fraction <= 0.9, "idle_fraction must be in [0, 0.9]"),
             (self.idle_segments >= 1, "idle_segments must be >= 1"),
+            (0 <= self.damping <= 0.9, "damping must be in [0, 0.9]"),
             (0 <= self.crf <= 51 and self.fps > 0 and self.workers >= 1, "crf 0..51, fps > 0, workers >= 1"),
         ]
         for ok, message in checks:
@@ -108,7 +115,10 @@ class SynthConfig:
     def recorded(self) -> dict:
         """The options that determine the content (everything but ``workers``), for meta.json."""
         items = asdict(self).items()
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "workers"}
+        recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "workers"}
+        if not self.damping:  # a later knob: left out when off, so earlier benchmarks still match
+            del recorded["damping"]
+        return recorded
 
 
 # ------------------------------------------------------------------------------------------ scenes
