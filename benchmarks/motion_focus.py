@@ -62,6 +62,7 @@ from mcl_video.demo.study import (
     REGIMES,
     add_weizmann,
     cached_result,
+    format_seeds,
     format_summary,
     has_weizmann,
     load_results,
@@ -388,6 +389,8 @@ def main(argv=None) -> int:
     rows = load_results(results)
     summary = summarise(rows)
     print(format_summary(summary))
+    print()
+    print(format_seeds(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "runs": rows}, indent=1) + "\n")
     if args.plot:

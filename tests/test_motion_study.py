@@ -42,6 +42,11 @@ def test_gain_is_paired_by_seed_over_the_shared_seeds(mf):
     assert s["mcl"]["motion_acc"]["mean"] == pytest.approx((0.55 + 0.71 + 0.9) / 3)
     table = mf.format_summary({"region20": s})
     assert "| region20 | 0.2 | mcl | 3 |" in table and "+3.0 ± 25.4 (n=2)" in table
+    seeds = mf.format_seeds(rows).splitlines()
+    assert seeds[2:] == ["| region20 | mcl | 0 | 55.0 | 50.0 | +5.0 | — | — | — | — |",
+                         "| region20 | mcl | 1 | 71.0 | 70.0 | +1.0 | — | — | — | — |",
+                         "| region20 | mcl | 2 | — | 40.0 | — | — | — | — | — |",
+                         "| region20 | mcl | 3 | 90.0 | — | — | — | — | — | — |"]
 
 
 def test_a_cached_result_is_reused_only_with_resume_and_the_same_design(mf, tmp_path):

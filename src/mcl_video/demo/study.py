@@ -154,6 +154,35 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines).replace("nan", "n/a")
 
 
+def format_seeds(rows: list[dict]) -> str:
+    """Every cell, seed by seed: per regime, seed and non-baseline arm, the arm's and the baseline's
+    motion probe (percent) and their difference (points), then the same for the Weizmann columns; "—"
+    where a run or a column is missing."""
+    by: dict = {}
+    for r in rows:
+        k = r["key"]
+        by.setdefault(k["regime"], {}).setdefault(k["arm"], {})[k["seed"]] = r
+    lines = ["| regime | arm | seed | motion: arm | baseline | difference | Weizmann 1-NN: arm | baseline "
+             "| Weizmann SVM: arm | baseline |", "| --- " * 10 + "|"]
+
+    def pct(row: dict | None, metric: str) -> str:
+        v = None if row is None else row.get(metric)
+        return f"{100 * v:.1f}" if isinstance(v, (int, float)) else MISSING
+
+    for regime in sorted(by, key=lambda r: -REGIMES.get(r, 0)):
+        arms, base = by[regime], by[regime].get("baseline", {})
+        for arm in sorted(a for a in arms if a != "baseline"):
+            for seed in sorted(set(arms[arm]) | set(base)):
+                row, ref = arms[arm].get(seed), base.get(seed)
+                both = row is not None and ref is not None
+                diff = f"{100 * (row['motion_acc'] - ref['motion_acc']):+.1f}" if both else MISSING
+                cells = [pct(row, "motion_acc"), pct(ref, "motion_acc"), diff]
+                for m in WEIZMANN:
+                    cells += [pct(row, m), pct(ref, m)]
+                lines.append(f"| {regime} | {arm} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_gain(summary: dict, path: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
