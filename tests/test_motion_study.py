@@ -124,3 +124,14 @@ def test_weizmann_columns_are_added_to_a_stored_result_only_when_measurable(mf, 
 
     assert mf.add_weizmann(out, stored, never) == stored
     assert [p.name for p in out.parent.iterdir()] == ["seed-0.json"]
+
+
+def test_gain_plot_leaves_out_regimes_without_an_interval(mf, tmp_path):
+    rows = [_row(r, arm, seed, 0.3 + 0.01 * seed + (0.05 if arm == "mcl" else 0.0))
+            for r, seeds in (("region50", (0, 1, 2)), ("region20", (0, 1)), ("region08", (0,)))
+            for arm in ("baseline", "mcl") for seed in seeds]
+    out = tmp_path / "gain.png"
+    plotted = mf.plot_gain(mf.summarise(rows), str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p[0] for p in plotted["mcl"]] == [0.2, 0.5]  # region08 has one paired seed: no interval
+    assert all(p[1] == pytest.approx(5.0) and p[2] == pytest.approx(0.0) for p in plotted["mcl"])
