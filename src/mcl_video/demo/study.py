@@ -94,14 +94,20 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, sd, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
+def by_regime_arm_seed(rows: list[dict]) -> dict:
+    """Results as ``{regime: {arm: {seed: row}}}``, from each row's design key."""
+    by: dict = {}
+    for r in rows:
+        k = r["key"]
+        by.setdefault(k["regime"], {}).setdefault(k["arm"], {})[k["seed"]] = r
+    return by
+
+
 def summarise(rows: list[dict]) -> dict:
     """Per regime and arm: each metric's mean ± SD over the seeds that have it (``n`` of them; a metric
     no seed has is left out), and the paired difference to the baseline over the seeds both have (mean,
     SD, 95% half-width, seeds)."""
-    by = {}
-    for r in rows:
-        k = r["key"]
-        by.setdefault(k["regime"], {}).setdefault(k["arm"], {})[k["seed"]] = r
+    by = by_regime_arm_seed(rows)
     out = {}
     for regime, arms in by.items():
         base = arms.get("baseline", {})
@@ -158,10 +164,7 @@ def format_seeds(rows: list[dict]) -> str:
     """Every cell, seed by seed: per regime, seed and non-baseline arm, the arm's and the baseline's
     motion probe (percent) and their difference (points), then the same for the Weizmann columns; "—"
     where a run or a column is missing."""
-    by: dict = {}
-    for r in rows:
-        k = r["key"]
-        by.setdefault(k["regime"], {}).setdefault(k["arm"], {})[k["seed"]] = r
+    by = by_regime_arm_seed(rows)
     lines = ["| regime | arm | seed | motion: arm | baseline | difference | Weizmann 1-NN: arm | baseline "
              "| Weizmann SVM: arm | baseline |", "| --- " * 10 + "|"]
 
