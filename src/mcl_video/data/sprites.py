@@ -39,7 +39,7 @@ def draw_motion(name: str, rng: np.random.Generator, cfg) -> dict:  # cfg: a syn
         raise ValueError(f"mcl_video.data.synth: unknown motion class {name!r}; use one of {MOTION_CLASSES}")
     if name in ("CircularOrbit", "Spin", "ZigZag"):
         m["direction"] = int(rng.choice([-1, 1]))  # both senses, so a flipped video stays in its class
-    if getattr(cfg, "damping", 0.0) > 0:  # recorded only when on, so default draws stay as they were
+    if cfg.damping > 0:  # recorded only when on, so default draws stay as they were
         m["damping"] = float(cfg.damping)
     return m
 
