@@ -111,7 +111,8 @@ def run_seed(args, settings, seed: int, shared: Path, weizmann: list | None) -> 
         print(f"[ablation] seed {seed} arm {arm}: {ckpt} ({'reused' if reused else f'{times[arm]} s'})",
               flush=True)
     torch.manual_seed(seed)
-    encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(), **encoders}
+    m = config.model
+    encoders = {"random": build_backbone(m.backbone, **m.backbone_options).eval(), **encoders}
     times["random"], diagnostics["random"] = 0.0, {}
     records, _, shapes = load_records(work)
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)

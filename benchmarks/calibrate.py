@@ -142,7 +142,7 @@ def run_trial(args) -> dict:
     sup = train_supervised(config, settings, work, args.seed, records)
     t_sup = time.perf_counter() - t0
     torch.manual_seed(args.seed)
-    encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(),
+    encoders = {"random": build_backbone(config.model.backbone, **config.model.backbone_options).eval(),
                 "supervised": sup["backbone"], "baseline": load_encoder(ckpt)}
     feats, meta = extract_all(encoders, config, records, work, settings.num_clips)
     rows = probe_rows(feats, shapes, meta["train"], meta["test"])

@@ -205,18 +205,19 @@ def part_pretrain(args, device, work: Path) -> dict:
              if device.type == "cuda" else ["batch_size=2", "clip_len=8", "size=32", "queue_size=1024",
                                             "log_every=2", "precision=fp32"])
     cfg = load_config("ucf101_r2plus1d18_112", over)
-    prepare(bench / "videos", bench / "motion", CacheSettings(clip_len=cfg.clip_len, stride=cfg.stride),
+    settings = CacheSettings(clip_len=cfg.sampling.clip_len, stride=cfg.sampling.stride)
+    prepare(bench / "videos", bench / "motion", settings,
             workers=args.workers, progress=False)
     start = time.perf_counter()
     pretrain(cfg)
     seconds = time.perf_counter() - start
     logs = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     warm = [r["samples_per_s"] for r in logs[1:]] or [logs[-1]["samples_per_s"]]
-    out = {"steps": steps, "batch": cfg.batch_size, "workers": args.workers, "wall_seconds": seconds,
+    out = {"steps": steps, "batch": cfg.optim.batch_size, "workers": args.workers, "wall_seconds": seconds,
            "samples_per_s_warm": float(np.median(warm)),
            "log": [(r["step"], r["samples_per_s"]) for r in logs]}
     print(f"pretrain end to end: {out['samples_per_s_warm']:.1f} samples/s once warm "
-          f"({steps} steps, batch {cfg.batch_size}, {args.workers} loader workers)", flush=True)
+          f"({steps} steps, batch {cfg.optim.batch_size}, {args.workers} loader workers)", flush=True)
     return out
 
 

@@ -201,16 +201,17 @@ def pretrained_encoder(config) -> tuple[object, float, dict]:
     """Pretrain (or resume) -> (frozen backbone, seconds spent now, loss summary)."""
     from mcl_video.evaluation import load_encoder
     from mcl_video.training import latest_checkpoint, load_checkpoint, pretrain
+    from mcl_video.training.config import replace
 
-    run_dir = Path(config.out)
+    run_dir = Path(config.run.out)
     last = latest_checkpoint(run_dir) if run_dir.exists() else None
     start = time.perf_counter()
-    if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:
-        pretrain(dataclasses.replace(config, resume=last is not None))
+    if last is None or int(load_checkpoint(last)["step"]) < config.optim.max_steps:
+        pretrain(replace(config, resume=last is not None))
         last = latest_checkpoint(run_dir)
-        if last is None or int(load_checkpoint(last)["step"]) < config.max_steps:  # stopped (signal)
-            raise SystemExit(f"motion_focus.py: {run_dir} stopped before step {config.max_steps}; rerun "
-                             "with --resume to continue it (no result is recorded for it)")
+        if last is None or int(load_checkpoint(last)["step"]) < config.optim.max_steps:  # stopped (signal)
+            raise SystemExit(f"motion_focus.py: {run_dir} stopped before step {config.optim.max_steps}; "
+                             "rerun with --resume to continue it (no result is recorded for it)")
     return load_encoder(last), time.perf_counter() - start, loss_summary(run_dir / "metrics.jsonl")
 
 
@@ -236,7 +237,7 @@ def random_encoder(config, seed: int):
     from mcl_video.models import build_backbone
 
     torch.manual_seed(seed)
-    return build_backbone(config.backbone, **config.backbone_options).eval()
+    return build_backbone(config.model.backbone, **config.model.backbone_options).eval()
 
 
 def supervised_settings(args) -> SimpleNamespace:
@@ -287,8 +288,13 @@ def weizmann_columns(args, encoder, config, weizmann: tuple[Path, list]) -> dict
 
 def _design_fields(config, arm: str) -> set[str]:
     """The config keys a result's design key fixes: seed, batch, size, crops and the arm's overrides."""
+    from mcl_video.training import PretrainConfig
+    from mcl_video.training.schema import keys, resolve_key
+
     overrides = ARMS[arm] or BASE
-    return {"seed", "batch_size", "size", "sampling_options", *(o.split("=", 1)[0] for o in overrides)}
+    names = {"seed", "batch_size", "size", *(o.split("=", 1)[0] for o in overrides)}
+    fields = {resolve_key(PretrainConfig, n, "motion_focus.py") for n in names - {"sampling_options"}}
+    return fields | {k for k in keys(PretrainConfig) if k.startswith("sampling.")}
 
 
 def saved_supervised(args, config, work: Path, seed: int):
@@ -298,7 +304,7 @@ def saved_supervised(args, config, work: Path, seed: int):
     out = work / "runs" / "supervised"
     s = supervised_settings(args)
     want = {"steps": s.supervised_steps, "batch_size": s.supervised_batch_size, "seed": seed,
-            "size": config.size, "num_clips": s.num_clips}
+            "size": config.sampling.size, "num_clips": s.num_clips}
     if (out / "backbone.pt").is_file() and (out / "settings.json").is_file():
         key = json.loads((out / "settings.json").read_text())["key"]
         if all(key.get(k) == v for k, v in want.items()):
@@ -314,24 +320,24 @@ def final_encoder(args, config, work: Path, arm: str, seed: int):
     when its checkpoint is gone or is not the one of this design (another step count or settings)."""
     from mcl_video.evaluation import load_encoder
     from mcl_video.training import PretrainConfig, latest_checkpoint, load_checkpoint
-    from mcl_video.training.config import config_to_dict
+    from mcl_video.training.schema import flatten, from_dict
 
     if arm == "random":
         return random_encoder(config, seed)
     if arm == "supervised":
         return saved_supervised(args, config, work, seed)
-    run_dir = Path(config.out)
+    run_dir = Path(config.run.out)
     last = latest_checkpoint(run_dir) if run_dir.exists() else None
     if last is None:
         print(f"[motion_focus] {run_dir}: no checkpoint left", flush=True)
         return None
     state = load_checkpoint(last)
-    saved = {**config_to_dict(PretrainConfig()), **state["config"]}
-    current = config_to_dict(config)
+    saved = flatten(from_dict(PretrainConfig, state["config"]))
+    current = flatten(config)
     differ = sorted(k for k in _design_fields(config, arm) if saved.get(k) != current.get(k))
-    if int(state["step"]) != config.max_steps or differ:
-        print(f"[motion_focus] {last}: step {int(state['step'])} (result: {config.max_steps}), differing "
-              f"settings {differ}: not this result's checkpoint", flush=True)
+    if int(state["step"]) != config.optim.max_steps or differ:
+        print(f"[motion_focus] {last}: step {int(state['step'])} (result: {config.optim.max_steps}), "
+              f"differing settings {differ}: not this result's checkpoint", flush=True)
         return None
     return load_encoder(last)
 

@@ -41,7 +41,7 @@ import torch
 
 from mcl_video.allocator import find_tcmalloc
 from mcl_video.training import load_config
-from mcl_video.training.loop import train_step
+from mcl_video.training.engine import train_step
 from mcl_video.training.throughput import bench_batches, bench_run, matmul_peak, step_flops
 
 VARIANTS = ("eager", "channels_last", "compile")
@@ -191,10 +191,12 @@ def main(argv=None) -> dict:
         for name in order:
             times[name].append(arms[name].time(args.steps))
     cfg = build_config(args, "eager")
+    clip = f"{cfg.sampling.clip_len}x{cfg.sampling.size}x{cfg.sampling.size}"
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
-    print(f"{where}; torch {torch.__version__}; {cfg.backbone} {cfg.clip_len}x{cfg.size}x{cfg.size}, batch "
-          f"{cfg.batch_size}, {args.precision}, MAL {args.mal}; peak ({args.n}^3 {args.precision} matmul) "
+    print(f"{where}; torch {torch.__version__}; {cfg.model.backbone} {clip}, batch "
+          f"{cfg.optim.batch_size}, {args.precision}, MAL {args.mal}; peak ({args.n}^3 {args.precision} "
+          "matmul) "
           f"{peak / 1e12:.3f} TFLOP/s; {flops / 1e9:.1f} GFLOP per step")
     print("| variant | ms/step (median of rounds) | TFLOP/s | share of matmul peak |\n" + "| --- " * 4 + "|")
     rows = {}
@@ -208,8 +210,8 @@ def main(argv=None) -> dict:
                       "rounds_ms": [1000 * t for t in times[name]]}
         print(f"| {name} | {1000 * s:.1f} | {flops / s / 1e12:.3f} | {flops / s / peak:.1%} |")
     out = {"device": where, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "allocator": os.environ.get("LD_PRELOAD", ""), "config": args.config, "backbone": cfg.backbone,
-           "clip": f"{cfg.clip_len}x{cfg.size}x{cfg.size}", "batch": cfg.batch_size,
+           "allocator": os.environ.get("LD_PRELOAD", ""), "config": args.config,
+           "backbone": cfg.model.backbone, "clip": clip, "batch": cfg.optim.batch_size,
            "precision": args.precision, "mal": args.mal, "peak_flops_per_s": peak, "flops_per_step": flops,
            "rows": rows}
     if args.json:

@@ -53,6 +53,7 @@ def test_mal_diagnostics_average_the_last_quarter(tmp_path):
 def test_every_arm_is_a_valid_override_set_of_the_demo_config():
     for arm, overrides in ablation.ABLATION_ARMS.items():
         cfg = load_config("demo_cpu", overrides)
-        assert bool(cfg.motion_broken_negatives) == arm.endswith("_broken"), arm
-        assert (cfg.motion_sampling, cfg.motion_crop) == (arm in ("tsamp", "mcl", "mcl_broken"),
-                                                          arm in ("crop", "mcl", "mcl_broken")), arm
+        assert bool(cfg.model.motion_broken_negatives) == arm.endswith("_broken"), arm
+        s = cfg.sampling
+        assert (s.motion_sampling, s.motion_crop) == (arm in ("tsamp", "mcl", "mcl_broken"),
+                                                      arm in ("crop", "mcl", "mcl_broken")), arm

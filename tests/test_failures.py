@@ -93,7 +93,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_user_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
-    cli(capsys, ["pretrain", "lr=-1"], 2, "lr=-1.0", "> 0")
+    cli(capsys, ["pretrain", "lr=-1"], 2, "optim.lr=-1", "> 0")
     assert main(["--debug", "pretrain", "lr=-1"]) == 2
     assert "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("MCL_DEBUG", "1")
@@ -156,9 +156,9 @@ def test_odd_option_values_are_refused_by_the_parser(capsys, args, names):
     ("queue_size=4", ["queue_size=4", "6 keys", "queue_size >= 6"]),  # 3 keys x batch 2
     ("size=16", ["size=16", "feature grid", "2x2"]),
     ("batch_size=0", ["batch_size=0", ">= 1"]),
-    ("ema=1.5", ["ema=1.5", "[0, 1)"]),
+    ("ema=1.5", ["model.ema=1.5", ">= 0 and < 1"]),
     ("backbone=resnet9000", ["backbone=resnet9000", "unknown backbone"]),
-    ("learning_rate=1", ["learning_rate", "did you mean 'lr'"]),
+    ("learning_rate=1", ["learning_rate", "did you mean 'optim.lr'"]),
     ("resume_override=lrr", ["resume_override", "lrr"]),
 ])
 def test_bad_config_values_are_one_line_errors(bench, tmp_path, capsys, override, names):
@@ -168,19 +168,20 @@ def test_bad_config_values_are_one_line_errors(bench, tmp_path, capsys, override
 
 def test_missing_data_and_cache_and_benchmark_root(bench, tmp_path, capsys):
     base, _ = bench
-    cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={tmp_path / 'nope'}"), 2, "data=", "nope")
-    cli(capsys, pretrain_args(bench, tmp_path / "r", f"cache={tmp_path / 'nope'}"), 2, "cache=",
+    cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={tmp_path / 'nope'}"), 2, "data.annotations=",
+        "nope")
+    cli(capsys, pretrain_args(bench, tmp_path / "r", f"cache={tmp_path / 'nope'}"), 2, "data.cache=",
         "mcl prepare")
     cli(capsys, pretrain_args(bench, tmp_path / "r", f"cache={base / 'data'}"), 2, "not a motion cache")
     root = base / "data"
-    line = cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={root}"), 2, f"data={root}")
+    line = cli(capsys, pretrain_args(bench, tmp_path / "r", f"data={root}"), 2, f"data.annotations={root}")
     assert f"{base / 'data' / 'annotations'} is right there" in line
 
 
 def test_unwritable_out_is_refused(bench, tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
-    cli(capsys, pretrain_args(bench, blocker / "run"), 2, f"out={blocker / 'run'}", "cannot create")
+    cli(capsys, pretrain_args(bench, blocker / "run"), 2, f"run.out={blocker / 'run'}", "cannot create")
     cli(capsys, ["evaluate", "--random-init", "--backbone", "tiny_r2plus1d", "--data", bench[0] / "data" /
                  "videos", "--annotations", bench[0] / "data" / "annotations", "--out", blocker / "ev"],
         2, "--out", "cannot create")
@@ -189,7 +190,7 @@ def test_unwritable_out_is_refused(bench, tmp_path, capsys):
 def test_fresh_run_into_a_used_folder_is_refused_and_overwrite_starts_over(bench, tmp_path, capsys):
     run = copy_run(bench, tmp_path)
     before = snapshot(run)
-    cli(capsys, pretrain_args(bench, run), 2, f"out={run}", "resume=true", "overwrite=true")
+    cli(capsys, pretrain_args(bench, run), 2, f"run.out={run}", "resume=true", "overwrite=true")
     assert snapshot(run) == before
     assert main(pretrain_args(bench, run, "overwrite=true", "max_steps=1")) == 0
     assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000001.pt"]
@@ -200,10 +201,10 @@ def test_fresh_run_into_a_used_folder_is_refused_and_overwrite_starts_over(bench
 
 
 @pytest.mark.parametrize("change, code, names", [
-    ("lr=0.01", 2, ["lr: 0.001 -> 0.01", "resume_override=lr"]),
-    ("seed=5", 2, ["seed: 0 -> 5"]),
-    ("use_mal=false", 2, ["use_mal: True -> False"]),
-    ("queue_size=64", 2, ["queue_size: 32 -> 64", "cannot change"]),
+    ("lr=0.01", 2, ["optim.lr: 0.001 -> 0.01", "resume_override=optim.lr"]),
+    ("seed=5", 2, ["run.seed: 0 -> 5"]),
+    ("use_mal=false", 2, ["model.use_mal: True -> False"]),
+    ("queue_size=64", 2, ["model.queue_size: 32 -> 64", "cannot change"]),
     ("backbone_options={widths: [4, 8, 8, 32]}", 1, ["ckpt-00000002.pt", "do not fit"]),
 ])
 def test_resume_refuses_a_change_of_meaning(bench, tmp_path, capsys, change, code, names):
@@ -220,8 +221,8 @@ def test_resume_override_is_recorded(bench, tmp_path):
                               "resume_override=lr")) == 0
     env = json.loads((run / "env.json").read_text())
     assert env["resume_history"] == [{"step": 2, "checkpoint": "ckpt-00000002.pt",
-                                      "overrides": {"lr": [0.001, 0.002]}}]
-    assert load_checkpoint(list_checkpoints(run)[-1])["config"]["lr"] == 0.002
+                                      "overrides": {"optim.lr": [0.001, 0.002]}}]
+    assert load_checkpoint(list_checkpoints(run)[-1])["config"]["optim"]["lr"] == 0.002
 
 
 # ---- checkpoints: bad files, full disk -----------------------------------------------------------------
@@ -494,7 +495,8 @@ def test_resume_treats_keys_unknown_to_the_saved_run_as_their_defaults(tmp_path)
 
     config = PretrainConfig()
     current = config_to_dict(config)
-    saved = {k: v for k, v in current.items() if k not in ("order_head", "init")}
-    assert resume_conflicts(config, saved, current, tmp_path / "ckpt.pt") == {}
+    saved = {s: {k: v for k, v in keys.items() if k not in ("order_head", "init")}
+             for s, keys in current.items()}
+    assert resume_conflicts(config, saved, tmp_path / "ckpt.pt") == {}
     with pytest.raises(ConfigError, match="order_head"):
-        resume_conflicts(config, saved, {**current, "order_head": "mlp"}, tmp_path / "ckpt.pt")
+        resume_conflicts(PretrainConfig(order_head="mlp"), saved, tmp_path / "ckpt.pt")

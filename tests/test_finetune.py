@@ -1,5 +1,7 @@
-"""Fine-tuning: a 2-step CPU run, the cosine schedule, and the test-time view averaging."""
+"""Fine-tuning on the engine: a 2-step CPU run, the schedules, and the test-time view averaging."""
 
+import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,9 +13,9 @@ from mcl_video.evaluation.finetune import (
     FinetuneConfig,
     VideoClassifier,
     cosine_lr,
-    finetune,
+    finetune_lr,
     predict_videos,
-    train_batches,
+    run_finetune,
 )
 
 
@@ -59,37 +61,54 @@ def test_cosine_lr_values():
     assert cosine_lr(0.01, 10, 10) == pytest.approx(0.0)
 
 
-def test_finetune_runs_two_steps_and_updates_the_whole_network():
+def _cfg(tmp_path, **kw):
+    values = dict(backbone="tiny", out=str(tmp_path / "run"), epochs=5, max_steps=2, batch_size=2, lr=0.1,
+                  dropout=0.5, num_workers=0, device="cpu", progress=False, tensorboard=False, log_every=1,
+                  test_clips=1)
+    values.update(kw)
+    return FinetuneConfig(**values)
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_finetune_runs_two_steps_and_updates_the_whole_network(tmp_path):
     torch.manual_seed(0)
     backbone = TinyNet()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    cfg = FinetuneConfig(epochs=5, max_steps=2, batch_size=2, lr=0.1, dropout=0.5)
-    out = finetune(backbone, Views(n=4, views=1), Views(n=3, views=2, seed=1), cfg)
-    assert out["steps"] == 2 and [h["step"] for h in out["history"]] == [0, 1]
-    assert out["history"][0]["lr"] == pytest.approx(0.1) and out["history"][1]["lr"] == pytest.approx(0.05)
+    model = VideoClassifier(backbone, 2, 0.5)
+    run = run_finetune(_cfg(tmp_path), model=model, train_dataset=Views(n=4, views=1),
+                       test_dataset=Views(n=3, views=2, seed=1))
+    rows = _metrics(run.run_dir)
+    assert run.step == 2 and [r["step"] for r in rows] == [1, 2]
+    # 2 steps an epoch, cosine over 5 epochs = 10 steps: lr(0) = 0.1, lr(1) = 0.05 (1 + cos(pi / 10))
+    assert rows[0]["lr"] == pytest.approx(0.1)
+    assert rows[1]["lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi / 10)))
     assert not torch.equal(backbone.conv.weight, before["conv.weight"])  # backbone trained, not frozen
     assert not torch.equal(backbone.bn.running_mean, before["bn.running_mean"])
-    assert out["test"]["confusion"].sum() == 3 and out["test"]["ids"].tolist() == [
-        "v0.mp4",
-        "v1.mp4",
-        "v2.mp4",
-    ]
-    assert out["config"]["grad_clip"] == 40.0 and out["config"]["weight_decay"] == 1e-4
+    assert run.results["num_test"] == 3 and run.results["views_per_video"] is None
+    ids = np.load(run.run_dir / "predictions.npz")["ids"].tolist()
+    assert ids == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    assert run.config.optim.grad_clip == 40.0 and run.config.optim.weight_decay == 1e-4
 
 
-def test_gradient_clipping_bounds_the_update():
+def test_gradient_clipping_bounds_the_update(tmp_path):
     # one SGD step without momentum history: |update| = lr * |clipped grad| <= lr * grad_clip (+ wd)
     torch.manual_seed(0)
     backbone = TinyNet()
-    cfg = FinetuneConfig(
-        epochs=1, max_steps=1, batch_size=4, lr=1.0, grad_clip=1e-3, dropout=0.0, weight_decay=0.0
-    )
+    model = VideoClassifier(backbone, 2, 0.0)
     before = [p.detach().clone() for p in backbone.parameters()]
-    out = finetune(backbone, Views(n=4, views=1), Views(n=2, views=1), cfg)
-    moved = torch.cat(
-        [(p.detach() - b).flatten() for p, b in zip(out["model"].backbone.parameters(), before)]
-    )
+    cfg = _cfg(tmp_path, epochs=1, max_steps=1, batch_size=4, lr=1.0, grad_clip=1e-3, dropout=0.0,
+               weight_decay=0.0, test=False)
+    run = run_finetune(cfg, model=model, train_dataset=Views(n=4, views=1))
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(run.model.backbone.parameters(), before)])
     assert 0 < moved.norm() <= 1e-3 + 1e-7
+
+
+def test_constant_schedule_after_warm_up():
+    cfg = FinetuneConfig(backbone="tiny", lr=0.2, warmup_steps=4, schedule="constant")
+    assert [finetune_lr(cfg, s, 10) for s in (0, 1, 3, 4, 9)] == pytest.approx([0.05, 0.1, 0.2, 0.2, 0.2])
 
 
 def test_predict_videos_averages_softmax_over_views():
@@ -108,24 +127,16 @@ def test_predict_videos_averages_softmax_over_views():
     assert pred["indices"].tolist() == [0, 1, 3] and pred["labels"].tolist() == [0, 1, 0]
 
 
-def test_train_batches_moves_the_epoch_every_pass_and_skips_empty_batches():
-    class Items(torch.utils.data.Dataset):
+def test_every_epoch_gets_fresh_draws(tmp_path):
+    class Items(Views):
         def __init__(self):
+            super().__init__(n=4, views=1)
             self.epochs = []
 
         def set_epoch(self, epoch):
             self.epochs.append(epoch)
 
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, i):
-            return i
-
-    data = Items()  # batches of one item; item 1 gives a None batch (nothing readable), which uses no step
-    loader = torch.utils.data.DataLoader(data, batch_size=1, collate_fn=lambda b: None if b == [1] else b[0])
-    assert list(train_batches(loader, 5)) == [(0, 0), (1, 2), (2, 0), (3, 2), (4, 0)]
-    assert data.epochs == [0, 1, 2]  # 2 steps per pass
-    assert list(train_batches(loader, 0)) == []
-    plain = torch.utils.data.DataLoader(list("ab"), batch_size=2, collate_fn="".join)  # no set_epoch
-    assert list(train_batches(plain, 3)) == [(0, "ab"), (1, "ab"), (2, "ab")]
+    data = Items()  # 2 steps an epoch: 5 steps pass over it 3 times
+    run_finetune(_cfg(tmp_path, epochs=3, max_steps=5, test=False), model=VideoClassifier(TinyNet(), 2),
+                 train_dataset=data)
+    assert data.epochs == [0, 1, 2]

@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from mcl_video.evaluation.finetune import finetune_lr, run_finetune
 from mcl_video.evaluation.finetune_config import FinetuneRunConfig, load_finetune_config
-from mcl_video.evaluation.finetune_engine import finetune_lr, run_finetune
 from mcl_video.training import ConfigError, list_checkpoints, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_test_time_scores_are_the_softmax_averaged_over_clips_and_crops(split, t
     assert res["views_per_video"] == 2 * 3 and res["num_test"] == 2
     assert (tmp_path / "r" / "confusion.png").stat().st_size > 0
     assert np.loadtxt(tmp_path / "r" / "confusion.csv", delimiter=",").sum() == 2
-    from mcl_video.evaluation.finetune_engine import build_datasets
+    from mcl_video.evaluation.finetune import build_datasets
 
     _, test_ds, names = build_datasets(run.config)
     assert names == CLASSES
@@ -158,9 +158,9 @@ def test_two_processes_gloo(split, tmp_path):
 
 
 def test_config_is_strict_and_shipped_configs_load(split):
-    with pytest.raises(ConfigError, match="did you mean 'dropout'"):
+    with pytest.raises(ConfigError, match="did you mean 'model.dropout'"):
         load_finetune_config(None, ["backbone=r3d_18", "drop_out=0.5"])
-    with pytest.raises(ConfigError, match="checkpoint=FILE"):
+    with pytest.raises(ConfigError, match="model.checkpoint=FILE"):
         load_finetune_config(None, [])
     shipped = sorted((REPO / "src" / "mcl_video" / "configs").glob("finetune_*.yaml"))
     names = {p.stem for p in shipped}
@@ -170,13 +170,16 @@ def test_config_is_strict_and_shipped_configs_load(split):
     assert "finetune_synth_tiny" in names
     for path in shipped:
         cfg = load_finetune_config(path, ["checkpoint=enc.pt", "split=3"])
-        assert cfg.split == 3
-        if "synth" not in path.stem:  # the release's protocol (METHOD §6)
-            protocol = (cfg.clip_len, cfg.stride, cfg.size, cfg.dropout, cfg.lr, cfg.epochs)
+        assert cfg.data.split == 3
+        if "synth" not in path.stem:  # the release's protocol
+            s = cfg.sampling
+            protocol = (s.clip_len, s.stride, s.size, cfg.model.dropout, cfg.optim.lr, cfg.optim.epochs)
             assert protocol == (32, 2, 224, 0.9, 0.01, 150)
-            optim = (cfg.weight_decay, cfg.grad_clip, cfg.optimizer, cfg.test_crops)
+            optim = (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.optimizer, cfg.test.crops)
             assert optim == (1e-4, 40.0, "sgd", "three")
-            assert cfg.dataset == path.stem.split("_")[1]
+            if path.stem != "finetune_release":  # the base the others name in `defaults:`
+                assert cfg.data.dataset == path.stem.split("_")[1]
+                assert "defaults: [finetune_release.yaml]" in path.read_text()
 
 
 def test_mcl_finetune_cli(split, tmp_path, capsys):
@@ -208,7 +211,7 @@ class _Unreadable(torch.utils.data.Dataset):
 
 
 def test_unreadable_batches_are_skipped_with_a_warning(split, tmp_path, caplog):
-    from mcl_video.evaluation.finetune_engine import build_classifier, build_datasets
+    from mcl_video.evaluation.finetune import build_classifier, build_datasets
 
     cfg = _config(split, tmp_path / "u", max_steps=2, test=False, weight_decay=0.0)
     train, _, _ = build_datasets(cfg)
@@ -216,3 +219,39 @@ def test_unreadable_batches_are_skipped_with_a_warning(split, tmp_path, caplog):
     run = run_finetune(cfg, model=model, train_dataset=_Unreadable(train.records))
     assert run.step == 2 and "whole local batch was unreadable" in caplog.text
     assert all(m["loss"] == 0.0 for m in _metrics(tmp_path / "u"))
+
+
+def test_resume_refuses_a_changed_meaning_as_pretraining_does(split, tmp_path):
+    """One resume rule for both kinds of run: a key that changes the run's meaning is refused (nothing is
+    written), unless named in run.resume_override; where the run reads its data may change."""
+    run_finetune(_config(split, tmp_path / "r", max_steps=1, test=False))
+    with pytest.raises(ConfigError, match=r"changed optim.lr: 0.05 -> 0.1 .*run.resume_override=optim.lr"):
+        run_finetune(_config(split, tmp_path / "r", max_steps=2, test=False, resume=True, lr=0.1))
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["ckpt-00000001.pt"]
+    with pytest.raises(ConfigError, match="model.backbone: tiny_r2plus1d -> r3d_18 cannot change"):
+        run_finetune(_config(split, tmp_path / "r", max_steps=2, test=False, resume=True, backbone="r3d_18",
+                             resume_override="backbone"))
+    run = run_finetune(_config(split, tmp_path / "r", max_steps=2, test=False, resume=True, lr=0.1,
+                               resume_override="lr", num_workers=0))
+    assert run.step == 2
+
+
+def test_a_stop_signal_raises_run_stopped_as_pretraining_does(split, tmp_path, monkeypatch):
+    from mcl_video.training.preempt import EXIT_STOPPED, RunStopped, StopOnSignal
+
+    calls = {"n": 0}
+    real = StopOnSignal.requested
+
+    def requested(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            self.received = "SIGTERM"
+            return True
+        return real(self)
+
+    monkeypatch.setattr(StopOnSignal, "requested", requested)
+    with pytest.raises(RunStopped, match="stopped by SIGTERM after step 2 of 5") as stopped:
+        run_finetune(_config(split, tmp_path / "s", max_steps=5))
+    assert stopped.value.exit_code == EXIT_STOPPED
+    assert [p.name for p in list_checkpoints(tmp_path / "s")] == ["ckpt-00000002.pt"]
+    assert not (tmp_path / "s" / "results.json").exists()  # a stopped run is not tested

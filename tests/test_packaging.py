@@ -33,13 +33,13 @@ def test_shipped_configs_live_in_the_package_and_load_by_name_or_path(tmp_path, 
         assert path.parent == Path(mcl_video.__file__).parent / "configs" and path.is_file()
     by_name = load_config("demo_cpu", ["seed=3"])
     assert by_name == load_config("demo_cpu.yaml", ["seed=3"]) == load_config(configs["demo_cpu"], ["seed=3"])
-    assert (by_name.backbone, by_name.seed) == ("tiny_r2plus1d", 3)
+    assert (by_name.model.backbone, by_name.run.seed) == ("tiny_r2plus1d", 3)
     # a file of the same name in the working folder is a path, and a path wins over the shipped name
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo_cpu.yaml").write_text("backbone: r3d_18\n")
     assert resolve_config_path("demo_cpu.yaml") == Path("demo_cpu.yaml")
-    assert load_config("demo_cpu.yaml").backbone == "r3d_18"
-    assert load_config("demo_cpu").backbone == "tiny_r2plus1d"  # no such file: the shipped one
+    assert load_config("demo_cpu.yaml").model.backbone == "r3d_18"
+    assert load_config("demo_cpu").model.backbone == "tiny_r2plus1d"  # no such file: the shipped one
     # the repository's former layout keeps working where no such folder exists
     assert resolve_config_path("configs/demo_cpu.yaml") == shipped_configs()["demo_cpu"]
     (tmp_path / "configs").mkdir()

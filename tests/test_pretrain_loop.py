@@ -132,7 +132,7 @@ def real_config(tmp_path, **kw) -> PretrainConfig:
 
 
 def _run(cfg, **model_kw):
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.run.seed)
     return pretrain(cfg, model=TinyMCL(**model_kw), dataset=ToyClips())
 
 
@@ -170,7 +170,7 @@ def test_run_folder_logs_and_checkpoint_contents(tmp_path):
     assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt-00000002.pt", "ckpt-00000003.pt"]
     state = load_checkpoint(list_checkpoints(run_dir)[-1])  # weights_only=True
     assert state["step"] == 3 and state["epoch"] == 1 and state["batch_in_epoch"] == 0
-    assert state["config"]["lr"] == 0.05 and len(state["rng"]) == 1
+    assert state["config"]["optim"]["lr"] == 0.05 and len(state["rng"]) == 1 and state["kind"] == "pretrain"
     assert "git_commit" in state["env"]
 
 
@@ -189,9 +189,25 @@ def test_grad_accum_steps_and_momentum_updates(tmp_path):
     assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["step"] == 2
 
 
+class AutocastProbe(TinyMCL):
+    """Records, for every forward, whether CPU autocast was on and the dtype of the alignment layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.conv.register_forward_hook(lambda mod, inp, out: self.seen.append(
+            (torch.is_autocast_enabled("cpu"), out.dtype)))
+
+
 def test_bf16_autocast_on_cpu_runs(tmp_path):
-    run_dir = _run(tiny_config(tmp_path, max_steps=2, precision="bf16"))
-    assert load_checkpoint(list_checkpoints(run_dir)[-1])["step"] == 2
+    torch.manual_seed(3)
+    model = AutocastProbe()
+    pretrain(tiny_config(tmp_path / "bf16", max_steps=2, precision="bf16"), model=model, dataset=ToyClips())
+    assert model.seen == [(True, torch.bfloat16)] * 2
+    fp32 = AutocastProbe()
+    pretrain(tiny_config(tmp_path / "fp32", max_steps=1), model=fp32, dataset=ToyClips())
+    assert fp32.seen == [(False, torch.float32)]
+    assert load_checkpoint(list_checkpoints(tmp_path / "bf16" / "run")[-1])["step"] == 2
 
 
 def test_real_mcl_trains_and_its_checkpoint_loads(tmp_path):
@@ -252,13 +268,13 @@ def test_resume_refuses_changed_settings_unless_overridden(tmp_path, caplog):
     from mcl_video.training import ConfigError
 
     _run(tiny_config(tmp_path, max_steps=1))
-    with pytest.raises(ConfigError, match="changed lr: 0.05 -> 0.1 .* resume_override=lr"):
+    with pytest.raises(ConfigError, match="changed optim.lr: 0.05 -> 0.1 .*run.resume_override=optim.lr"):
         _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1))
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["ckpt-00000001.pt"]
     with caplog.at_level("WARNING"):
         _run(tiny_config(tmp_path, max_steps=2, resume=True, lr=0.1, resume_override="lr", num_workers=0))
-    assert "overridden settings {'lr': [0.05, 0.1]}" in caplog.text
-    history = [{"step": 1, "checkpoint": "ckpt-00000001.pt", "overrides": {"lr": [0.05, 0.1]}}]
+    assert "overridden settings {'optim.lr': [0.05, 0.1]}" in caplog.text
+    history = [{"step": 1, "checkpoint": "ckpt-00000001.pt", "overrides": {"optim.lr": [0.05, 0.1]}}]
     assert json.loads((tmp_path / "run" / "env.json").read_text())["resume_history"] == history
     assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["env"]["resume_history"] == history
 
@@ -269,7 +285,7 @@ def test_logger_warns_once_about_dead_saliency_maps(tmp_path, caplog):
 
     from mcl_video.training.logger import MetricLogger
 
-    cfg = SimpleNamespace(log_every=1, tensorboard=False, progress=False)
+    cfg = SimpleNamespace(run=SimpleNamespace(log_every=1, tensorboard=False, progress=False))
     logger = MetricLogger(tmp_path, True, 0, 4, cfg, samples_per_step=2)
     with caplog.at_level(logging.WARNING, logger="mcl_video.training.logger"):
         logger.step(1, 0, {"loss": 1.0, "mal_dead": 0.05}, 0.1)  # below the threshold: quiet

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mcl_video.training import load_config
 from mcl_video.training.builders import feature_grid
-from mcl_video.training.loop import train_step
+from mcl_video.training.engine import train_step
 from mcl_video.training.throughput import (
     bench_batches,
     bench_run,
@@ -32,9 +32,9 @@ def test_step_rate_row_on_cpu(mal):
 def test_synthetic_batch_shapes_match_the_dataset_contract():
     cfg = load_config("demo_cpu", ["size=32"])
     grid = feature_grid(cfg)
-    b = synthetic_batch(3, cfg.clip_len, cfg.size, grid, "cpu")
+    b = synthetic_batch(3, cfg.sampling.clip_len, cfg.sampling.size, grid, "cpu")
     for k in ("q", "k0", "k1", "k2"):
-        assert b[k].shape == (3, 3, cfg.clip_len, 32, 32)
+        assert b[k].shape == (3, 3, cfg.sampling.clip_len, 32, 32)
     assert b["target"].shape == (3, *grid) and b["order"].tolist() == [0, 1, 0]
     assert b["index"].tolist() == [0, 1, 2]
 
@@ -73,7 +73,7 @@ def test_step_flops_scale_with_the_batch_and_cover_the_backward():
     assert f2 > 0 and f4 == pytest.approx(2 * f2, rel=1e-9)
     cfg = load_config("demo_cpu", base + ["batch_size=2"])
     run = bench_run(cfg, torch.device("cpu"), 1)
-    clip = torch.randn(2, 3, cfg.clip_len, cfg.size, cfg.size)
+    clip = torch.randn(2, 3, cfg.sampling.clip_len, cfg.sampling.size, cfg.sampling.size)
     with FlopCounterMode(display=False) as fc:
         run.model.encoder_q.backbone(clip)
     forward_q = fc.get_total_flops()  # the query encoder on one view

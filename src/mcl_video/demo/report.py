@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 from pathlib import Path
@@ -18,7 +17,7 @@ from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
 from mcl_video.sampling.photometric import augment_batch
 from mcl_video.training import load_checkpoint
 from mcl_video.training.builders import build_dataset, build_model
-from mcl_video.training.config import config_from_dict
+from mcl_video.training.config import config_from_dict, replace
 
 plt = pyplot()
 
@@ -73,7 +72,7 @@ def training_curves(run_dirs: dict[str, Path], supervised_history: list[dict], o
 def _load_mcl(checkpoint: Path) -> torch.nn.Module:
     state = load_checkpoint(checkpoint)
     # the checkpoint holds the trained weights: do not re-read an init= file named in its config
-    model = build_model(dataclasses.replace(config_from_dict(state["config"]), init=""))
+    model = build_model(replace(config_from_dict(state["config"]), init=""))
     model.load_state_dict(state["model"])
     return model.eval()
 

@@ -92,7 +92,7 @@ def probe_rows(features: dict, shapes: dict, train: dict, test: dict) -> dict:
 def _encoders(config, arms: dict, supervised: nn.Module, seed: int) -> dict:
     """``{row key: backbone}`` for every evaluated encoder, in table order."""
     torch.manual_seed(seed)
-    encoders = {"random": build_backbone(config.backbone, **config.backbone_options).eval(),
+    encoders = {"random": build_backbone(config.model.backbone, **config.model.backbone_options).eval(),
                 "supervised": supervised}
     for arm in ("moco", "mcl"):
         encoders[arm] = load_encoder(arms[arm]["checkpoint"])
@@ -106,12 +106,12 @@ def _train_all(clock: _Clock, settings: DemoSettings, work: Path, seed: int, con
     configs = {arm: arm_config(arm, settings, work, seed, config) for arm in ARMS}
     base = configs["mcl"]
     clock.stage("motion", f"DIS flow -> motion cache in {work / 'motion'}")
-    motion = ensure_motion(work / "data", work / "motion", base.clip_len, base.stride)
+    motion = ensure_motion(work / "data", work / "motion", base.sampling.clip_len, base.sampling.stride)
     records, classes, shapes = load_records(work)
     arms = {}
     for arm in ("mcl", "moco"):
         clock.stage(f"pretrain-{arm}",
-                    f"{settings.steps} steps x batch {settings.batch_size} -> {configs[arm].out}")
+                    f"{settings.steps} steps x batch {settings.batch_size} -> {configs[arm].run.out}")
         run_dir, ckpt, reused = pretrain_arm(configs[arm])
         arms[arm] = {"run_dir": run_dir, "checkpoint": ckpt, "reused": reused}
     clock.stage("supervised", f"{settings.supervised_steps} labelled steps from a random init")

@@ -4,7 +4,6 @@ frozen features. Each stage reuses what a previous run left in the work folder w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ from mcl_video.evaluation.features import extract_stacked
 from mcl_video.motion.cache import FORMAT, VERSION, CacheSettings
 from mcl_video.motion.prepare import PrepareSummary, prepare
 from mcl_video.training import PretrainConfig, latest_checkpoint, load_checkpoint, load_config, pretrain
-from mcl_video.training.config import config_to_dict
+from mcl_video.training.config import config_to_dict, replace
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +112,17 @@ def pretrain_arm(config: PretrainConfig) -> tuple[Path, Path, bool]:
     """Train (or reuse / resume) one arm -> ``(run_dir, final checkpoint, reused)``.
 
     A run folder whose config.yaml differs from ``config`` is deleted first (the demo owns it)."""
-    run_dir = Path(config.out)
+    run_dir = Path(config.run.out)
     saved = run_dir / "config.yaml"
     wanted = _comparable(config_to_dict(config))
     if saved.is_file() and _comparable(yaml.safe_load(saved.read_text())) != wanted:
         log.warning("%s was trained with another config: retraining", run_dir)
         shutil.rmtree(run_dir)
     last = latest_checkpoint(run_dir) if run_dir.exists() else None
-    if last is not None and int(load_checkpoint(last)["step"]) >= config.max_steps:
+    if last is not None and int(load_checkpoint(last)["step"]) >= config.optim.max_steps:
         return run_dir, last, True
     # resume what has a checkpoint; otherwise start afresh over whatever an interrupted start left
-    config = dataclasses.replace(config, resume=last is not None, overwrite=last is None)
+    config = replace(config, resume=last is not None, overwrite=last is None)
     pretrain(config)
     return run_dir, latest_checkpoint(run_dir), False
 
@@ -133,7 +132,8 @@ def extract_videos(encoders: dict, config: PretrainConfig, video_root: Path, rec
                    num_clips: int) -> tuple[dict[str, np.ndarray], dict]:
     """Frozen features of one set of videos for every encoder, decoded once ->
     ``({name: N x C}, extract_features result)`` (centre crop at the config's clip and size)."""
-    ds = EvalClipDataset(video_root, records, config.clip_len, config.stride, num_clips, config.size)
+    s = config.sampling
+    ds = EvalClipDataset(video_root, records, s.clip_len, s.stride, num_clips, s.size)
     return extract_stacked(encoders, ds, batch_size=8)
 
 

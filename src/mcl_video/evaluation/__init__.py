@@ -2,7 +2,8 @@
 
 load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
 knn_accuracy / retrieval_recall;   extract_stacked + probe_table for several encoders at once;
-finetune for the whole network. (The demo application built on these lives in ``mcl_video.demo``.)
+run_finetune for the whole network (on the training engine). (The demo application built on these
+lives in ``mcl_video.demo``.)
 """
 
 from mcl_video.evaluation.datasets import EvalClipDataset, clip_indices, collate_videos
@@ -15,7 +16,7 @@ from mcl_video.evaluation.features import (
     save_features,
     shard_indices,
 )
-from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, finetune, predict_videos
+from mcl_video.evaluation.finetune import FinetuneConfig, VideoClassifier, predict_videos, run_finetune
 from mcl_video.evaluation.probes import (
     classification_metrics,
     leave_one_out_svm,
@@ -56,7 +57,7 @@ __all__ = [
     "extract_features",
     "extract_stacked",
     "probe_table",
-    "finetune",
+    "run_finetune",
     "knn_accuracy",
     "leave_one_out_knn",
     "leave_one_out_svm",

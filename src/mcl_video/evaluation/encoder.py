@@ -40,6 +40,14 @@ def _strip(state: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def saved_settings(config: dict) -> dict:
+    """A checkpoint's config as ``{key: value}`` by short name, whether it is nested by section (today's
+    format: ``{"model": {"backbone": ...}, "sampling": {...}}``) or flat (earlier versions)."""
+    if isinstance(config.get("model"), dict) and "backbone" in config["model"]:
+        return {k: v for section in config.values() if isinstance(section, dict) for k, v in section.items()}
+    return dict(config)
+
+
 def _query_backbone_state(path: Path, model_state: dict) -> dict:
     state = model_state
     if all(k.startswith("module.") for k in state):
@@ -108,7 +116,7 @@ def load_encoder(
             f"{path}: expected a dict (checkpoint or state dict), got {type(obj).__name__}"
         )
     if isinstance(obj.get("model"), dict):
-        config = obj.get("config") or {}
+        config = saved_settings(obj.get("config") or {})
         name = backbone or config.get("backbone")
         if not name:
             raise EncoderLoadError(f"{path}: the checkpoint's config names no backbone; pass backbone=NAME")

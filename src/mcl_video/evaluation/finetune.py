@@ -1,42 +1,49 @@
-"""Fine-tuning (METHOD §6): the whole backbone plus an FC layer behind dropout, SGD with a cosine
-schedule, weight decay 1e-4, gradient clipping at 40; the test scores of each video are the softmax
-probabilities averaged over all its views (several clips x 3 spatial crops).
+"""Fine-tuning on the training engine: ``run_finetune(config) -> Run``.
+
+The whole backbone plus an FC layer behind dropout, trained with cross-entropy on one random clip and
+crop per training video (SGD with a cosine by default: the release's protocol; AdamW and a constant LR
+for the built-in benchmark's light protocol and the demo's supervised bound). At the end every test
+video is scored on ``test.clips`` clips x 3 crops (softmax averaged over the views; each rank scores a
+share) and ``results.json``, ``confusion.csv``/``.png`` and ``predictions.npz`` are written.
+
+Run folder, resume (the same rule as pretraining), checkpoints, stop signals, logging, AMP and DDP are
+the engine's (:mod:`mcl_video.training.engine`); this module supplies the step.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
-from mcl_video.evaluation.datasets import collate_videos
-from mcl_video.evaluation.probes import classification_metrics
+from mcl_video.data import read_split
+from mcl_video.errors import RunFailedError
+from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
+from mcl_video.evaluation.encoder import load_encoder
+from mcl_video.evaluation.features import merge_shards, shard_indices
+from mcl_video.evaluation.finetune_config import (
+    FinetuneConfig,
+    build_optimizer,
+    cosine_lr,
+    finetune_lr,
+    load_finetune_config,
+)
+from mcl_video.evaluation.probes import classification_metrics, plot_confusion
+from mcl_video.models import build_backbone
+from mcl_video.training.distributed import DistEnv, all_gather_objects, all_reduce_min
+from mcl_video.training.engine import Run, Task, apply_gradients, autocast_context, train
+from mcl_video.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class FinetuneConfig:
-    """Release values are the defaults (epochs 150, lr 0.01, dropout 0.9); ``max_steps`` caps the
-    run (the cosine then spans ``max_steps``)."""
-
-    epochs: int = 150
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    dropout: float = 0.9
-    grad_clip: float = 40.0
-    batch_size: int = 8
-    test_batch_size: int = 2
-    num_workers: int = 0
-    device: str = "cpu"
-    max_steps: int | None = None
-    seed: int = 0
-    log_every: int = 20
+__all__ = ["FinetuneConfig", "FinetuneTask", "VideoClassifier", "build_classifier", "build_datasets",
+           "cosine_lr", "finetune_lr", "load_finetune_config", "predict_videos", "run_finetune"]
 
 
 class VideoClassifier(nn.Module):
@@ -52,11 +59,6 @@ class VideoClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.backbone(x)))
-
-
-def cosine_lr(base_lr: float, step: int, total: int) -> float:
-    """``0.5 * base_lr * (1 + cos(pi * step / total))``."""
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 @torch.no_grad()
@@ -99,7 +101,7 @@ def predict_videos(
             "indices": np.zeros(0, np.int64),
         }
     if not scores:
-        raise RuntimeError("no readable test video; check the video root and the split")
+        raise RunFailedError("no readable test video; check data.video_root and the split")
     return {
         "scores": torch.cat(scores).numpy(),
         "labels": torch.cat(labels).numpy(),
@@ -108,87 +110,151 @@ def predict_videos(
     }
 
 
-def train_batches(loader, steps: int):
-    """Yield ``(step, batch)`` for ``step = 0 .. steps - 1``, passing over ``loader`` as often as needed.
-
-    Before each pass the loader's dataset gets ``set_epoch(pass)`` when it has one (fresh clip, crop and
-    flip draws every pass); a ``None`` batch (no readable video in it) is skipped without using a step.
-    """
-    step, epoch = 0, 0
-    while step < steps:
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        epoch += 1
-        for batch in loader:
-            if step >= steps:
-                break
-            if batch is None:
-                continue
-            yield step, batch
-            step += 1
-
-
-def _train_views(clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """``B x V x 3 x T x H x W`` -> ``B x 3 x T x H x W``, one random view per video."""
-    pick = torch.randint(0, clips.shape[1], (clips.shape[0],), generator=gen)
-    return clips[torch.arange(clips.shape[0]), pick]
+def build_datasets(config: FinetuneConfig) -> tuple[EvalClipDataset, EvalClipDataset, list[str]]:
+    """Train (one random clip and crop per video, flipped half the time) and test (``test.clips``
+    uniformly spaced clips x ``test.crops``) datasets of the configured split, and the class names."""
+    data = config.data
+    root = Path(data.video_root) if data.video_root else Path(data.annotations).parent / "videos"
+    records = {}
+    for subset in ("train", "test"):
+        records[subset] = read_split(data.dataset, data.annotations, data.split, subset, video_root=str(root))
+        if not records[subset]:
+            raise ConfigError(
+                f"{data.annotations}: split {data.split} of {data.dataset} has no {subset} videos "
+                f"under {root} (check data.annotations= and data.video_root=)"
+            )
+    s = config.sampling
+    common = dict(clip_len=s.clip_len, stride=s.stride, size=s.size, short_side=s.short_side)
+    train = EvalClipDataset(root, records["train"], crop="random", seed=config.run.seed, **common)
+    test = EvalClipDataset(root, records["test"], num_clips=config.test.clips, crop=config.test.crops,
+                           **common)
+    names: dict[int, str] = {}
+    for r in records["train"] + records["test"]:
+        names.setdefault(int(r.label), str(r.class_name))
+    return train, test, [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
-def finetune(
-    backbone: nn.Module,
-    train_dataset,
-    test_dataset,
-    config: FinetuneConfig | None = None,
-    num_classes: int | None = None,
-) -> dict:
-    """Fine-tune ``backbone`` + FC on ``train_dataset`` and test on ``test_dataset``.
+def build_classifier(config: FinetuneConfig, num_classes: int) -> VideoClassifier:
+    """The pretrained (or randomly initialised) backbone + dropout + FC."""
+    m = config.model
+    if m.checkpoint:
+        backbone = load_encoder(m.checkpoint, backbone=m.backbone or None, **m.backbone_options)
+    else:
+        backbone = build_backbone(m.backbone, **m.backbone_options)
+    return VideoClassifier(backbone, num_classes, m.dropout).train()
 
-    Datasets yield :class:`EvalClipDataset` items (train: ``crop="random"``; test: ``crop="three"``
-    with several clips). ``num_classes`` defaults to 1 + the largest label of the records.
 
-    Returns:
-        ``{"model": VideoClassifier, "history": [{"step", "lr", "loss"}], "steps": int,
-        "config": dict, "test": classification_metrics(...) with "ids"}``.
-    """
-    config = config or FinetuneConfig()
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    if num_classes is None:
-        num_classes = 1 + max(int(r.label) for r in list(train_dataset.records) + list(test_dataset.records))
-    model = VideoClassifier(backbone, num_classes, config.dropout).to(config.device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    loader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=False,
-        generator=gen,
-        num_workers=config.num_workers,
-        collate_fn=collate_videos,
-    )
-    total = config.epochs * len(loader)
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    history = []
-    model.train()
-    for step, batch in train_batches(loader, total):
-        lr = cosine_lr(config.lr, step, total)
-        for group in opt.param_groups:
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank: each rank updated its own in its last
+    forward, and the saved checkpoint holds rank 0's; testing must use the same (no-op on one process)."""
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
+class FinetuneTask(Task):
+    """The classifier step. ``model`` and the datasets replace the builders (tests, notebooks, the demo)."""
+
+    kind = "finetune"
+    collate_fn = staticmethod(collate_videos)
+
+    def __init__(self, model: VideoClassifier | None = None, train_dataset=None, test_dataset=None,
+                 class_names: list[str] | None = None):
+        self._model, self.train_dataset, self.test_dataset = model, train_dataset, test_dataset
+        self.class_names = class_names
+        self.total = 0
+
+    def build(self, config: FinetuneConfig, env: DistEnv):
+        if self.train_dataset is None:
+            self.train_dataset, self.test_dataset, self.class_names = build_datasets(config)
+        model = self._model
+        if model is None:
+            records = list(self.train_dataset.records) + list(getattr(self.test_dataset, "records", []))
+            model = build_classifier(config, 1 + max(int(r.label) for r in records))
+        return model, self.train_dataset
+
+    def memory_format(self, config: FinetuneConfig) -> torch.memory_format:
+        return torch.contiguous_format  # clips arrive NCDHW from the loader
+
+    def build_optimizer(self, config: FinetuneConfig, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(config, model)
+
+    def plan(self, config: FinetuneConfig, steps_per_epoch: int) -> int:
+        self.total = config.optim.epochs * steps_per_epoch
+        return self.total
+
+    def step(self, run: Run, batches: Iterator) -> dict[str, float]:
+        """One step on one batch (``None``: every video of the local batch was unreadable; the step still
+        takes part in the gradient all-reduce with a zero loss)."""
+        cfg, device = run.config, run.env.device
+        batch = next(batches)
+        lr = finetune_lr(cfg, run.step, self.total)
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        x = _train_views(batch["clips"], gen).to(config.device)
-        loss = nn.functional.cross_entropy(model(x), batch["label"].to(config.device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        history.append({"step": step, "lr": lr, "loss": loss.item()})
-        if step % config.log_every == 0:
-            log.info("finetune step %d/%d lr %.5f loss %.4f", step, total, lr, loss.item())
-    pred = predict_videos(model, test_dataset, config.test_batch_size, config.device, config.num_workers)
-    test = classification_metrics(pred["scores"], pred["labels"], num_classes)
-    test["ids"] = pred["ids"]
-    return {"model": model, "history": history, "steps": len(history), "config": asdict(config), "test": test}
+        run.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(cfg.run.precision, device):
+            if batch is None:  # through the DDP wrapper, so every rank's all-reduce still happens
+                log.warning("step %d: a whole local batch was unreadable; it contributes no gradient",
+                            run.step + 1)
+                s = cfg.sampling
+                dummy = torch.zeros((1, 3, s.clip_len, s.size, s.size), device=device)
+                loss, acc = run.net(dummy).float().sum() * 0.0, 0.0
+            else:
+                clips = batch["clips"][:, 0].to(device, non_blocking=True)  # one view per training item
+                labels = batch["label"].to(device, non_blocking=True)
+                logits = run.net(clips).float()
+                loss = nn.functional.cross_entropy(logits, labels)
+                acc = (logits.argmax(dim=1) == labels).float().mean().item()
+        finite = all_reduce_min(torch.tensor([int(torch.isfinite(loss).item())], device=device))
+        if int(finite.item()) != 1:
+            raise RunFailedError(
+                f"fine-tuning loss became non-finite at step {run.step + 1}; resume from the last "
+                "checkpoint (resume=true) with a lower optim.lr or run.precision=fp32")
+        run.scaler.scale(loss).backward()
+        apply_gradients(run, cfg.optim.grad_clip)
+        return {"loss": float(loss.item()), "top1": acc, "lr": lr}
+
+    def finish(self, run: Run) -> None:
+        if run.config.test.enabled and self.test_dataset is not None and run.step >= run.final_step:
+            run.results = score_test_videos(run, self.test_dataset, self.class_names)
+
+
+def score_test_videos(run: Run, test_ds, class_names: list[str] | None) -> dict:
+    """Score every test video (each rank a share), gather, and (main rank) write the results."""
+    cfg, env = run.config, run.env
+    broadcast_buffers(run.model)
+    mine = Subset(test_ds, shard_indices(len(test_ds), env.rank, env.world_size))
+    local = predict_videos(run.model, mine, cfg.test.videos_per_batch, env.device, cfg.data.num_workers,
+                           allow_empty=True)
+    shards = all_gather_objects({"features": local["scores"], "labels": local["labels"],
+                                 "ids": local["ids"], "indices": local["indices"]})
+    merged = merge_shards(shards)
+    metrics = classification_metrics(merged["features"], merged["labels"], run.model.fc.out_features)
+    results = {
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "mean_class_accuracy": metrics["mean_class_accuracy"],
+        "per_class": metrics["per_class"],
+        "num_test": int(len(merged["labels"])),
+        "views_per_video": getattr(test_ds, "views_per_video", None),
+        "step": run.step,
+    }
+    if env.is_main:
+        out = run.run_dir
+        np.savetxt(out / "confusion.csv", metrics["confusion"], fmt="%d", delimiter=",")
+        plot_confusion(metrics["confusion"], class_names, out / "confusion.png", title="fine-tuned, test")
+        np.savez(out / "predictions.npz", scores=merged["features"], labels=merged["labels"],
+                 ids=np.asarray(merged["ids"], dtype=str), indices=merged["indices"])
+        clean = json.loads(json.dumps(results).replace("NaN", "null"))
+        (out / "results.json").write_text(json.dumps(clean, indent=2) + "\n")
+    return results
+
+
+def run_finetune(config: FinetuneConfig, model: VideoClassifier | None = None, train_dataset=None,
+                 test_dataset=None, class_names: list[str] | None = None) -> Run:
+    """Fine-tune as configured; returns the finished engine :class:`~mcl_video.training.engine.Run`
+    (``run.run_dir``, ``run.step``, ``run.model``, and ``run.results`` when tested). A stop signal raises
+    :class:`~mcl_video.training.preempt.RunStopped` after its checkpoint, as in pretraining. ``model``
+    and the datasets replace the builders (tests, notebooks). Under torchrun this starts and ends the
+    process group unless the caller did."""
+    return train(config, FinetuneTask(model, train_dataset, test_dataset, class_names))

@@ -1,8 +1,10 @@
-"""mcl_video.training: config, schedules, checkpoints, distributed helpers, the pretraining loop."""
+"""mcl_video.training: typed configs, the training engine, schedules, checkpoints, distributed helpers,
+MCL pretraining."""
 
 from mcl_video.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from mcl_video.training.config import ConfigError, PretrainConfig, load_config
-from mcl_video.training.loop import NonFiniteLossError, pretrain
+from mcl_video.training.engine import NonFiniteLossError
+from mcl_video.training.pretrain import pretrain
 from mcl_video.training.schedule import TrainingSchedule, build_schedule, lr_schedule
 
 __all__ = [

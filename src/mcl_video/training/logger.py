@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 class MetricLogger:
     def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
-                 samples_per_step: int, device: torch.device | str = "cpu"):
+                 samples_per_step: int, device: torch.device | str = "cpu", desc: str = "pretrain"):
         self.is_main, self.final_step, self.device = is_main, final_step, torch.device(device)
-        self.log_every, self.samples_per_step = config.log_every, samples_per_step
+        self.log_every, self.samples_per_step = config.run.log_every, samples_per_step
         self.bar = self.writer = self.jsonl = None
         self._step_times: list[float] = []
         self._warned_dead = False
@@ -39,13 +39,13 @@ class MetricLogger:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
-        if config.tensorboard:  # lazy: tensorboard is an optional, heavy import
+        if config.run.tensorboard:  # lazy: tensorboard is an optional, heavy import
             from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard loads slowly, often off
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
-        if config.progress:
+        if config.run.progress:
             self.bar = tqdm(total=final_step, initial=start_step, unit="step", dynamic_ncols=True,
-                            desc="pretrain")
+                            desc=desc)
 
     def step(self, step: int, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         """Record optimizer step `step` (1-based: steps done); collective every `log_every` steps."""

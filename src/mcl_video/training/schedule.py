@@ -72,17 +72,18 @@ def build_schedule(config, steps_per_epoch: int) -> TrainingSchedule:
         raise ValueError(
             f"build_schedule: {steps_per_epoch} optimizer steps per epoch: the dataset is smaller than "
             "one global batch (batch_size x world size x grad_accum); lower batch_size or add videos")
-    total = config.epochs * steps_per_epoch
-    if config.warmup_steps >= 0:
-        warmup = config.warmup_steps
+    opt = config.optim
+    total = opt.epochs * steps_per_epoch
+    if opt.warmup_steps >= 0:
+        warmup = opt.warmup_steps
     else:
-        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+        warmup = int(round(opt.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, total)
     return TrainingSchedule(
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
         warmup_steps=warmup,
-        lr=lr_schedule(config.lr, total, warmup, config.schedule, final_lr=config.min_lr),
-        mal_weight=mal_weight_schedule(total, warmup, config.mal_weight_warmup, config.mal_weight),
-        order_weight=order_weight_schedule(total, config.order_ramp),
+        lr=lr_schedule(opt.lr, total, warmup, opt.schedule, final_lr=opt.min_lr),
+        mal_weight=mal_weight_schedule(total, warmup, opt.mal_weight_warmup, opt.mal_weight),
+        order_weight=order_weight_schedule(total, opt.order_ramp),
     )

@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from mcl_video.training.builders import build_model, build_optimizer, feature_grid
 from mcl_video.training.config import PretrainConfig
 from mcl_video.training.distributed import DistEnv, ResumableShardSampler
-from mcl_video.training.loop import Run, memory_format, train_step
-from mcl_video.training.schedule import build_schedule
+from mcl_video.training.engine import Run, memory_format, train_step
+from mcl_video.training.pretrain import PretrainTask
 
 
 def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
@@ -31,18 +31,22 @@ def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
 def bench_run(cfg: PretrainConfig, device: torch.device, total_steps: int) -> Run:
     """A world-size-1 training state of ``cfg`` on ``device`` (model in the config's memory format)
     whose schedules span ``total_steps``; feed it :func:`synthetic_batch` batches through ``train_step``."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.run.seed)
     model = build_model(cfg).to(device, memory_format=memory_format(cfg))
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    schedule = build_schedule(cfg, total_steps)
-    return Run(cfg, env, Path("."), model, model, build_optimizer(cfg, model),
-               torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"), schedule,
-               ResumableShardSampler(cfg.batch_size, cfg.batch_size), final_step=schedule.total_steps)
+    task = PretrainTask(model)
+    task.micro_batches = cfg.optim.grad_accum
+    total = task.plan(cfg, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.run.precision == "fp16")
+    batch = cfg.optim.batch_size
+    return Run(cfg, task, env, Path("."), model, model, None, build_optimizer(cfg, model), scaler,
+               ResumableShardSampler(batch, batch), total_steps, total, total)
 
 
 def bench_batches(cfg: PretrainConfig, device) -> itertools.repeat:
     """The same synthetic batch of ``cfg``'s shape forever."""
-    batch = synthetic_batch(cfg.batch_size, cfg.clip_len, cfg.size, feature_grid(cfg), device)
+    s = cfg.sampling
+    batch = synthetic_batch(cfg.optim.batch_size, s.clip_len, s.size, feature_grid(cfg), device)
     return itertools.repeat(batch)
 
 
@@ -100,9 +104,11 @@ def measure_step_rate(cfg: PretrainConfig, steps: int, warmup: int, device: torc
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    samples = cfg.batch_size * steps / seconds
+    samples = cfg.optim.batch_size * steps / seconds
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"use_mal": cfg.use_mal, "batch": cfg.batch_size, "clip": f"{cfg.clip_len}x{cfg.size}x{cfg.size}",
-            "precision": cfg.precision, "steps": steps, "ms_per_step": 1000 * seconds / steps,
+    s = cfg.sampling
+    return {"use_mal": cfg.model.use_mal, "batch": cfg.optim.batch_size,
+            "clip": f"{s.clip_len}x{s.size}x{s.size}",
+            "precision": cfg.run.precision, "steps": steps, "ms_per_step": 1000 * seconds / steps,
             "samples_per_s": samples, "clips_per_s": 4 * samples, "peak_gib": peak,
             "loss": metrics["loss"]}
