@@ -145,28 +145,23 @@ def test_probe_table_accuracies_r1_and_standard_errors():
         probe_table({"enc": (xtr, xte)}, labels, retrieval="colour")
 
 
-def test_supervised_bound_draws_fresh_clips_every_pass():
-    # the training set's random clip/crop/flip is a function of (seed, epoch, video): the loop must move
-    # the epoch on every pass, or each video is seen with one fixed view (the bound fell to 64% so)
-    from torch import nn
-    from torch.utils.data import DataLoader
+def test_supervised_bound_is_a_fine_tuning_run_with_the_arms_optimizer(tmp_path):
+    # the bound runs on the fine-tuning engine, which moves the epoch on every pass (fresh clip, crop and
+    # flip draws: tests/test_finetune.py::test_every_epoch_gets_fresh_draws); here: its settings
+    from types import SimpleNamespace
 
-    from mcl_video.demo.supervised import _fit
+    from mcl_video.demo.supervised import supervised_config
+    from mcl_video.evaluation.finetune import finetune_lr
+    from mcl_video.training import load_config
 
-    class Views(torch.utils.data.Dataset):
-        def __init__(self):
-            self.epochs = []
-
-        def set_epoch(self, epoch):
-            self.epochs.append(epoch)
-
-        def __len__(self):
-            return 4
-
-        def __getitem__(self, i):
-            return {"clips": torch.randn(1, 3, 2, 4, 4), "label": torch.tensor(i % 2)}
-
-    data = Views()
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 4 * 4, 2))
-    history = _fit(model, DataLoader(data, batch_size=2), steps=7, lr=1e-3, weight_decay=0.0, seed=0)
-    assert len(history) == 7 and data.epochs == [0, 1, 2, 3]  # 2 batches per pass
+    arm = load_config("demo_cpu")
+    settings = SimpleNamespace(supervised_steps=40, supervised_batch_size=32, supervised_dropout=0.5,
+                               num_clips=4, num_workers=0)
+    cfg = supervised_config(arm, settings, tmp_path / "run", seed=3, num_train=100)
+    o = cfg.optim
+    assert (o.optimizer, o.lr, o.schedule, o.warmup_steps, o.max_steps, o.grad_clip) == (
+        "adamw", arm.optim.lr, "constant", 4, 40, 0.0)
+    assert o.epochs * (100 // 32) >= 40  # enough passes for the steps
+    assert [finetune_lr(cfg, s, 40) for s in (0, 3, 4, 39)] == [2.5e-4, 1e-3, 1e-3, 1e-3]
+    assert (cfg.model.backbone, cfg.sampling.size, cfg.run.seed, cfg.test.crops) == (
+        "tiny_r2plus1d", 32, 3, "center")

@@ -22,7 +22,7 @@ from mcl_video.evaluation.features import extract_stacked
 from mcl_video.motion.cache import FORMAT, VERSION, CacheSettings
 from mcl_video.motion.prepare import PrepareSummary, prepare
 from mcl_video.training import PretrainConfig, latest_checkpoint, load_checkpoint, load_config, pretrain
-from mcl_video.training.config import config_to_dict, replace
+from mcl_video.training.config import config_to_dict, flatten, replace
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,11 @@ def arm_config(arm: str, settings: DemoSettings, work: Path, seed: int, config: 
 
 
 def _comparable(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k not in ("resume", "overwrite", "progress")}
+    """A saved config (nested, or flat as earlier versions wrote it) without the keys that do not change
+    what a run computes."""
+    flat = flatten(values) if isinstance(values.get("run"), dict) else values
+    return {k.split(".")[-1]: v for k, v in flat.items()
+            if k.split(".")[-1] not in ("resume", "overwrite", "progress")}
 
 
 def pretrain_arm(config: PretrainConfig) -> tuple[Path, Path, bool]:
