@@ -20,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Render synthetic videos whose classes differ only by the motion of one sprite "
             f"({', '.join(MOTION_CLASSES)}; --classes K takes the first K), over textured backgrounds "
             "with static distractors and a panning camera; regime options make the actor small, the "
-            "distractors salient and the sprite rest for part of each video. Writes OUT/videos, "
+            "distractors salient and the sprite rest for part of each video; --periphery-textures makes a "
+            "positive control (a static texture shortcut outside the actor's region). Writes OUT/videos, "
             "OUT/annotations (classInd.txt, trainlist01.txt, testlist01.txt), OUT/meta.json and "
             "OUT/contact_sheet.png."
         ),
