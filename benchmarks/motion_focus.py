@@ -55,7 +55,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mcl_video.demo.ablation import prepare_weizmann, weizmann_rows
-from mcl_video.demo.study import (
+from study import (  # benchmarks/study.py, beside this script
     ARMS,
     BASE,
     COMMON,

@@ -1,13 +1,17 @@
-"""The motion-focus study (mcl_video.demo.study, run by benchmarks/motion_focus.py): paired analysis,
+"""The motion-focus study (benchmarks/study.py, run by benchmarks/motion_focus.py): paired analysis,
 result caching and arm definitions (the runs themselves are the benchmark)."""
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from mcl_video.demo import study
 from mcl_video.errors import UsageError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import study  # noqa: E402  (benchmarks/study.py: the studies' helpers live beside their runners)
 
 
 @pytest.fixture(scope="module")

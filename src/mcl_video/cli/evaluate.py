@@ -67,6 +67,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("eval_out"),
                    help="folder for results.json, confusion_*.png and features_*.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--benchmark-meta", type=Path, default=None, metavar="META",
+                   help="meta.json of a built-in benchmark (`mcl synth`): also probe the motion class, the "
+                        "static cue (a positive control's periphery texture family) and the shape, and "
+                        "measure the share of the same-clip saliency inside the actor's region")
     return p
 
 
@@ -143,5 +147,14 @@ def run(args) -> int:
         svm_preprocess=preset.svm_preprocess,
     )
     print(format_table(results))
+    if args.benchmark_meta is not None:
+        from mcl_video.evaluation.cues import benchmark_report, format_report
+        from mcl_video.evaluation.protocols import _jsonable
+
+        ds = preset.dataset(args.data, records, args.clip_len, args.stride)  # records: the test split's
+        results["cues"] = benchmark_report(encoder, features["train"], features["test"], args.benchmark_meta,
+                                           ds, device)
+        (args.out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+        print(format_report(results["cues"]))
     print(f"results: {args.out / 'results.json'}")
     return 0

@@ -20,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Render synthetic videos whose classes differ only by the motion of one sprite "
             f"({', '.join(MOTION_CLASSES)}; --classes K takes the first K), over textured backgrounds "
             "with static distractors and a panning camera; regime options make the actor small, the "
-            "distractors salient and the sprite rest for part of each video. Writes OUT/videos, "
+            "distractors salient and the sprite rest for part of each video; --periphery-textures makes a "
+            "positive control (a static texture shortcut outside the actor's region). Writes OUT/videos, "
             "OUT/annotations (classInd.txt, trainlist01.txt, testlist01.txt), OUT/meta.json and "
             "OUT/contact_sheet.png."
         ),
@@ -54,6 +55,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--damping", type=float, default=d.damping, metavar="D",
                    help="share of the sprite's motion amplitude or speed lost by the last frame (0-0.9): "
                         "an arrow of time, so the order of clips can be told; 0 = time-reversible")
+    p.add_argument("--periphery-textures", type=int, default=d.periphery_textures, metavar="K",
+                   help="positive control: a unique high-contrast static texture from one of K families "
+                        "in the periphery of each video (outside the actor's region, which is flat), and "
+                        "one actor appearance for all videos; needs --moving-region < 1, --pan-speed 0 and "
+                        "--distractors 0 0; 0 = off")
+    p.add_argument("--shared-texture", action="store_true",
+                   help="the positive control's shortcut-removed control: one periphery texture for all "
+                        "videos")
+    p.add_argument("--rest-mark", action="store_true",
+                   help="a video-specific static mark in the actor's region, shown only while the actor "
+                        "rests (needs --periphery-textures and --idle-fraction > 0)")
     p.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=d.grayscale,
                    help="remove colour cues (--no-grayscale keeps colours)")
     p.add_argument("--fps", type=int, default=d.fps, help="frame rate of the written videos")
@@ -67,7 +79,8 @@ def run(args) -> int:
     options = {k: getattr(args, k) for k in (
         "classes", "train_per_class", "test_per_class", "frames", "size", "seed", "sprite_size",
         "background_contrast", "distractors", "pan_speed", "period", "moving_region", "distractor_scale",
-        "idle_fraction", "idle_segments", "damping", "grayscale", "fps", "crf", "workers")}
+        "idle_fraction", "idle_segments", "damping", "periphery_textures", "shared_texture", "rest_mark",
+        "grayscale", "fps", "crf", "workers")}
     start = time.perf_counter()
     try:
         out = make_benchmark(args.out, overwrite=args.overwrite, progress=True, **options)

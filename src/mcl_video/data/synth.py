@@ -18,6 +18,16 @@ region's side, the region's place is random): a larger frame with a small moving
 The region is fixed in the scene (the camera pans over it). ``pan_speed`` moves the camera.
 ``idle_fraction`` > 0 makes the sprite rest (no motion at all) for that fraction of each video's
 frames, in ``idle_segments`` stretches at random places, so clips of one video differ in motion.
+``periphery_textures`` = K > 0 makes the benchmark a *positive control* for motion focus: each video
+gets a unique, high-contrast static texture from one of K families (``mcl_video.data.textures``) in the
+*periphery* (everything outside the actor's region), the region is flat and the same grey in every
+video, and the actor has no static identity (one shape, size and grey level for all videos), so a
+static cue identifies each video while only the motion tells the classes. ``shared_texture`` is its
+control with the shortcut removed: the same videos, but one texture for all. ``rest_mark`` adds a small
+video-specific static mark inside the region that is visible only in the resting frames (needs
+``idle_fraction`` > 0), a cue that uniform clip sampling meets and motion-focused sampling avoids.
+Each video then records ``texture_family`` and ``motion_box`` (the region in frame pixels, ``[top,
+left, height, width]``; see :func:`motion_boxes`).
 ``damping`` > 0 gives the videos an arrow of time: the sprite loses that share of its motion
 amplitude (oscillations, orbit, pulse, bounce height) or speed (spin, drift, straight line) by the last
 frame, exponentially in the motion's time. Without it every class is closed under time reversal (each
@@ -27,7 +37,10 @@ function of the clips can tell their order.
 Everything is deterministic for a seed: video ``i`` (class-major, train before test) draws all of its
 parameters from ``numpy.random.default_rng([seed, i])``, so the number of workers never changes results;
 the region's place and the idle stretches come from a separate stream ``default_rng([seed, i, 2])``, so
-turning them on leaves every other draw unchanged.
+turning them on leaves every other draw unchanged. The periphery texture comes from
+``default_rng([seed, i, 3])`` (``default_rng([seed, 3])`` when shared) and the rest mark from
+``default_rng([seed, i, 4])``, so a positive control and its shared-texture control show the same
+motions, regions and rests.
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mcl_video.data.discovery import video_id
 from mcl_video.data.sprites import (
     MOTION_CLASSES,
     SHAPES,
@@ -51,9 +65,16 @@ from mcl_video.data.sprites import (
     draw_motion,
     motion_offsets,
 )
+from mcl_video.data.textures import TEXTURE_FAMILIES, draw_mark, draw_texture, render_mark, render_texture
 from mcl_video.data.writer import write_mp4
 
 _GROUP = 4         # clips per UCF101-style group (gNN); train and test never share a group
+# the positive control's fixed appearance (SynthConfig.periphery_textures > 0)
+ACTOR_SHAPE = "square"   # not rotation-symmetric, so Spin shows
+ACTOR_LEVEL = 0.15       # the actor's grey level (its shaded part: ACTOR_MARK_LEVEL)
+ACTOR_MARK_LEVEL = 0.35
+REGION_LEVEL = 0.5       # the flat actor region
+_NEW_KNOBS = {"periphery_textures": 0, "shared_texture": False, "rest_mark": False}  # left out when off
 
 
 @dataclass
@@ -78,6 +99,9 @@ class SynthConfig:
     idle_fraction: float = 0.0                      # fraction of frames in which the sprite rests
     idle_segments: int = 2                          # stretches the rest is split into
     damping: float = 0.0                            # share of motion amplitude/speed lost by the end
+    periphery_textures: int = 0                     # K texture families in the periphery; 0 = off
+    shared_texture: bool = False                    # control: one periphery texture for all videos
+    rest_mark: bool = False                         # a video-specific mark shown only while resting
     fps: int = 25
     crf: int = 18
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -102,6 +126,20 @@ class SynthConfig:
             (self.idle_segments >= 1, "idle_segments must be >= 1"),
             (0 <= self.damping <= 0.9, "damping must be in [0, 0.9]"),
             (0 <= self.crf <= 51 and self.fps > 0 and self.workers >= 1, "crf 0..51, fps > 0, workers >= 1"),
+            (0 <= self.periphery_textures <= len(TEXTURE_FAMILIES),
+             f"periphery_textures must be 0 (off) .. {len(TEXTURE_FAMILIES)}"),
+        ]
+        if self.periphery_textures:
+            checks += [
+                (self.region_side < self.size, "periphery_textures needs moving_region < 1 (a periphery)"),
+                (self.pan_speed == 0, "periphery_textures needs pan_speed 0 (a static periphery)"),
+                (self.distractors == (0, 0), "periphery_textures needs distractors 0 0"),
+            ]
+        checks += [
+            (not self.shared_texture or self.periphery_textures > 0,
+             "shared_texture needs periphery_textures"),
+            (not self.rest_mark or (self.periphery_textures > 0 and self.idle_fraction > 0),
+             "rest_mark needs periphery_textures and idle_fraction > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -118,6 +156,9 @@ class SynthConfig:
         recorded = {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "workers"}
         if not self.damping:  # a later knob: left out when off, so earlier benchmarks still match
             del recorded["damping"]
+        for name, off in _NEW_KNOBS.items():
+            if recorded[name] == off:
+                del recorded[name]
         return recorded
 
 
@@ -216,6 +257,11 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
     cam = margin + t[:, None] * (speed * np.array([math.cos(heading), math.sin(heading)]))[None, :]
     corner, clock = _regime(cfg, index, cam)
     side = cfg.region_side
+    if cfg.periphery_textures:  # the positive control: a fixed actor in a flat region on whole pixels
+        sprite = {"shape": ACTOR_SHAPE, "radius": float(sum(cfg.sprite_size) / 2 * side / 2),
+                  "colour": [ACTOR_LEVEL] * 3, "mark_colour": [ACTOR_MARK_LEVEL] * 3}
+        base = np.full(3, REGION_LEVEL)
+        corner = np.round(corner)
     window = cam if corner is None else np.zeros_like(cam)  # a region is fixed in the scene
     motion = _fit_motion(motion, cfg.frames, window, sprite["radius"], side, clock)
     off = motion_offsets(motion, cfg.frames, clock)
@@ -230,7 +276,7 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
     def r3(a) -> list[float]:
         return [round(float(v), 3) for v in a]
 
-    return {
+    video = {
         "index": index, "motion": name, "label": class_index + 1, "shape": sprite["shape"],
         "params": {"motion": motion, "sprite": sprite, "anchor": r3(anchor),
                    "background": [round(float(b), 4) for b in base],
@@ -241,6 +287,23 @@ def draw_video(cfg: SynthConfig, index: int, class_index: int) -> dict:
                        "angle": r3(off["angle"]), "scale": r3(off["scale"]),
                        "camera_x": r3(cam[:, 0]), "camera_y": r3(cam[:, 1])},
     }
+    if cfg.periphery_textures:
+        _add_periphery(cfg, index, video, corner - cam[0])
+    return video
+
+
+def _add_periphery(cfg: SynthConfig, index: int, video: dict, corner_in_frame: np.ndarray) -> None:
+    """The positive control's per-video draws: texture family and instance, motion box, rest mark."""
+    rng = np.random.default_rng([cfg.seed, 3] if cfg.shared_texture else [cfg.seed, index, 3])
+    texture = draw_texture(rng, int(rng.integers(cfg.periphery_textures)))
+    left, top = (int(round(float(v))) for v in corner_in_frame)
+    side = cfg.region_side
+    video["texture_family"] = texture["family"]
+    video["motion_box"] = [top, left, side, side]
+    video["params"]["texture"] = texture
+    if cfg.rest_mark:
+        mark_rng = np.random.default_rng([cfg.seed, index, 4])
+        video["params"]["rest_mark"] = draw_mark(mark_rng, (top, left, side))
 
 
 def _background(rng: np.random.Generator, side: int, base, contrast: float, grayscale: bool) -> np.ndarray:
@@ -262,6 +325,8 @@ def _background(rng: np.random.Generator, side: int, base, contrast: float, gray
 def render_video(cfg: SynthConfig, video: dict) -> np.ndarray:
     """Render a video drawn by :func:`draw_video`: uint8 ``(T, H, W, 3)`` RGB frames."""
     p, tr = video["params"], video["trajectory"]
+    if cfg.periphery_textures:
+        return _render_periphery(cfg, video)
     rng = np.random.default_rng([cfg.seed, video["index"], 1])  # texture noise, separate from the draws
     canvas = _background(rng, p["canvas"], p["background"], cfg.background_contrast, cfg.grayscale)[None]
     for d in p["distractors"]:
@@ -275,6 +340,47 @@ def render_video(cfg: SynthConfig, video: dict) -> np.ndarray:
     x, y = np.asarray(tr["x"]) - cam_x, np.asarray(tr["y"]) - cam_y
     _paint(frames, p["sprite"], x, y, tr["angle"], tr["scale"])
     return np.round(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _render_periphery(cfg: SynthConfig, video: dict) -> np.ndarray:
+    """A positive-control video: textured periphery, flat region, rest mark, the fixed actor."""
+    p, tr = video["params"], video["trajectory"]
+    still = render_texture(p["texture"], cfg.size, cfg.size)
+    top, left, h, w = video["motion_box"]
+    still[top : top + h, left : left + w] = REGION_LEVEL
+    frames = np.repeat(still[None, :, :, None], cfg.frames, axis=0).repeat(3, axis=3)
+    if "rest_mark" in p:
+        mt, ml, mh, mw = p["rest_mark"]["box"]
+        frames[p["resting"], mt : mt + mh, ml : ml + mw] = render_mark(p["rest_mark"])[None, :, :, None]
+    x = np.asarray(tr["x"]) - np.asarray(tr["camera_x"])
+    y = np.asarray(tr["y"]) - np.asarray(tr["camera_y"])
+    _paint(frames, p["sprite"], x, y, tr["angle"], tr["scale"])
+    return np.round(np.clip(frames, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def motion_boxes(meta: dict | str | Path) -> dict[str, tuple[int, int, int, int]]:
+    """The actor's region of each video of a benchmark, in frame pixels: ``{video id: (top, left, height,
+    width)}`` from its ``meta.json`` (a dict or the file's path). A positive control records it
+    (``motion_box``); otherwise it is the union over frames of the region seen through the panning
+    camera (whole pixels containing it), or the whole frame when the actor uses all of it."""
+    if not isinstance(meta, dict):
+        meta = json.loads(Path(meta).read_text())
+    size = int(meta["config"]["size"])
+    boxes = {}
+    for v in meta["videos"]:
+        if "motion_box" in v:
+            box = tuple(int(b) for b in v["motion_box"])
+        elif v["params"].get("region") is None:
+            box = (0, 0, size, size)
+        else:
+            cx, cy, side = v["params"]["region"]
+            xs = cx - np.asarray(v["trajectory"]["camera_x"])
+            ys = cy - np.asarray(v["trajectory"]["camera_y"])
+            t0, l0 = max(0, math.floor(ys.min())), max(0, math.floor(xs.min()))
+            t1, l1 = min(size, math.ceil(ys.max() + side)), min(size, math.ceil(xs.max() + side))
+            box = (t0, l0, t1 - t0, l1 - l0)
+        boxes[video_id(v["path"])] = box
+    return boxes
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -360,6 +466,8 @@ def make_benchmark(out_dir: str | Path, overwrite: bool = False, progress: bool 
         "".join(f"{v['path']}\n" for v in videos if v["subset"] == "test"))
     meta = {"format": "mcl-synth-1", "config": cfg.recorded(), "classes": classes, "shapes": list(SHAPES),
             "videos": videos}
+    if cfg.periphery_textures:
+        meta["texture_families"] = list(TEXTURE_FAMILIES[: cfg.periphery_textures])
     (out / "meta.json").write_text(json.dumps(meta, separators=(",", ":")) + "\n")
     _contact_sheet(cfg, videos, out / "contact_sheet.png")
     return out

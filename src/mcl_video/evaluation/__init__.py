@@ -1,11 +1,13 @@
 """mcl_video.evaluation: the protocols of METHOD §6 on frozen or fine-tuned backbones.
 
 load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
-knn_accuracy / retrieval_recall;   extract_stacked + probe_table for several encoders at once;
+knn_accuracy / retrieval_recall;   cue_probes / saliency_in_motion (what an encoder encodes on a
+built-in benchmark: motion or a static cue);   extract_stacked + probe_table for several encoders at once;
 run_finetune for the whole network (on the training engine). (The demo application built on these
 lives in ``mcl_video.demo``.)
 """
 
+from mcl_video.evaluation.cues import benchmark_report, cue_probes, saliency_in_motion
 from mcl_video.evaluation.datasets import EvalClipDataset, clip_indices, collate_videos
 from mcl_video.evaluation.encoder import EncoderLoadError, load_encoder
 from mcl_video.evaluation.features import (
@@ -44,6 +46,9 @@ __all__ = [
     "format_table",
     "run_protocols",
     "EncoderLoadError",
+    "benchmark_report",
+    "cue_probes",
+    "saliency_in_motion",
     "StackedEncoders",
     "EvalClipDataset",
     "FinetuneConfig",

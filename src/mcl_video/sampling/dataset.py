@@ -25,11 +25,12 @@ import torch
 from torch.utils.data import Dataset
 
 from mcl_video.data.discovery import video_id
+from mcl_video.data.synth import motion_boxes
 from mcl_video.data.video import VideoReadError, read_clip
 from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
 from mcl_video.sampling.photometric import PHOTOMETRIC_KEY, photometric_params
-from mcl_video.sampling.spatial import CropBox, MotionFocusedCrop, RandomResizedCropBox
+from mcl_video.sampling.spatial import CropBox, MotionFocusedCrop, OracleCrop, RandomResizedCropBox
 from mcl_video.sampling.temporal import (
     ClipDraw,
     MotionFocusedSampler,
@@ -76,6 +77,7 @@ class PretrainSamplingConfig:
     resize_short: int | None = None  # decode at this short side (crops are rescaled); None: native
     seed: int = 0
     max_retries: int = 20  # replacement videos tried for one item before giving up
+    crop_boxes: str | None = None  # a built-in benchmark's meta.json: crop = each video's motion region
 
 
 @dataclass
@@ -141,7 +143,10 @@ class MCLPretrainDataset(Dataset):
                                                 cfg.top_fraction, cfg.min_frames)
         else:
             self.sampler = UniformSampler(cfg.clip_len, cfg.stride, cfg.min_frames)
-        if cfg.motion_crop:
+        self.boxes = _crop_boxes(cfg.crop_boxes) if cfg.crop_boxes else None
+        if self.boxes is not None:  # the oracle crop: overrides motion_crop
+            self.cropper = OracleCrop()
+        elif cfg.motion_crop:
             self.cropper = MotionFocusedCrop(cfg.crop_scale, cfg.crop_ratio, cfg.crop_tries,
                                              cfg.crop_size_draws, cfg.crop_top_fraction)
         else:
@@ -189,6 +194,13 @@ class MCLPretrainDataset(Dataset):
         fn = getattr(self.cache, "num_frames", None)
         return int(fn(video_id)) if callable(fn) else int(self.cache.get(video_id).num_frames)
 
+    def _box(self, video_id: str) -> tuple:
+        box = self.boxes.get(video_id)
+        if box is None:
+            raise DatasetError(f"crop_boxes {self.config.crop_boxes} has no motion box for video "
+                               f"{video_id}; point crop_boxes at the meta.json of the benchmark you train on")
+        return box
+
     def __len__(self) -> int:
         return len(self.videos)
 
@@ -213,7 +225,8 @@ class MCLPretrainDataset(Dataset):
         frame_hw = tuple(int(x) for x in motion.frame_hw)
         crops, params = [], []
         for clip in VIEW_CLIP:
-            crop = self.cropper.sample(frame_hw, maps[clip], rng)
+            where = maps[clip] if self.boxes is None else self._box(vid)
+            crop = self.cropper.sample(frame_hw, where, rng)
             crops.append(crop)
             params.append(self.augment.draw(crop, rng))
         return SamplePlan(index, vid, str(self.root / rel), frame_hw, draw, indices, tuple(crops),
@@ -265,6 +278,15 @@ class MCLPretrainDataset(Dataset):
             # (a 1-wide grid), which torch.from_numpy refuses
             target = target[..., ::-1].copy()
         return torch.from_numpy(np.ascontiguousarray(target))
+
+
+def _crop_boxes(path: str) -> dict:
+    """``{video id: (top, left, height, width)}`` from a built-in benchmark's meta.json (``crop_boxes``)."""
+    try:
+        return motion_boxes(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"crop_boxes {path}: not a readable meta.json of `mcl synth` ({err}); point "
+                           "crop_boxes at the benchmark's meta.json") from None
 
 
 def _rescale_params(params: AugmentParams, source_hw, decoded_hw) -> AugmentParams:

@@ -240,3 +240,21 @@ class MotionFocusedCrop(RandomResizedCropBox):
         top, bottom = (0, min(r1, H)) if corner in (0, 1) else (max(r0, 0), H)
         left, right = (0, min(c1, W)) if corner in (0, 2) else (max(c0, 0), W)
         return CropBox(top, left, bottom - top, right - left)
+
+
+class OracleCrop:
+    """The oracle crop of a positive-control arm: the crop *is* the video's known motion region.
+
+    ``sample(frame_hw, region, rng)``: ``region = (top, left, height, width)`` in source pixels (e.g.
+    the built-in benchmark's ``motion_box``, see ``mcl_video.data.synth.motion_boxes``), clipped to
+    the frame. Nothing is drawn from ``rng`` (the crop is fixed for a video; flips and photometric
+    augmentation still vary), so the views' other draws are those of a run without it.
+    """
+
+    def sample(self, frame_hw: tuple[int, int], region, rng: np.random.Generator | None = None) -> CropBox:
+        """The region as a :class:`CropBox` inside a ``frame_hw = (H, W)`` frame."""
+        H, W = frame_hw
+        top, left, height, width = (int(v) for v in region)
+        t0, l0 = min(max(top, 0), H - 1), min(max(left, 0), W - 1)
+        t1, l1 = max(min(top + height, H), t0 + 1), max(min(left + width, W), l0 + 1)
+        return CropBox(t0, l0, t1 - t0, l1 - l0)

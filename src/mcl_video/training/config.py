@@ -155,6 +155,8 @@ class SamplingSection(Section):
     """decode at this short side (crops are rescaled); None: native"""
     max_retries: NonNegativeInt = _SAMPLING.max_retries
     """replacement videos tried for one item before giving up"""
+    crop_boxes: str | None = _SAMPLING.crop_boxes
+    """a built-in benchmark's meta.json: every crop is the video's motion region (the oracle-crop arm)"""
 
 
 class OptimSection(Section):

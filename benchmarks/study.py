@@ -1,5 +1,6 @@
 """The motion-focus study (BENCHMARKS.md, "Motion-focus study"): its arms and regimes, the cache of one
-result per run, and the paired analysis. ``benchmarks/motion_focus.py`` runs it.
+result per run, and the paired analysis. ``benchmarks/motion_focus.py`` runs it;
+``benchmarks/positive_control.py`` reuses the result cache and the paired interval.
 
 A result may lack the real-clip (Weizmann) columns (``WEIZMANN``): results written before they existed,
 or runs made with ``--no-weizmann``; the summary then shows them as missing ("—").
