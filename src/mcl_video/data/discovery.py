@@ -3,6 +3,7 @@ files and frame folders."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path, PurePosixPath
 
@@ -57,3 +58,66 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
                                     "so rename or remove one of each")
     return videos
 
+
+
+FINGERPRINT_BYTES = 1 << 20  # the content hash reads this much from the start and from the end
+
+
+def _hash_ends(h, path: Path, size: int) -> None:
+    with open(path, "rb") as fh:
+        h.update(fh.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            fh.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            h.update(fh.read(FINGERPRINT_BYTES))
+
+
+def source_fingerprint(path: str | os.PathLike, content: bool = True) -> dict:
+    """``{"size", "mtime_ns", "hash"}`` of a video file or frame folder: the fast identity a motion-cache
+    entry records of its source, so that a replaced video is prepared again.
+
+    ``hash``: sha256 of the size and the first and last MiB (of a frame folder: of its file names and
+    sizes and the ends of its first and last frame), so a video is never read whole; ``content=False``
+    leaves it out (size and mtime only, for the quick comparison first).
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        stats = [p.stat() for p in files]
+        size = sum(s.st_size for s in stats)
+        mtime = max([s.st_mtime_ns for s in stats] + [path.stat().st_mtime_ns])
+        if content:
+            h.update("\n".join(f"{p.name} {s.st_size}" for p, s in zip(files, stats)).encode())
+            for p, s in {files[0]: stats[0], files[-1]: stats[-1]}.items() if files else ():
+                _hash_ends(h, p, s.st_size)
+    else:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+        if content:
+            h.update(str(size).encode())
+            _hash_ends(h, path, size)
+    out = {"size": int(size), "mtime_ns": int(mtime)}
+    if content:
+        out["hash"] = h.hexdigest()[:32]
+    return out
+
+
+def source_changed(recorded: dict | None, path: str | os.PathLike) -> str | None:
+    """Why the file at ``path`` is not the source ``recorded`` by :func:`source_fingerprint` (None: the
+    same). Size and mtime equal: the same; otherwise the content hash decides (a copy that only got a new
+    mtime is the same video)."""
+    if not recorded:
+        return "the entry does not record its source"
+    try:
+        now = source_fingerprint(path, content=False)
+    except OSError as err:
+        return f"its source cannot be read ({err.strerror})"
+    if now["size"] == recorded.get("size") and now["mtime_ns"] == recorded.get("mtime_ns"):
+        return None
+    if now["size"] != recorded.get("size"):
+        return f"the source's size changed ({recorded.get('size')} -> {now['size']} bytes)"
+    try:
+        digest = source_fingerprint(path)["hash"]
+    except OSError as err:
+        return f"its source cannot be read ({err.strerror})"
+    return None if digest == recorded.get("hash") else "the source's content changed (same size, new hash)"
