@@ -62,7 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
     p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
                    help="compute flow at this short side in pixels (no upscaling); 'none' = full size")
-    p.add_argument("--clip-len", type=positive_int, default=d.clip_len, help="clip length for the clip scores")
+    p.add_argument("--clip-len", type=positive_int, default=d.clip_len,
+                   help="clip length for the clip scores")
     p.add_argument("--stride", type=positive_int, default=d.stride, help="frame stride of a clip")
     p.add_argument("--frame-window", type=positive_int, default=d.frame_window,
                    help="flow frames around each frame for its 7x7 map (the release: 8, Kinetics 4)")
