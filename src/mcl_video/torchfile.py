@@ -12,6 +12,7 @@ holds, and the finite-state check every writer of weights calls first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import pickletools
@@ -178,3 +179,12 @@ def save_atomic(obj: Any, path: str | os.PathLike, full_disk_hint: str) -> Path:
                 raise
             raise writer.error from None
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a whole file (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
