@@ -4,6 +4,7 @@ files and frame folders."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path, PurePosixPath
 
@@ -11,9 +12,19 @@ from mcl_video.data import rawframes
 from mcl_video.data.video import VIDEO_EXTENSIONS
 from mcl_video.errors import DataError, MissingInputError
 
+log = logging.getLogger(__name__)
+
 
 class VideoIdCollisionError(DataError):
     """Two videos of one folder with the same name and different extensions (one cache id)."""
+
+
+class SymlinkLoopError(DataError):
+    """A folder under the video root links back to one of its ancestors."""
+
+
+class UnreadableFolderError(DataError):
+    """A folder under the video root that cannot be listed (its videos would be left out)."""
 
 
 def video_id(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
@@ -33,18 +44,47 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
     (folders holding ``img_<n>.jpg`` frames, see ``data.rawframes``), sorted.
 
     Raises :class:`VideoIdCollisionError` when two of them differ only by the extension (``clip.mp4`` and
-    ``clip.avi``): a video is known by its path without the extension, so one would be lost.
+    ``clip.avi``): a video is known by its path without the extension, so one would be lost;
+    :class:`SymlinkLoopError` for a link back to an ancestor folder; :class:`UnreadableFolderError` for
+    folders that cannot be listed. Links are followed; a second link to a folder already searched is
+    searched once (with a warning).
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingInputError(f"video folder {root} does not exist or is not a folder")
     videos = []
-    for folder, _, names in os.walk(root, followlinks=True):
+    unreadable: list[str] = []
+    seen: dict[str, Path] = {}  # real path of each folder walked -> the path it was reached by
+
+    def failed(err: OSError) -> None:
+        unreadable.append(f"{err.filename} ({err.strerror})")
+
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=failed):
         base = Path(folder)
+        seen.setdefault(os.path.realpath(base), base)
+        keep = []
+        for d in sorted(dirs):
+            real = os.path.realpath(base / d)
+            if real in seen or real == os.path.realpath(root):
+                target = seen.get(real, root)
+                if os.path.commonpath([real, os.path.realpath(base)]) == real:  # an ancestor: a loop
+                    raise SymlinkLoopError(f"{base / d} links back to {target} (a symlink loop under "
+                                           f"{root}); remove or replace the link")
+                log.warning("%s is a link to %s, already searched: its videos are counted once", base / d,
+                            target)
+                continue
+            seen[real] = base / d
+            keep.append(d)
+        dirs[:] = keep
         if any(rawframes.FRAME_PATTERN.match(n) for n in names):
             videos.append(base)
         videos += [base / n for n in names
                    if os.path.splitext(n)[1].lower() in VIDEO_EXTENSIONS and os.path.isfile(base / n)]
+    if unreadable:
+        more = f" (and {len(unreadable) - 3} more)" if len(unreadable) > 3 else ""
+        raise UnreadableFolderError(f"cannot read {len(unreadable)} folder(s) under {root}: "
+                                    f"{'; '.join(unreadable[:3])}{more}; their videos would be left out: "
+                                    "make them readable (chmod a+rx) or move them out of the folder")
     videos.sort()
     by_id: dict[str, list[Path]] = {}
     for p in videos:
