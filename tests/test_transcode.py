@@ -94,7 +94,8 @@ def test_rerun_skips_finished_copies_and_bad_inputs_are_reported(src, tmp_path):
     assert (first.written, first.skipped) == (1, 0)
     assert sorted(first.failed) == [str(root / "bad.mp4"), str(root / "cut.avi")]
     assert all(str(root) in why for why in first.failed.values())
-    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4"]  # the stale temporary file is gone
+    # the stale temporary file is gone; the settings are recorded, the lock released
+    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4", "transcode.json"]
     stamp = (out / "good.mp4").stat().st_mtime_ns
     second = transcode(root, out, settings, workers=2, progress=False)  # bad files again fail, good skipped
     assert (second.written, second.skipped, len(second.failed)) == (0, 1, 2)
