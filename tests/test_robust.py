@@ -428,3 +428,14 @@ def test_an_unreadable_annotation_file_is_one_error(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(splits, "open", guarded, raising=False)
     with pytest.raises(AnnotationError, match="cannot read the annotation file"):
         read_split("mmaction2_videos", ann, subset="train")
+
+
+def test_resume_drops_metric_lines_logged_after_the_checkpoint(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3, 4)] + ['{"step": 5, "lo']  # torn
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    config = SimpleNamespace(log_every=1, tensorboard=False, progress=False)
+    logger = MetricLogger(tmp_path, True, 2, 4, config, samples_per_step=2)  # resumed from step 2
+    logger.step(3, 0, {"loss": 0.5}, 0.1)
+    logger.close()
+    records = [strict_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3] and records[-1]["loss"] == 0.5

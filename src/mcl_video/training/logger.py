@@ -7,6 +7,9 @@ MAL cosines, mal_flat_loss = the loss a constant saliency map would get, mal_dea
 saliency is zero everywhere), the LR, the loss weights, steps/s and samples/s (a sample is one query clip
 and its three key clips). No list of names is kept here: what the forward reports is what is logged.
 
+On resume from step N the lines of later steps (logged by the interrupted run after its last
+checkpoint) and a torn last line are dropped first, so every step is logged once.
+
 ``metrics.jsonl`` stays valid JSON: a step whose averaged metrics hold NaN or inf (a diverged run, an
 infinite learning rate) is not logged; every rank raises :class:`NonFiniteMetricError` naming them.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mcl_video.atomic import atomic_path
 from mcl_video.errors import RunFailedError
 from mcl_video.training.distributed import all_reduce_mean
 
@@ -46,6 +50,25 @@ def finite_record(record: dict, step: int) -> str:
     return json.dumps(record, allow_nan=False)
 
 
+def trim_metrics(path: Path, last_step: int) -> int:
+    """Keep the lines of ``path`` with ``step <= last_step`` (and whole JSON); -> lines dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # torn by a kill mid-write
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= last_step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_path(path, "free space, then continue with resume=true") as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 class MetricLogger:
     def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
                  samples_per_step: int, device: torch.device | str = "cpu"):
@@ -58,6 +81,10 @@ class MetricLogger:
             return
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        dropped = trim_metrics(run_dir / "metrics.jsonl", start_step)
+        if dropped:
+            log.info("metrics.jsonl: dropped %d line(s) after step %d (logged after the last checkpoint)",
+                     dropped, start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
         if config.tensorboard:  # lazy: tensorboard is an optional, heavy import
             from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard loads slowly, often off
