@@ -281,6 +281,16 @@ def test_prepare_options_out_of_range_are_usage_errors(tmp_path, capsys, args):
     assert args[0] in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [["--fc-lr", "inf"], ["--fc-lr", "nan"], ["--fc-lr", "-1"], ["--split", "0"],
+                                  ["--seed", "-1"]])
+def test_evaluate_options_out_of_range_are_usage_errors(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--random-init", "--backbone", "tiny_r2plus1d", "--data", str(tmp_path),
+              "--annotations", str(tmp_path), "--out", str(tmp_path / "ev"), *args])
+    assert exit_.value.code == 2 and args[0] in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+
+
 # ---- evaluate: complete or absent, and named ------------------------------------------------------------
 
 

@@ -88,6 +88,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
 def writable_folder(path: str | os.PathLike, option: str) -> Path:
     """Create ``path`` if needed and check that files can be written in it (else a UsageError)."""
     path = Path(path)

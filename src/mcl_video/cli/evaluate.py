@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from mcl_video.cli import non_negative_int, positive_int, writable_folder
+from mcl_video.cli import non_negative_int, positive_float, positive_int, writable_folder
 from mcl_video.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--annotations", type=Path, required=True, help="split files folder")
     p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400, folder, "
                    "mmaction2_rawframes or mmaction2_videos (read_split's dataset kinds)")
-    p.add_argument("--split", type=int, default=1, help="split number of the annotation lists (1-3)")
+    p.add_argument("--split", type=positive_int, default=1, help="split number of the annotation lists (1-3)")
     p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"],
                    help="which evaluation(s) to run")
     p.add_argument(
@@ -64,9 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when available (as pretrain)")
     p.add_argument("--fc-epochs", type=positive_int, default=100, help="epochs of the FC probe")
-    p.add_argument("--fc-lr", type=float, default=16.0, help="learning rate of the FC probe")
+    p.add_argument("--fc-lr", type=positive_float, default=16.0, help="learning rate of the FC probe")
     p.add_argument("--knn-k", type=positive_int, default=20, help="neighbours of the kNN classifier")
-    p.add_argument("--seed", type=int, default=0, help="seed of a --random-init backbone")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of a --random-init backbone")
     p.add_argument("--out", type=Path, default=Path("eval_out"),
                    help="folder for results.json, confusion_*.png and features_*.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
