@@ -272,7 +272,9 @@ def test_disk_full_during_a_checkpoint_write(bench, tmp_path, capsys, monkeypatc
             fh.write = write
         return fh
 
-    monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
+    import mcl_video.torchfile as torchfile  # where checkpoints are written (torchfile.save_atomic)
+
+    monkeypatch.setattr(torchfile, "open", full_disk_open, raising=False)
     cli(capsys, pretrain_args(bench, run), 1, run / "ckpt-00000002.pt", "disk full", "resume=true")
     monkeypatch.undo()
     assert sorted(p.name for p in run.iterdir() if "ckpt" in p.name) == ["ckpt-00000001.pt"]  # no temp file
