@@ -236,6 +236,15 @@ def test_python_object_payloads_are_named_in_every_file_form(tmp_path):
         message = str(err.value)
         assert "holds Python objects" in message and "Payload" in message, message
         assert "weights_only" not in message
+    from mcl_video.errors import DataError
+    from mcl_video.models.backbones import load_torchvision_weights
+    from mcl_video.models.p3d_resnet import load_2d_state_dict
+
+    for load in (load_2d_state_dict, lambda p: load_torchvision_weights(build_backbone("tiny_r2plus1d"), p)):
+        with pytest.raises(DataError) as err:  # 2D inflation weights and torchvision video weights too
+            load(tmp_path / "zip.pt")
+        assert "holds Python objects (test_robust.Payload)" in str(err.value)
+        assert "weights_only" not in str(err.value)
     with open(tmp_path / "numbers.pkl", "wb") as fh:
         pickle.dump({"a": 1}, fh)
     with pytest.raises(CheckpointError, match="a plain Python pickle"):

@@ -83,7 +83,7 @@ def python_objects(path: str | os.PathLike) -> list[str]:
     return [g for g in (pickle_globals(path) or []) if not _PLAIN.match(g)]
 
 
-def _objects_error(path: Path, objects: list[str], hint: str) -> CheckpointError:
+def objects_error(path: Path, objects: list[str], hint: str) -> CheckpointError:
     shown = ", ".join(objects[:3]) + (f" and {len(objects) - 3} more" if len(objects) > 3 else "")
     return CheckpointError(
         f"{path}: holds Python objects ({shown}) besides tensors and plain containers, which mcl does not "
@@ -112,7 +112,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         objects = python_objects(path) or ([found.group(1)] if found else [])
         if objects:
-            raise _objects_error(path, objects, "") from None
+            raise objects_error(path, objects, "") from None
         if pickle_globals(path) is not None and not zipfile.is_zipfile(path):
             reason = "a plain Python pickle, not a file written by torch.save"
         else:
