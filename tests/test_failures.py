@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
+from mcl_video import torchfile  # checkpoints are written by torchfile.save_atomic
 from mcl_video.cli import build_parser, main
 from mcl_video.data.discovery import find_videos
 from mcl_video.data.video import VideoReadError, read_video_info
 from mcl_video.motion.cache import MotionCache, entry_path
-from mcl_video.training import checkpoint as ckpt
 from mcl_video.training import list_checkpoints, load_checkpoint
 from test_motion_cache import write_moving_square
 
@@ -273,7 +273,7 @@ def test_disk_full_during_a_checkpoint_write(bench, tmp_path, capsys, monkeypatc
             fh.write = write
         return fh
 
-    monkeypatch.setattr(ckpt, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(torchfile, "open", full_disk_open, raising=False)
     cli(capsys, pretrain_args(bench, run), 1, run / "ckpt-00000002.pt", "disk full", "resume=true")
     monkeypatch.undo()
     assert sorted(p.name for p in run.iterdir() if "ckpt" in p.name) == ["ckpt-00000001.pt"]  # no temp file

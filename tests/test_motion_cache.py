@@ -208,19 +208,20 @@ def test_real_clip_target_correlation(shared, tmp_path):
     assert min(corr) > 0.8, corr
 
 
-@pytest.mark.parametrize("old, why", [(1, "fixed 8 px border"), (2, "8-bit fields uncompressed")])
+@pytest.mark.parametrize("old, why", [(1, "fixed 8 px border"), (2, "8-bit fields uncompressed"),
+                                     (3, "did not record their source")])
 def test_caches_of_older_versions_are_refused_with_the_rebuild_command(tiny, tmp_path, old, why):
     _, arrays, info, _, _ = tiny
     init_cache(tmp_path, SETTINGS)
     write_entry(tmp_path, "a", arrays, info)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert VERSION == 3 and meta["version"] == 3 and "224" in meta["border_rule"]
+    assert VERSION == 4 and meta["version"] == 4 and "224" in meta["border_rule"]
     (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=old)))
     for call in (MotionCache, lambda p: init_cache(p, SETTINGS)):
         with pytest.raises(DataError) as err:
             call(tmp_path)
         message = str(err.value)
-        assert "\n" not in message and f"v{old} " in message and why in message and "reads v3" in message
+        assert "\n" not in message and f"v{old} " in message and why in message and "reads v4" in message
         assert f"mcl prepare VIDEO_ROOT --out {tmp_path}" in message
 
 

@@ -94,7 +94,8 @@ def test_rerun_skips_finished_copies_and_bad_inputs_are_reported(src, tmp_path):
     assert (first.written, first.skipped) == (1, 0)
     assert sorted(first.failed) == [str(root / "bad.mp4"), str(root / "cut.avi")]
     assert all(str(root) in why for why in first.failed.values())
-    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4"]  # the stale temporary file is gone
+    # the stale temporary file is gone; the settings are recorded, the lock released
+    assert sorted(p.name for p in out.rglob("*")) == ["good.mp4", "transcode.json"]
     stamp = (out / "good.mp4").stat().st_mtime_ns
     second = transcode(root, out, settings, workers=2, progress=False)  # bad files again fail, good skipped
     assert (second.written, second.skipped, len(second.failed)) == (0, 1, 2)
@@ -106,8 +107,13 @@ def test_cli(src, tmp_path, capsys):
                 "--no-progress"]) == 0
     assert "2 transcoded" in capsys.readouterr().out
     assert keyframes(tmp_path / "o" / "b.mp4") == [0, 4, 8, 12, 16, 20]
-    assert mcl(["transcode", str(src), str(tmp_path / "o"), "--no-progress"]) == 0
+    same = ["--short-side", "64", "--gop", "4", "--no-progress"]
+    assert mcl(["transcode", str(src), str(tmp_path / "o"), *same]) == 0
     assert "2 already done" in capsys.readouterr().out
+    # other settings into the same folder would mix two kinds of copies: refused, naming what differs
+    assert mcl(["transcode", str(src), str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "short_side: 64 -> 256" in err and "gop: 4 -> 16" in err
     assert mcl(["transcode", str(src), str(src / "copies"), "--no-progress"]) == 2
     assert "inside the source folder" in capsys.readouterr().err
     assert mcl(["transcode", str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 2

@@ -9,7 +9,8 @@ The parser is built from the ``COMMANDS`` table below, so adding a command is on
 
 Errors (``mcl_video.errors``): a user error (:class:`MCLError`) is printed as ``error: <message>`` on
 one line and ends the command with its exit status (2 usage/config, 1 run failed); a full disk
-(``ENOSPC``/``EDQUOT``) anywhere is one too. Ctrl-C exits 130 (``pretrain`` first writes a checkpoint
+(``ENOSPC``/``EDQUOT``) anywhere is one too, and so is running out of memory (the message names the
+batch size and the device). Ctrl-C exits 130 (``pretrain`` first writes a checkpoint
 after the current step). ``--debug`` or ``MCL_DEBUG=1`` adds the traceback; any other exception is a
 programming error and keeps its traceback.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from mcl_video import __version__
 from mcl_video.allocator import maybe_reexec
 from mcl_video.atomic import DISK_FULL
-from mcl_video.errors import MCLError, UsageError
+from mcl_video.errors import MCLError, UsageError, out_of_memory_error
 
 # command name -> module in mcl_video.cli (in the order of the data flow)
 COMMANDS: dict[str, str] = {
@@ -87,6 +88,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
 def writable_folder(path: str | os.PathLike, option: str) -> Path:
     """Create ``path`` if needed and check that files can be written in it (else a UsageError)."""
     path = Path(path)
@@ -125,6 +137,22 @@ def _user_error(message: str, status: int, debug: bool) -> int:
     return status
 
 
+def _batch_setting(args) -> str | None:
+    """How the command was given its batch size: ``--batch-size N`` or a ``batch_size=N`` override."""
+    if getattr(args, "batch_size", None) is not None:
+        return f"--batch-size {args.batch_size}"
+    found = [o for o in getattr(args, "overrides", None) or [] if str(o).startswith("batch_size=")]
+    return found[-1] if found else None
+
+
+def _device_setting(args) -> str | None:
+    device = getattr(args, "device", None)
+    overrides = getattr(args, "overrides", None) or []
+    found = [str(o).split("=", 1)[1] for o in overrides if str(o).startswith("device=")]
+    device = found[-1] if found else device
+    return None if device in (None, "auto") else str(device)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the `mcl` command itself (not a call from Python): tcmalloc when installed
         maybe_reexec(sys.argv[1:])
@@ -148,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f" writing {err.filename}" if err.filename else ""
         return _user_error(f"disk full{where} ({err.strerror}); free space or choose another folder, "
                            "then rerun (finished work is kept)", 1, debug)
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        oom = out_of_memory_error(err, _batch_setting(args), _device_setting(args))
+        if oom is None:
+            raise
+        return _user_error(str(oom), oom.exit_code, debug)
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

@@ -3,6 +3,9 @@
 Extracts train/test features (N uniformly spaced centre-cropped clips per video, averaged), runs the
 linear SVM / FC probes, kNN and retrieval, prints a table and writes ``results.json``,
 ``confusion_*.png`` and the features (``features_train.npz``, ``features_test.npz``) to ``--out``.
+Each file is complete or absent; ``results.json`` (naming the checkpoint by path and sha256, and the
+data) is written last, and an earlier run's results are removed first, so a folder with a results.json
+holds one finished evaluation. One evaluate at a time per folder (``--out/.mcl-lock``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from mcl_video.cli import non_negative_int, positive_int, writable_folder
+from mcl_video.cli import non_negative_int, positive_float, positive_int, writable_folder
 from mcl_video.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--annotations", type=Path, required=True, help="split files folder")
     p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400, folder, "
                    "mmaction2_rawframes or mmaction2_videos (read_split's dataset kinds)")
-    p.add_argument("--split", type=int, default=1, help="split number of the annotation lists (1-3)")
+    p.add_argument("--split", type=positive_int, default=1, help="split number of the annotation lists (1-3)")
     p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"],
                    help="which evaluation(s) to run")
     p.add_argument(
@@ -61,9 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when available (as pretrain)")
     p.add_argument("--fc-epochs", type=positive_int, default=100, help="epochs of the FC probe")
-    p.add_argument("--fc-lr", type=float, default=16.0, help="learning rate of the FC probe")
+    p.add_argument("--fc-lr", type=positive_float, default=16.0, help="learning rate of the FC probe")
     p.add_argument("--knn-k", type=positive_int, default=20, help="neighbours of the kNN classifier")
-    p.add_argument("--seed", type=int, default=0, help="seed of a --random-init backbone")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of a --random-init backbone")
     p.add_argument("--out", type=Path, default=Path("eval_out"),
                    help="folder for results.json, confusion_*.png and features_*.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,7 +109,40 @@ def _class_names(records) -> list[str]:
     return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
+def _source(args, records: dict) -> dict:
+    """What results.json names as evaluated: the checkpoint (path, sha256) or the random init, and the
+    data (dataset, folders, split, video counts and a hash of the listed videos and labels)."""
+    import hashlib
+
+    from mcl_video.torchfile import file_sha256
+
+    if args.random_init:
+        model = {"random_init": True, "backbone": args.backbone, "seed": args.seed}
+    else:
+        model = {"checkpoint": str(args.checkpoint.resolve()), "sha256": file_sha256(args.checkpoint)}
+    listed = "\n".join(f"{s} {r.path} {r.label}" for s in ("train", "test") for r in records[s])
+    data = {"dataset": args.dataset, "video_root": str(args.data.resolve()),
+            "annotations": str(args.annotations.resolve()), "split": args.split,
+            "num_train_videos": len(records["train"]), "num_test_videos": len(records["test"]),
+            "videos_sha256": hashlib.sha256(listed.encode()).hexdigest()}
+    return {**model, "backbone_options": args.backbone_options, "preset": args.preset, "data": data}
+
+
+def _remove_old_results(out: Path) -> None:
+    """An earlier run's results.json and confusion files: removed before anything new is written."""
+    for path in [out / "results.json", *out.glob("confusion_*.csv"), *out.glob("confusion_*.png")]:
+        path.unlink(missing_ok=True)
+
+
 def run(args) -> int:
+    from mcl_video.runlock import run_lock
+
+    writable_folder(args.out, "--out")
+    with run_lock(args.out, f"mcl evaluate --out {args.out}"):
+        return _run(args)
+
+
+def _run(args) -> int:
     from mcl_video.data import read_split
     from mcl_video.evaluation.features import extract_features, feature_protocol
     from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
@@ -114,15 +150,18 @@ def run(args) -> int:
 
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
     device = select_device(args.device)
-    writable_folder(args.out, "--out")
     preset = feature_protocol(args.preset, args.size, args.num_clips)
     encoder = _build_encoder(args).to(device)
-    features, all_records = {}, []
-    for subset in ("train", "test"):
-        records = read_split(args.dataset, args.annotations, args.split, subset, video_root=args.data)
-        if not records:
+    listed = {}
+    for subset in ("train", "test"):  # both lists are read (and checked) before anything is extracted
+        listed[subset] = read_split(args.dataset, args.annotations, args.split, subset, video_root=args.data)
+        if not listed[subset]:
             raise DataError(f"--data {args.data}: none of the {subset} videos of {args.dataset} split "
                             f"{args.split} (listed in {args.annotations}) is there; check --data and --split")
+    source = _source(args, listed)  # the checkpoint's hash before the long part
+    _remove_old_results(args.out)
+    features, all_records = {}, []
+    for subset, records in listed.items():
         all_records += records
         ds = preset.dataset(args.data, records, args.clip_len, args.stride)
         log.info("extracting %s features: %d videos x %d clips", subset, len(ds), preset.num_clips)
@@ -145,6 +184,7 @@ def run(args) -> int:
         fc_lr=args.fc_lr,
         knn_k=args.knn_k,
         svm_preprocess=preset.svm_preprocess,
+        source=source,
     )
     print(format_table(results))
     if args.benchmark_meta is not None:

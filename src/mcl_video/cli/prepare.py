@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from mcl_video.cli import positive_int, writable_folder
+from mcl_video.cli import _int_at_least, positive_int, writable_folder
 from mcl_video.errors import UsageError
 from mcl_video.motion.cache import CacheSettings
 from mcl_video.motion.flow import FLOW_BOUND
@@ -20,7 +20,15 @@ def _border(value: str) -> int | str:
 
 
 def _resize(value: str) -> int | None:
-    return None if value.lower() in ("none", "0", "full") else int(value)
+    if value.lower() in ("none", "0", "full"):
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected pixels >= 1 or 'none', got {value!r}")
+    return int(value)
+
+
+def _field_short(value: str) -> int:
+    return _int_at_least(value, 2)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,20 +62,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
     p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
                    help="compute flow at this short side in pixels (no upscaling); 'none' = full size")
-    p.add_argument("--clip-len", type=int, default=d.clip_len, help="clip length for the clip scores")
-    p.add_argument("--stride", type=int, default=d.stride, help="frame stride of a clip")
-    p.add_argument("--frame-window", type=int, default=d.frame_window,
+    p.add_argument("--clip-len", type=positive_int, default=d.clip_len,
+                   help="clip length for the clip scores")
+    p.add_argument("--stride", type=positive_int, default=d.stride, help="frame stride of a clip")
+    p.add_argument("--frame-window", type=positive_int, default=d.frame_window,
                    help="flow frames around each frame for its 7x7 map (the release: 8, Kinetics 4)")
     p.add_argument("--border", type=_border, default=d.border, metavar="N|auto",
                    help="border zeroed in the frame maps and clip scores, pixels; 'auto' scales the "
                         "release's 8 px at 224 to the flow's resolution: round(8 * short_side / 224)")
-    p.add_argument("--field-short", type=int, default=d.field_short,
+    p.add_argument("--field-short", type=_field_short, default=d.field_short,
                    help="short side of the stored motion fields (bytes per frame grow with its area)")
     p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],
                    help="what the cache stores for the alignment target")
     p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400", "mmaction2_rawframes",
                                          "mmaction2_videos"], help="ROOT is annotations")
-    p.add_argument("--split", type=int, default=1, help="annotation split (with --dataset)")
+    p.add_argument("--split", type=positive_int, default=1, help="annotation split (with --dataset)")
     p.add_argument("--video-root", metavar="DIR", help="video folder of the annotations (with --dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -87,8 +96,8 @@ def run(args) -> int:
         if not os.path.isdir(args.flow_from):
             raise UsageError(f"--flow-from {args.flow_from}: no such folder; pass the folder holding one "
                              "flow folder (flow_x_00001.jpg, ...) per video")
-        if not args.flow_bound > 0:
-            raise UsageError(f"--flow-bound must be > 0 pixels, got {args.flow_bound}")
+        if not 0 < args.flow_bound < float("inf"):
+            raise UsageError(f"--flow-bound must be a finite number > 0 of pixels, got {args.flow_bound}")
         flow, options = FLOW_JPEG, {"bound": float(args.flow_bound)}
     if args.dataset and not args.video_root:
         raise UsageError("--dataset needs --video-root DIR (the folder the annotation paths are relative to)")

@@ -13,15 +13,24 @@ video root, in the order of the annotation files. Formats:
   time_end, split``); path ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``. Label indices follow
   ``label_map.txt`` when the folder has one, else the sorted label names of the CSV. The test CSV has
   no labels: its records get label -1, class name ``""`` and the folder ``test/``. ``split`` is unused.
-- ``folder``: ``annotation_dir`` holds one sub-folder per class (sorted names give the labels); every
-  video under it is one record with subset ``"all"``; ``split`` and ``subset`` are not used.
+- ``folder``: ``annotation_dir`` holds one sub-folder per class (sorted names give the labels). Split
+  into ``annotation_dir/train/<class>/`` and ``annotation_dir/test/<class>/``, subsets ``train`` and
+  ``test`` are those folders (labels from the train classes; paths keep the ``train/`` or ``test/``
+  part). Unsplit, subset ``train`` (or ``all``) is every video, with subset ``"all"`` (pretraining
+  needs no split), and ``test`` is refused naming the fix: train and test would be the same videos.
+  ``split`` is not used.
 - ``mmaction2_rawframes`` / ``mmaction2_videos``: mmaction2's list files, lines ``<frame folder>
   <num_frames> <label>`` / ``<video> <label>``, 0-based labels, paths relative to the video root. The
   list of a subset is found in ``annotation_dir`` by name: ``*_<subset>_split_<N>_rawframes.txt`` (or
   ``_videos.txt``, as mmaction2's UCF101/HMDB51 tools write them), else ``*_<subset>_list_rawframes.txt``
   (Kinetics); subset ``test`` falls back to the ``val`` list. The class name is the path's first folder
   when it has one, else the label. ``num_frames`` is checked to be a number and otherwise unused: the
-  reader counts the frames. Multi-label lines are refused.
+  reader counts the frames. Multi-label lines are refused. Labels must lie below the class count: the
+  lines of ``classInd.txt`` or of a ``*label_map*.txt`` in the folder, else the train list's labels,
+  which must then be ``0..K-1``.
+
+Every listed path must be relative and stay inside the video root (no absolute paths, no ``../`` out
+of it): such a line is an :class:`AnnotationError`.
 
 A record's path may be a frame folder (``data.rawframes``). With ``video_root``, a listed ``x.avi`` that
 is missing is also looked up as the frame folder ``x`` (official lists over extracted rawframes).
@@ -96,16 +105,31 @@ def read_split(
                "folder": _read_folder, "mmaction2_rawframes": _read_mmaction_rawframes,
                "mmaction2_videos": _read_mmaction_videos}
     records = readers[dataset](annotation_dir, split, subset)
+    _check_inside(records, annotation_dir, dataset)
     if video_root is not None:
         records = _keep_existing(records, Path(video_root), f"{dataset} split {split} {subset}")
     return records
+
+
+def _check_inside(records: list[VideoRecord], annotation_dir: Path, dataset: str) -> None:
+    """Every listed path is relative and stays inside the video root (no ``/abs`` and no ``../``)."""
+    for r in records:
+        parts = r.path.replace("\\", "/").split("/")
+        depth = 0
+        for part in parts:
+            depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+            if depth < 0:
+                break
+        if r.path.startswith(("/", "\\")) or (len(r.path) > 1 and r.path[1] == ":") or depth < 0:
+            raise AnnotationError(f"{annotation_dir}: {dataset} {r.subset} list names {r.path!r}, which "
+                                  "leaves the video root; list paths relative to the video root, inside it")
 
 
 _EXPECTED = {
     "ucf101": "classInd.txt, trainlist0{1,2,3}.txt and testlist0{1,2,3}.txt",
     "hmdb51": "the 153 files <class>_test_split{1,2,3}.txt",
     "kinetics400": "kinetics-400_{train,val,test}.csv (and optionally label_map.txt)",
-    "folder": "one sub-folder of videos per class",
+    "folder": "one sub-folder of videos per class (split: train/<class>/ and test/<class>/)",
     "mmaction2_rawframes": "mmaction2 rawframe lists such as ucf101_train_split_1_rawframes.txt",
     "mmaction2_videos": "mmaction2 video lists such as ucf101_train_split_1_videos.txt",
 }
@@ -131,6 +155,9 @@ def _lines(path: Path) -> list[str]:
             return [line.strip() for line in fh if line.strip()]
     except UnicodeDecodeError:
         raise AnnotationError(f"{path}: not a UTF-8 text file; is this the right file?") from None
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read the annotation file ({err.strerror}); make it readable "
+                              "(chmod a+r) or pass another folder") from None
 
 
 def _bad_line(path: Path, number: int, line: str, expected: str) -> AnnotationError:
@@ -201,8 +228,14 @@ def _kinetics_csv(root: Path, subset: str) -> Path:
 
 def _read_kinetics(root: Path, split: int, subset: str) -> list[VideoRecord]:
     path = _kinetics_csv(root, subset)
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path}: not a UTF-8 text file; is this the right file?") from None
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot read the annotation file ({err.strerror}); make it readable "
+                              "(chmod a+r) or pass another folder") from None
     needed = {"youtube_id", "time_start", "time_end"}
     if not rows or not needed <= set(rows[0]):
         raise AnnotationError(f"{path}: expected a header with columns {sorted(needed)} (and label), "
@@ -238,14 +271,54 @@ def _kinetics_names(root: Path, rows: list[dict]) -> list[str]:
 # ---- class folders ------------------------------------------------------------------------------------
 
 
+def _class_folders(root: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"{root}: cannot list the class folders ({err.strerror}); make it readable") from None
+
+
+def folder_has_split(root: str | os.PathLike) -> bool:
+    """Whether a class-folder dataset is split: ``root/train/<class>/`` and ``root/test/<class>/``."""
+    root = Path(root)
+    return all((root / s).is_dir() and _class_folders(root / s) for s in FOLDER_SUBSETS)
+
+
+FOLDER_SUBSETS = ("train", "test")
+
+
 def _read_folder(root: Path, split: int, subset: str) -> list[VideoRecord]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Class folders. Split: ``root/train/<class>/`` and ``root/test/<class>/`` (labels from the train
+    classes). Unsplit: subset ``train`` or ``all`` is every video (for pretraining); ``test`` is
+    refused, as train and test would be the same videos."""
+    if folder_has_split(root):
+        if subset not in (*FOLDER_SUBSETS, "all"):
+            raise SplitChoiceError(f"folder: subset must be train, test or all, got {subset!r}")
+        classes = _class_folders(root / "train")
+        if subset == "all":
+            return _read_folder(root, split, "train") + _read_folder(root, split, "test")
+        unknown = sorted(set(_class_folders(root / subset)) - set(classes))
+        if unknown:
+            raise DataError(f"{root / subset}: class folder(s) {', '.join(unknown[:3])} have no counterpart "
+                            f"in {root / 'train'}; every test class needs training videos")
+        base = root / subset
+    else:
+        if subset not in ("train", "all"):
+            raise SplitChoiceError(
+                f"folder dataset {root} has no train/test split, so its {subset} videos would be its "
+                f"training videos (every score 100%): put the videos in {root / 'train'}/<class>/ and "
+                f"{root / 'test'}/<class>/, or write UCF101-style lists and use the ucf101 dataset kind")
+        classes = _class_folders(root)
+        base = root
     if not classes:
-        raise MissingInputError(f"{root} has no class sub-folders; expected {_EXPECTED['folder']}")
+        raise MissingInputError(f"{base} has no class sub-folders; expected {_EXPECTED['folder']}")
     records = []
     for label, name in enumerate(classes):
-        for video in find_videos(root / name):
-            records.append(VideoRecord(video.relative_to(root).as_posix(), label, name, split, "all"))
+        if not (base / name).is_dir():
+            continue
+        for video in find_videos(base / name):
+            records.append(VideoRecord(video.relative_to(root).as_posix(), label, name, split,
+                                       subset if base != root else "all"))
     return records
 
 
@@ -272,6 +345,27 @@ _MMACTION_LINES = {"rawframes": (3, "'<frame folder> <num_frames> <label>'"),
                    "videos": (2, "'<video> <label>'")}
 
 
+def _mmaction_class_count(root: Path, split: int, kind: str) -> tuple[int, str] | None:
+    """Number of classes of an mmaction2 list folder and where it comes from: ``classInd.txt`` or one
+    ``*label_map*.txt`` (a name per line) when present, else the train list, whose labels must then be
+    exactly ``0..K-1`` (every class has training videos); None without any of them."""
+    maps = sorted(root.glob("*label_map*.txt"))
+    for found in ([root / "classInd.txt"] if (root / "classInd.txt").is_file() else []) + maps[:1]:
+        return len(_lines(found)), str(found)
+    try:
+        train = _mmaction_list(root, split, "train", kind)
+    except MissingInputError:
+        return None
+    labels = sorted({int(line.split()[-1]) for line in _lines(train) if line.split()[-1].isdigit()})
+    if labels and labels != list(range(len(labels))):
+        gap = next(i for i, v in enumerate(labels) if v != i)
+        raise AnnotationError(
+            f"{train}: labels are not 0..K-1 ({len(labels)} distinct labels, but label {labels[gap]} where "
+            f"{gap} is missing), so the class count is unclear; number the classes from 0 without gaps, or "
+            f"put a label map (one class name per line, e.g. label_map.txt) in {root}")
+    return len(labels), f"the {len(labels)} labels of {train.name}"
+
+
 def _read_mmaction(root: Path, split: int, subset: str, kind: str) -> list[VideoRecord]:
     path = _mmaction_list(root, split, subset, kind)
     fields, expected = _MMACTION_LINES[kind]
@@ -285,6 +379,14 @@ def _read_mmaction(root: Path, split: int, subset: str, kind: str) -> list[Video
         label = int(numbers[-1])
         name = rel.split("/")[0] if "/" in rel else str(label)
         records.append(VideoRecord(rel, label, name, split, subset))
+    classes = _mmaction_class_count(root, split, kind)
+    if classes is not None:
+        count, source = classes
+        for n, record in enumerate(records, 1):
+            if record.label >= count:
+                raise AnnotationError(f"{path}, line {n}: label {record.label} is outside the {count} "
+                                      f"classes (0..{count - 1}) of {source}; fix the label or the class "
+                                      "list")
     return records
 
 

@@ -12,17 +12,25 @@ rate, every decoded frame kept (the copy has the same frame count), no audio.
 Each copy is encoded to a temporary name in its folder, checked (its frame count must equal the
 source's) and then renamed, so an existing output is complete: a rerun skips it. A source that cannot
 be read (not a video, truncated, corrupt) is reported with its reason and skipped; the other videos are
-still transcoded. ``BENCHMARKS.md`` (decoding) gives the clip-read speed of the copies.
+still transcoded. A full disk is not a bad source: the run stops at once with a ``RunFailedError``
+naming the output folder (finished copies are kept; the rerun goes on from there).
+
+``OUT/transcode.json`` records the settings (and the source folder) of the copies; a rerun with other
+settings, or into a folder holding videos that no ``mcl transcode`` run recorded, is refused, so one
+folder never mixes copies of two settings. ``OUT/.mcl-lock`` (``mcl_video.runlock``) keeps a second
+transcode out of the folder while one runs. ``BENCHMARKS.md`` (decoding) gives the clip-read speed of
+the copies.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,12 +38,17 @@ import av
 from av.video.frame import PictureType
 from tqdm import tqdm
 
-from mcl_video.atomic import atomic_path
+from mcl_video.atomic import DISK_FULL, atomic_path
 from mcl_video.data.discovery import find_videos
 from mcl_video.data.summary import RunSummary
 from mcl_video.data.video import VideoReadError, read_video_info
+from mcl_video.errors import RunFailedError, UsageError
+from mcl_video.runlock import run_lock
 
 log = logging.getLogger(__name__)
+
+RECORD = "transcode.json"  # OUT/transcode.json: the settings the copies in OUT were written with
+RECORD_FORMAT = "mcl-transcode"
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,13 @@ def transcode_video(src: str | os.PathLike, dst: str | os.PathLike, settings: Tr
     with atomic_path(dst, "free space and run `mcl transcode` again (finished copies are kept)") as tmp:
         try:
             written = _encode(src, tmp, settings, threads)
-        except (av.FFmpegError, UnicodeDecodeError) as err:
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+            if getattr(err, "errno", None) in DISK_FULL:
+                raise RunFailedError(f"{dst.parent}: disk full while writing the copy of {src} "
+                                     f"({err.strerror}); free space and run `mcl transcode` again "
+                                     "(finished copies are kept)") from None
+            if not isinstance(err, (av.FFmpegError, UnicodeDecodeError)):
+                raise
             raise VideoReadError(f"{src}: decoding or encoding failed ({err}); the file is corrupt") from err
         got = read_video_info(tmp).num_frames
         if not written == got == expected:
@@ -149,8 +168,42 @@ def _results(todo: dict[Path, Path], settings: TranscodeSettings, workers: int):
     # spawn, not fork: forking a process whose FFmpeg/OpenMP thread pools already ran can hang
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_one, str(s), str(d), settings, threads) for s, d in todo.items()]
-        for fut in as_completed(futures):
-            yield fut.result()
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:  # a full disk (or Ctrl-C): stop at once, start no other video
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def settings_record(settings: TranscodeSettings, src_root: Path) -> dict:
+    """What ``OUT/transcode.json`` holds."""
+    return {"format": RECORD_FORMAT, "settings": asdict(settings), "source": str(Path(src_root).resolve())}
+
+
+def check_output_folder(out_root: Path, settings: TranscodeSettings, src_root: Path) -> None:
+    """Refuse an OUT of other settings, or one holding videos no transcode run recorded; record ours."""
+    record_path = out_root / RECORD
+    wanted = settings_record(settings, src_root)
+    if record_path.is_file():
+        try:
+            old = json.loads(record_path.read_text())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"OUT {out_root}: {record_path} is unreadable ({err}); choose another "
+                             "OUT") from None
+        if old.get("settings") != wanted["settings"]:
+            diff = ", ".join(f"{k}: {old.get('settings', {}).get(k)} -> {v}"
+                             for k, v in wanted["settings"].items() if old.get("settings", {}).get(k) != v)
+            raise UsageError(f"OUT {out_root} holds copies written with other settings ({diff}); one folder "
+                             "would mix both: choose another OUT, or rerun with the recorded settings")
+        return
+    found = find_videos(out_root) if out_root.is_dir() else []
+    if found:
+        raise UsageError(f"OUT {out_root} already holds {len(found)} video(s) (e.g. {found[0]}) that no "
+                         f"`mcl transcode` run recorded ({RECORD} is missing), so their settings are "
+                         "unknown; choose an empty OUT")
+    with atomic_path(record_path, "free space and run `mcl transcode` again") as tmp:
+        tmp.write_text(json.dumps(wanted, indent=2))
 
 
 def transcode(src_root: str | os.PathLike, out_root: str | os.PathLike,
@@ -159,7 +212,9 @@ def transcode(src_root: str | os.PathLike, out_root: str | os.PathLike,
     """Copy every video under ``src_root`` (recursive; or the one file ``src_root``) to ``out_root``.
 
     Resumable: videos whose copy exists are skipped (copies appear only when complete). Failures are
-    logged and listed in the returned summary; they do not stop the run.
+    logged and listed in the returned summary; they do not stop the run (a full disk does: a
+    ``RunFailedError`` naming the folder). ``OUT`` must be empty or hold copies of the same settings
+    (``OUT/transcode.json``); a second transcode into it while this one runs is refused.
     """
     settings = settings or TranscodeSettings()
     src_root, out_root = Path(src_root), Path(out_root)
@@ -169,6 +224,13 @@ def transcode(src_root: str | os.PathLike, out_root: str | os.PathLike,
         sources, base = find_videos(src_root), src_root
     if out_root.resolve() == base.resolve() or base.resolve() in out_root.resolve().parents:
         raise ValueError(f"OUT {out_root} lies inside the source folder {base}; choose a folder outside it")
+    with run_lock(out_root, f"mcl transcode into {out_root}"):
+        check_output_folder(out_root, settings, base)
+        return _transcode_locked(sources, base, out_root, settings, workers, progress)
+
+
+def _transcode_locked(sources: list[Path], base: Path, out_root: Path, settings: TranscodeSettings,
+                      workers: int, progress: bool) -> TranscodeSummary:
     plan = {src: output_path(src, base, out_root) for src in sources}
     todo = {src: dst for src, dst in plan.items() if not dst.is_file()}
     summary = TranscodeSummary(total=len(plan), skipped=len(plan) - len(todo))

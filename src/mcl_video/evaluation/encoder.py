@@ -20,7 +20,7 @@ import torch
 
 from mcl_video.errors import DataError
 from mcl_video.models import build_backbone
-from mcl_video.training.checkpoint import safe_load
+from mcl_video.torchfile import CheckpointError, describe_non_finite, non_finite_tensors, safe_load
 
 # where the query encoder's backbone lives inside the MCL state dict, most specific first
 QUERY_BACKBONE_PREFIXES = (
@@ -106,7 +106,8 @@ def load_encoder(
         the backbone (``forward(x)``: ``B x 3 x T x H x W`` -> ``B x num_features``), in eval mode.
     Raises:
         EncoderLoadError: when the keys or shapes do not fit, naming a few missing and unexpected keys.
-        CheckpointError: when ``path`` is missing, empty, not a torch file or holds Python objects.
+        CheckpointError: when ``path`` is missing, empty, not a torch file, holds Python objects, or its
+            weights hold NaN/inf.
     """
     path = Path(path)
     hint = "pass a checkpoint of `mcl pretrain` or a torchvision state dict"
@@ -135,5 +136,9 @@ def load_encoder(
         raise EncoderLoadError(f"{path}: cannot build backbone {name!r} with options {opts} ({err}); pass "
                                "the backbone the checkpoint was trained with") from None
     check_keys(path, model, state)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{path}: the encoder's weights hold NaN/inf ({describe_non_finite(bad)}), so "
+                              "every feature would be NaN: the run diverged; use an earlier checkpoint")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mcl_video.errors import UsageError
+from mcl_video.errors import RunFailedError, UsageError
 from mcl_video.evaluation.encoder import load_encoder
+from mcl_video.torchfile import describe_non_finite, non_finite_tensors, save_atomic
 
 FORMATS = ("torchvision", "mmaction2")
 EXPORTABLE = ("r2plus1d_18", "r3d_18")
@@ -155,9 +156,14 @@ def export_encoder(
     checkpoint: str | Path, fmt: str, out: str | Path, backbone: str | None = None
 ) -> ExportResult:
     """Load the query encoder of ``checkpoint`` (see :func:`load_encoder`) and write it in format
-    ``fmt`` (``torchvision`` or ``mmaction2``) to ``out`` (temp file, then rename)."""
+    ``fmt`` (``torchvision`` or ``mmaction2``) to ``out`` through ``mcl_video.atomic.atomic_path``
+    (complete or absent: no temporary file is left on any error). ``out`` may not be a folder, and
+    weights holding NaN/inf are not exported."""
     if fmt not in FORMATS:
         raise UsageError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the file to write, e.g. --out {out / 'encoder.pth'}")
     model = load_encoder(checkpoint, backbone=backbone)
     arch = backbone_arch(model)
     meta = {"source": str(checkpoint), "arch": arch, "format": fmt}
@@ -168,9 +174,15 @@ def export_encoder(
         state, not_exported = mmaction2_state(model)
         meta.update(mmaction2_backbone=MMACTION2_BACKBONES[arch], not_exported=not_exported)
         payload = {"state_dict": state, "meta": meta}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise RunFailedError(f"{checkpoint}: the encoder's weights hold NaN/inf "
+                             f"({describe_non_finite(bad)}); nothing was written to {out}: export an "
+                             "earlier checkpoint")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create its folder ({err.strerror}); choose a folder you can "
+                         "write to") from None
+    save_atomic(payload, out, "free space and run `mcl export` again")
     return ExportResult(out, fmt, arch, state, not_exported, meta)

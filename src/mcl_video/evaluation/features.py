@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from mcl_video.atomic import atomic_path
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.models import dist as process_group
 
@@ -228,16 +229,17 @@ def extract_stacked(encoders: dict[str, torch.nn.Module], dataset: torch.utils.d
 
 
 def save_features(path: str | Path, result: dict) -> Path:
-    """Write ``features``, ``labels``, ``ids``, ``indices`` to an ``.npz`` (no pickles)."""
+    """Write ``features``, ``labels``, ``ids``, ``indices`` to an ``.npz`` (no pickles), complete or
+    absent (``mcl_video.atomic.atomic_path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        features=result["features"],
-        labels=result["labels"],
-        ids=np.asarray(result["ids"], dtype=str),
-        indices=result["indices"],
-    )
+    with atomic_path(path, "free space and run `mcl evaluate` again") as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            features=result["features"],
+            labels=result["labels"],
+            ids=np.asarray(result["ids"], dtype=str),
+            indices=result["indices"],
+        )
     return path
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl_video.atomic import atomic_path
 from mcl_video.evaluation.probes import linear_probe_fc, linear_probe_svm, plot_confusion
 from mcl_video.evaluation.retrieval import knn_accuracy, retrieval_recall
 
@@ -27,14 +28,17 @@ def run_protocols(
     knn_k: int = 20,
     ks: tuple[int, ...] = (1, 5, 10, 20),
     svm_preprocess: str = "standardize",
+    source: dict | None = None,
 ) -> dict:
     """Run the chosen protocols on ``extract_features`` outputs (``features``, ``labels``).
     ``svm_preprocess`` goes to :func:`linear_probe_svm` (``"none"`` in the release protocol).
 
     Returns:
         ``{"svm": {top1, top5, mean_class_accuracy, per_class}, "fc": {...}, "knn": {"k", "top1"},
-        "retrieval": {"R@1": ...}}`` (JSON-ready). With ``out_dir``, writes ``results.json`` and
-        ``confusion_<probe>.png`` for the probes.
+        "retrieval": {"R@1": ...}}`` (JSON-ready), with ``source`` (what was evaluated: the checkpoint's
+        path and sha256, the data) under ``"source"``. With ``out_dir``, writes ``confusion_<probe>.png``
+        for the probes and then, last and atomically, ``results.json``: a folder with a results.json
+        holds a finished evaluation.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
@@ -42,6 +46,8 @@ def run_protocols(
     xtr, ytr, xte, yte = train["features"], train["labels"], test["features"], test["labels"]
     num_classes = len(class_names) if class_names else int(max(ytr.max(), yte.max())) + 1
     results: dict = {"num_train": int(len(ytr)), "num_test": int(len(yte)), "num_classes": num_classes}
+    if source is not None:
+        results["source"] = source
     confusions = {}
     if "svm" in protocols:
         confusions["svm"] = linear_probe_svm(
@@ -66,7 +72,8 @@ def run_protocols(
             np.savetxt(out_dir / f"confusion_{name}.csv", m["confusion"], fmt="%d", delimiter=",")
             path = plot_confusion(m["confusion"], class_names, out_dir / f"confusion_{name}.png", title=name)
             results[name]["confusion_png"] = str(path)
-        (out_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
+        with atomic_path(out_dir / "results.json", "free space and run `mcl evaluate` again") as tmp:
+            tmp.write_text(json.dumps(_jsonable(results), indent=2))
     return results
 
 

@@ -20,6 +20,7 @@ from mcl_video.errors import DataError
 from mcl_video.models.base import Backbone, check_clip, conv_out
 from mcl_video.models.p3d_resnet import P3DResNet50
 from mcl_video.models.tiny import TinyR2Plus1D
+from mcl_video.torchfile import safe_load
 
 
 class TorchvisionVideoResNet(Backbone):
@@ -56,7 +57,7 @@ class TorchvisionVideoResNet(Backbone):
 
 def load_torchvision_weights(model: nn.Module, path: str | Path) -> None:
     """Load a torchvision video-ResNet state dict (file) into ``model``, ignoring only ``fc.*``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path, "cpu", hint="pass a torchvision video-ResNet state dict (weights=PATH)")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -23,6 +23,7 @@ from torch import nn
 
 from mcl_video.errors import DataError
 from mcl_video.models.base import Backbone, check_clip, conv_out
+from mcl_video.torchfile import objects_error, python_objects
 
 STEM_T, STEM_T_STRIDE, STEM_T_INDEX = 4, 4, 1
 
@@ -130,7 +131,10 @@ def load_2d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError as err:
         raise DataError(f"{path}: file not found; {INIT_HINT}") from err
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise DataError(f"{path}: not a PyTorch weights file ({type(err).__name__}); {INIT_HINT}") from err
+        objects = python_objects(path) if isinstance(err, pickle.UnpicklingError) else []
+        if objects:  # named as what they are; torch's advice to load them unsafely is not passed on
+            raise objects_error(Path(path), objects, INIT_HINT) from None
+        raise DataError(f"{path}: not a PyTorch weights file ({type(err).__name__}); {INIT_HINT}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):

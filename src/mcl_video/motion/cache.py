@@ -1,6 +1,6 @@
 """The on-disk motion cache: what training needs from the flow, computed once by ``prepare``.
 
-Layout of a cache folder (format ``mcl-motion-cache``, version 3)::
+Layout of a cache folder (format ``mcl-motion-cache``, version 4)::
 
     meta.json                 settings (flow backend + options, clip_len, stride, frame window, grid,
                               border, resize, stored representation), the border rule and package
@@ -16,7 +16,15 @@ A video id is the video's path relative to the prepared root, POSIX separators, 
 Border: ``border="auto"`` (default) zeroes ``round(8 * short_side / 224)`` px of the flow's own
 resolution (8 px at 224, 1 px at 32); an integer is used as is. Each entry's ``info`` records the pixels
 it used (``border``). Older caches are refused with the command that rebuilds them: version 1 zeroed a
-fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed.
+fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed, version 3
+entries did not record their source.
+
+Fingerprints: each entry's ``info["source"]`` records the size, mtime and a fast content hash of the
+video it was computed from (``data.discovery.source_fingerprint``); ``prepare`` prepares an entry again
+when its video changed. :meth:`MotionCache.fingerprint` is the one dict of the settings that decide the
+cache's content (format, version, flow backend and options, clip length, stride, frame window, grid,
+border, resize, representation, field size): training records it, and :func:`cache_conflicts` compares
+a recorded one with a cache's.
 
 Entries are validated when read: a file that does not load (zip CRC, truncation) or whose arrays do not
 have the shapes, dtypes and finite non-negative values below raises :class:`DataError` naming it;
@@ -76,12 +84,13 @@ from mcl_video.motion.maps import (
 )
 
 FORMAT = "mcl-motion-cache"
-VERSION = 3
+VERSION = 4
 MAP_MAX = float(np.finfo(np.float16).max)  # frame maps are stored as float16 (never reached: flow is clipped)
 ENTRY_ARRAYS = ("frame_maps", "clip_scores", "scales", "fields_z", "fields_offsets")
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
 _OLD_VERSIONS = {1: "v1 zeroed a fixed 8 px border at any resolution",
-                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes"}
+                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes",
+                 3: "v3 entries did not record their source video's size, mtime and hash"}
 BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
 
 
@@ -308,6 +317,34 @@ class VideoMotion:
         return block_means(mag, (gh, gw), box).astype(np.float32)
 
 
+def cache_fingerprint(meta: dict) -> dict:
+    """The settings that decide a cache's content, from its ``meta.json`` (see the module docstring)."""
+    return {"format": meta.get("format"), "version": meta.get("version"), **dict(meta.get("settings") or {})}
+
+
+def cache_conflicts(saved: dict | None, now: dict) -> dict[str, list]:
+    """``{key: [saved, now]}`` for every setting in which two cache fingerprints differ
+    (:meth:`MotionCache.fingerprint`); ``{}`` when they agree or nothing was recorded (``saved`` None or
+    empty: a run from before fingerprints). Lists and tuples compare alike (JSON has no tuples)."""
+    if not saved:
+        return {}
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {k: [saved.get(k), now.get(k)] for k in sorted(set(saved) | set(now))
+            if plain(saved.get(k)) != plain(now.get(k))}
+
+
+def describe_conflicts(conflicts: dict[str, list]) -> str:
+    """``flow_backend: dis -> tvl1, border: auto -> 8``."""
+    return ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in conflicts.items())
+
+
 class MotionCache:
     """Read side of a motion cache folder written by ``prepare``."""
 
@@ -322,6 +359,11 @@ class MotionCache:
         self.clip_len: int = self.settings.clip_len
         self.stride: int = self.settings.stride
         self._ids: list[str] | None = None
+
+    def fingerprint(self) -> dict:
+        """The settings that decide this cache's content, as one JSON-ready dict (record it with a run;
+        compare with :func:`cache_conflicts`)."""
+        return cache_fingerprint(self.meta)
 
     def video_ids(self) -> list[str]:
         """Ids of all complete entries, sorted."""
@@ -366,6 +408,16 @@ class MotionCache:
         """``video_id -> reason`` for every entry that does not load or validate."""
         problems = {vid: self.check(vid) for vid in self.video_ids()}
         return {vid: why for vid, why in problems.items() if why is not None}
+
+
+def entry_source(root: str | os.PathLike, video_id: str) -> dict | None:
+    """The source fingerprint recorded in ``video_id``'s entry (None when it has none or does not load)."""
+    try:
+        with np.load(entry_path(root, video_id)) as z:
+            source = json.loads(str(z["info"])).get("source")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return source if isinstance(source, dict) else None
 
 
 def check_entry(root: str | os.PathLike, video_id: str, settings: CacheSettings) -> str | None:

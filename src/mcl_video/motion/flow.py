@@ -133,16 +133,20 @@ class _RaftFlow:
                  device: str | None = None):
         import torch  # lazy: only the RAFT backend needs torch/torchvision
 
+        from mcl_video.errors import MissingInputError
+
         if weights is None:
             raise ValueError(f"the 'raft' backend needs local weights; "
                              f"{RAFT_HOWTO}")
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: RAFT weights file not found; {RAFT_HOWTO}")
+            raise MissingInputError(f"{path}: RAFT weights file not found; {RAFT_HOWTO}")
         if model is not None and model not in self.MODELS:
             raise ValueError(f"unknown RAFT model {model!r}; valid: "
                              f"{', '.join(self.MODELS)}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from mcl_video.torchfile import safe_load  # lazy: imports torch, which only RAFT needs here
+
+        state = safe_load(path, "cpu", hint=RAFT_HOWTO)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):

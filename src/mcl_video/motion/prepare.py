@@ -30,12 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from mcl_video.data import find_videos, iter_frames, read_split, read_video_info, video_id
+from mcl_video.data.discovery import source_changed, source_fingerprint
 from mcl_video.data.summary import RunSummary
-from mcl_video.errors import DataError
+from mcl_video.errors import DataError, MCLError, UsageError
 from mcl_video.motion.cache import (
     REPRESENTATIONS,
     CacheSettings,
     check_entry,
+    entry_source,
     init_cache,
     num_starts,
     quantise,
@@ -45,6 +47,7 @@ from mcl_video.motion.cache import (
 from mcl_video.motion.fields import field_hw
 from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, resolve_border
+from mcl_video.runlock import FolderLockedError, RunLock, describe_holder, live_locks
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +292,9 @@ def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
     """Worker: compute and write one entry -> (video_id, frames, error reason or None)."""
     try:
         flow_dir = os.path.join(flow_from, video_id) if flow_from else None
+        source = source_fingerprint(path)  # before reading it: a change while it is read shows next time
         arrays, info = compute_video_motion(path, settings, threads=threads, flow_dir=flow_dir)
+        info["source"] = source
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # any per-video failure is recorded; the run goes on
@@ -324,10 +329,12 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
             progress: bool = True, flow_from: str | os.PathLike | None = None) -> PrepareSummary:
     """Prepare the motion cache ``out`` for the videos of ``root`` (see :func:`list_videos`).
 
-    Resumable: videos with a valid entry are skipped (a corrupt entry is prepared again).
-    ``shard="i/N"`` prepares only that share of the videos
-    (every video lands in exactly one of the N shards). Failures are logged, recorded in ``out/failed``
-    and listed in the returned summary; they do not stop the run.
+    Resumable: videos with a valid entry are skipped (a corrupt entry, and one whose video changed since
+    (size, mtime, content hash), is prepared again). ``shard="i/N"`` prepares only that share of the
+    videos (every video lands in exactly one of the N shards); shards of one N run side by side into one
+    cache, each holding the lock ``.mcl-lock-prepare-i-of-N``: a second run of the same shard, or of
+    another N (whose videos would overlap), is refused naming the holder. Failures are logged, recorded
+    in ``out/failed`` and listed in the returned summary; they do not stop the run.
 
     ``flow_from``: a folder holding one flow-JPEG folder per video id (``<flow_from>/<video_id>/
     flow_x_00001.jpg``, ...; it may be the rawframes root itself); flow is read from there instead of
@@ -338,7 +345,44 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     if (flow_from is None) != (settings.flow_backend != FLOW_JPEG):
         raise ValueError(f"flow_from needs flow_backend={FLOW_JPEG!r} and "
                          f"that backend needs flow_from (got {flow_from!r}, {settings.flow_backend!r})")
+    check_flow_backend(settings)  # a bad backend or weights file is one error, before any video
     init_cache(out, settings)
+    with _shard_lock(out, shard):
+        return _prepare_locked(root, out, settings, workers, shard, dataset, split, video_root, progress,
+                               flow_from)
+
+
+def check_flow_backend(settings: CacheSettings) -> None:
+    """Build the flow backend once (RAFT: load its weights) so a missing or bad weights file or an
+    unknown option is one :class:`UsageError` before any video, not a failure recorded per video."""
+    if settings.flow_backend == FLOW_JPEG:
+        return
+    try:
+        FlowEstimator(settings.flow_backend, **settings.flow_options)
+    except MCLError as err:  # the weights file: missing (exit 2), torn, holding objects, foreign
+        raise UsageError(f"flow {settings.flow_backend}: {err}") from None
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        raise UsageError(f"flow {settings.flow_backend} {settings.flow_options}: {err}") from None
+
+
+def _shard_lock(out: Path, shard) -> RunLock:
+    """The lock of shard ``i/N`` in the cache ``out``; refuses while a shard of another N runs."""
+    i, n = parse_shard(shard)
+    what = f"mcl prepare --shard {i}/{n}" if n > 1 else "mcl prepare"
+    lock = RunLock(out, what, name=f"prepare-{i}-of-{n}").acquire()
+    others = {name: info for name, info in live_locks(out, "prepare-").items()
+              if not name.endswith(f"-of-{n}")}
+    if others:
+        lock.release()
+        name, info = next(iter(others.items()))
+        raise FolderLockedError(f"{out}: {what} refused: {describe_holder(info)} is preparing shard "
+                                f"{name.removeprefix('prepare-').replace('-of-', '/')} of another split "
+                                "into this cache (their videos overlap); wait for it, or use the same N")
+    return lock
+
+
+def _prepare_locked(root, out: Path, settings: CacheSettings, workers: int, shard, dataset, split,
+                    video_root, progress: bool, flow_from) -> PrepareSummary:
     _, videos = list_videos(root, dataset, split, video_root)
     if not videos:
         raise DataError(f"{root}: no videos to prepare (none under it, or none listed); check the path")
@@ -348,6 +392,12 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     for vid, why in problems.items():
         if why not in (None, "missing"):
             log.warning("motion cache entry of %s is corrupt (%s): preparing it again", videos[vid], why)
+        elif why is None:
+            changed = source_changed(entry_source(out, vid), videos[vid])
+            if changed is not None:
+                problems[vid] = changed
+                log.warning("%s changed since its motion cache entry was written (%s): preparing it again",
+                            videos[vid], changed)
     todo = {vid: videos[vid] for vid in chosen if problems[vid] is not None}
     summary.skipped = len(chosen) - len(todo)
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, the last K kept, exact resume, `torch.load(weights_only=True)`.
+"""Checkpoints: atomic writes, the last K kept, exact resume, `torch.load(weights_only=True)`
+(``torchfile.safe_load``); weights holding NaN/inf are never saved.
 
 A checkpoint (`<run>/ckpt-00001234.pt`, the number is the optimizer step) is a dict holding only
 tensors, plain containers and primitives:
@@ -13,7 +14,6 @@ tensors, plain containers and primitives:
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 from pathlib import Path
@@ -22,12 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcl_video.atomic import atomic_path
-from mcl_video.errors import DataError, MissingInputError
+from mcl_video.errors import RunFailedError
+from mcl_video.torchfile import (
+    CheckpointError,
+    describe_non_finite,
+    non_finite_tensors,
+    safe_load,
+    save_atomic,
+)
+
+__all__ = ["CheckpointError", "NonFiniteStateError", "safe_load", "save_checkpoint", "load_checkpoint",
+           "atomic_save", "prune_checkpoints", "list_checkpoints", "latest_checkpoint", "checkpoint_path",
+           "capture_rng", "restore_rng"]
 
 
-class CheckpointError(DataError, RuntimeError):
-    """A file that is not a loadable checkpoint; the message names it and what to do."""
+class NonFiniteStateError(RunFailedError, FloatingPointError):
+    """The weights to be saved hold NaN/inf: nothing is written (the older checkpoints stay)."""
 
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.pt$")
@@ -51,23 +61,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-class _RecordingWriter:
-    """A file wrapper for `torch.save` that keeps the OSError of a failed write (torch replaces it)."""
-
-    def __init__(self, f) -> None:
-        self.f, self.error = f, None
-
-    def write(self, data) -> int:
-        try:
-            return self.f.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
 def atomic_save(obj: Any, path: Path) -> Path:
     """`torch.save` to a temporary file in the same folder, fsync, then `os.replace` onto `path`.
 
@@ -75,17 +68,8 @@ def atomic_save(obj: Any, path: Path) -> Path:
     A full disk (``ENOSPC``, which torch would report as an internal "enforce fail") is a
     :class:`RunFailedError` naming the file; the temporary file is removed, older files are intact.
     """
-    path = Path(path)
-    hint = "the previous checkpoints are intact: free space, then continue with resume=true"
-    with atomic_path(path, hint) as tmp, open(tmp, "wb") as f:
-        writer = _RecordingWriter(f)
-        try:
-            torch.save(obj, writer)
-        except RuntimeError:
-            if writer.error is None:
-                raise
-            raise writer.error from None
-    return path
+    return save_atomic(obj, path, "the previous checkpoints are intact: free space, then continue with "
+                       "resume=true")
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
@@ -100,40 +84,20 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
-    """Write `state` as the checkpoint of `state["step"]` atomically, then keep the newest `keep`."""
+    """Write `state` as the checkpoint of `state["step"]` atomically, then keep the newest `keep`.
+
+    Weights (``state["model"]``) holding NaN/inf are never written: a :class:`NonFiniteStateError`
+    names the step and the tensors, and the older checkpoints are kept (nothing is pruned).
+    """
+    bad = non_finite_tensors(state.get("model", {}))
+    if bad:
+        raise NonFiniteStateError(
+            f"{run_dir}: the weights after step {state.get('step')} hold NaN/inf "
+            f"({describe_non_finite(bad)}); no checkpoint was written from this state and the older ones "
+            "are kept: resume from the last one (resume=true) with a lower lr or a longer warm-up")
     path = atomic_save(state, checkpoint_path(run_dir, int(state["step"])))
     prune_checkpoints(run_dir, keep)
     return path
-
-
-def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", hint: str = "") -> Any:
-    """`torch.load(weights_only=True)` whose errors name the file and say what it is (CheckpointError).
-
-    An empty, text, torn or foreign file and a file holding Python objects other than tensors and plain
-    containers (refused for safety: loading them could run code) are told apart; ``hint`` ends each message.
-    """
-    path = Path(path)
-    hint = hint or "check the path"
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no such file; {hint}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: the file is empty (an interrupted copy?); {hint}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
-            raise CheckpointError(
-                f"{path}: holds Python objects ({found.group(1)}) besides tensors and plain containers, "
-                "which mcl does not load (unpickling them can run arbitrary code); save only its state_dict "
-                "(tensors) and pass that file") from None
-        reason = "not a PyTorch file"
-    except (EOFError, RuntimeError) as e:
-        torn = isinstance(e, EOFError) or "zip" in str(e).lower()
-        reason = "truncated or corrupt" if torn else "unreadable"
-    except Exception as e:  # noqa: BLE001 - whatever a foreign file makes the unpickler raise
-        reason = f"not a PyTorch file (text or another format?): {type(e).__name__}"
-    raise CheckpointError(f"{path}: not a loadable checkpoint ({reason}); {hint}")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -6,24 +6,67 @@ every rank calls `step`), then the main rank writes one JSON line and one Tensor
 MAL cosines, mal_flat_loss = the loss a constant saliency map would get, mal_dead = share of clips whose
 saliency is zero everywhere), the LR, the loss weights, steps/s and samples/s (a sample is one query clip
 and its three key clips). No list of names is kept here: what the forward reports is what is logged.
+
+On resume from step N the lines of later steps (logged by the interrupted run after its last
+checkpoint) and a torn last line are dropped first, so every step is logged once.
+
+``metrics.jsonl`` stays valid JSON: a step whose averaged metrics hold NaN or inf (a diverged run, an
+infinite learning rate) is not logged; every rank raises :class:`NonFiniteMetricError` naming them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from mcl_video.atomic import atomic_path
+from mcl_video.errors import RunFailedError
 from mcl_video.training.distributed import all_reduce_mean
 
 SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
 DEAD_SALIENCY_WARNING = 0.1  # warn once when more than this share of clips has an all-zero saliency map
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteMetricError(RunFailedError, FloatingPointError):
+    """A step's metrics hold NaN/inf: the line is not written (JSON has no NaN/inf)."""
+
+
+def finite_record(record: dict, step: int) -> str:
+    """``record`` as one strict JSON line; NaN/inf values raise :class:`NonFiniteMetricError`."""
+    bad = [f"{k}={v}" for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise NonFiniteMetricError(
+            f"step {step}: metric(s) {', '.join(bad)} are not finite; nothing was logged for this step "
+            "(metrics.jsonl stays valid JSON): check lr and the loss weights, then resume from the last "
+            "checkpoint (resume=true)")
+    return json.dumps(record, allow_nan=False)
+
+
+def trim_metrics(path: Path, last_step: int) -> int:
+    """Keep the lines of ``path`` with ``step <= last_step`` (and whole JSON); -> lines dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # torn by a kill mid-write
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= last_step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_path(path, "free space, then continue with resume=true") as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 class MetricLogger:
@@ -38,6 +81,10 @@ class MetricLogger:
             return
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        dropped = trim_metrics(run_dir / "metrics.jsonl", start_step)
+        if dropped:
+            log.info("metrics.jsonl: dropped %d line(s) after step %d (logged after the last checkpoint)",
+                     dropped, start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a")  # appended to on resume
         if config.run.tensorboard:  # lazy: tensorboard is an optional, heavy import
             from torch.utils.tensorboard import SummaryWriter  # lazy: TensorBoard loads slowly, often off
@@ -63,6 +110,7 @@ class MetricLogger:
         self._step_times.clear()
         values["steps_per_s"] = 1.0 / max(per_step, 1e-12)
         values["samples_per_s"] = values["steps_per_s"] * self.samples_per_step
+        finite_record(values, step)  # raises on every rank alike (the values are the ranks' mean)
         if not self.is_main:
             return
         if values.get("mal_dead", 0.0) > DEAD_SALIENCY_WARNING and not self._warned_dead:
@@ -72,7 +120,7 @@ class MetricLogger:
                         "in BENCHMARKS.md's ablation saliency=gradient (the release's) had none and "
                         "Grad-CAM about 20%%", step, 100 * values["mal_dead"])
         record = {"step": step, "epoch": epoch, "time": round(time.time(), 3), **values}
-        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.write(finite_record(record, step) + "\n")
         self.jsonl.flush()
         if self.writer is not None:
             for k, v in values.items():

@@ -12,6 +12,10 @@
   in ``FIXED_ON_RESUME`` change the shapes of the saved weights and can never change. Pretraining and
   fine-tuning share this rule.
 - ``run.deterministic=true``: ``torch.use_deterministic_algorithms(True)`` and a fixed thread count.
+- One writer per run folder: :func:`lock_run_folder` holds ``run.out/.mcl-lock`` (``mcl_video.runlock``)
+  for the run; a second writer into the folder (fresh or ``resume=true``) is refused naming the holder
+  (pid, host, start time), and the lock of a killed run is taken over; the lock file never makes a
+  folder "used".
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from mcl_video.errors import DataError
 from mcl_video.motion.cache import MotionCache
+from mcl_video.runlock import LOCK_PREFIX, RunLock
 from mcl_video.training.builders import feature_grid
 from mcl_video.training.config import ConfigError, PretrainConfig, TrainConfig
 from mcl_video.training.schema import flatten, from_dict
@@ -44,12 +49,26 @@ def _used(run_dir: Path) -> list[str]:
     """What makes `run_dir` a used run folder (see the module docstring)."""
     used = []
     for p in sorted(run_dir.iterdir()):
-        if p.name in ("config.yaml", "env.json", "tb"):
+        if p.name in ("config.yaml", "env.json", "tb") or p.name.startswith(LOCK_PREFIX):
             continue
         if p.name == "metrics.jsonl" and p.is_file() and p.stat().st_size == 0:
             continue
         used.append(p.name)
     return used
+
+
+def lock_run_folder(config, what: str = "pretrain") -> RunLock:
+    """Take the run folder's lock (main rank, before :func:`check_run_folder`): a context manager
+    (``with lock_run_folder(config): ...``) or ``.acquire()`` / ``.release()``. ``config.run.out`` is the
+    folder (created when missing); another live writer is a :class:`~mcl_video.runlock.FolderLockedError`
+    naming it."""
+    run_dir = Path(config.run.out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"run.out={run_dir}: cannot create the run folder ({err.strerror}); choose a "
+                          "folder you can write to") from None
+    return RunLock(run_dir, f"{what} run.out={run_dir}").acquire()
 
 
 def check_run_folder(config: TrainConfig) -> None:
