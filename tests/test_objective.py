@@ -89,7 +89,7 @@ def test_intra_video_loss_analytic():
     assert got.item() == pytest.approx((math.log(2) + math.log1p(math.exp(-10.0))) / 2, abs=1e-12)
 
 
-def test_order_loss_uses_the_classifier_on_concatenated_features():
+def test_order_loss_uses_the_classifier_on_the_normalised_concatenation():
     torch.manual_seed(3)
     q, k1, k2 = unit(5, 4), unit(5, 4), unit(5, 4)
     order = torch.tensor([0, 1, 1, 0, 1])
@@ -97,9 +97,19 @@ def test_order_loss_uses_the_classifier_on_concatenated_features():
     nn.init.zeros_(clf.weight), nn.init.zeros_(clf.bias)
     assert order_loss(q, k1, k2, order, clf).item() == pytest.approx(math.log(2), abs=1e-12)
     nn.init.normal_(clf.weight)
-    logits = torch.cat([q, k1, k2], 1) @ clf.weight.T + clf.bias
+    # the release's head: [q; k1; k2] of three unit vectors (norm sqrt 3) divided by its norm
+    logits = torch.cat([q, k1, k2], 1) / math.sqrt(3) @ clf.weight.T + clf.bias
     expected = -torch.log_softmax(logits, 1)[torch.arange(5), order].mean()
     assert order_loss(q, k1, k2, order, clf).item() == pytest.approx(expected.item(), abs=1e-12)
+    unnormalised = -torch.log_softmax(torch.cat([q, k1, k2], 1) @ clf.weight.T + clf.bias, 1)
+    assert abs(unnormalised[torch.arange(5), order].mean().item() - expected.item()) > 1e-3
+    # one vector is normalised, not each part: scaling q alone changes the loss, scaling all three not
+    assert order_loss(3 * q, 3 * k1, 3 * k2, order, clf).item() == pytest.approx(expected.item(), abs=1e-12)
+    assert abs(order_loss(3 * q, k1, k2, order, clf).item() - expected.item()) > 1e-3
+    seen = []
+    clf.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].norm(dim=1)))
+    order_loss(2 * q, k1, k2, order, clf)
+    assert torch.allclose(seen[0], torch.ones(5, dtype=torch.float64))
 
 
 def test_argument_checks():

@@ -90,8 +90,8 @@ ORDER_HEADS = ("linear", "mlp")
 
 
 def order_head(kind: str, feat_dim: int) -> nn.Module:
-    """The order term's classifier on ``cat[q, k1, k2]`` (``B x 3D`` -> ``B x 2``): ``linear`` (the
-    release; it can only read each clip's absolute position, so on content that does not drift in time it
+    """The order term's classifier on the L2-normalised ``cat[q, k1, k2]`` (``B x 3D`` -> ``B x 2``):
+    ``linear`` (the release; it can only read each clip's absolute position, so on content that does not drift in time it
     stays at ln 2) or ``mlp`` (one hidden ReLU layer of ``D`` units, which can read the clips' relation)."""
     if kind == "linear":
         return nn.Linear(3 * feat_dim, 2)
@@ -103,13 +103,15 @@ def order_head(kind: str, feat_dim: int) -> nn.Module:
 def order_loss(
     q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, order: torch.Tensor, classifier: nn.Module
 ) -> torch.Tensor:
-    """Order term (release): ``classifier(cat[q, k1, k2])`` (``B x 3D`` -> ``B x 2``) against the
-    order label ``order`` (``B`` long in {0, 1}); mean cross-entropy."""
+    """Order term (release): ``classifier(normalize(cat[q, k1, k2]))`` (``B x 3D`` -> ``B x 2``) against
+    the order label ``order`` (``B`` long in {0, 1}); mean cross-entropy. The concatenation is
+    L2-normalised as one vector before the classifier, as the release's head does (three unit vectors
+    would otherwise have norm sqrt 3)."""
     if not (q.shape == k1.shape == k2.shape) or q.dim() != 2:
         raise ValueError(f"q, k1, k2 must all be B x D, got {[tuple(t.shape) for t in (q, k1, k2)]}")
     if order.shape != (q.shape[0],):
         raise ValueError(f"order must have shape ({q.shape[0]},), got {tuple(order.shape)}")
-    logits = classifier(torch.cat([q, k1, k2], dim=1))
+    logits = classifier(F.normalize(torch.cat([q, k1, k2], dim=1), dim=1))
     if logits.shape != (q.shape[0], 2):
         raise ValueError(f"order classifier must map B x 3D to B x 2, got {tuple(logits.shape)}")
     return F.cross_entropy(logits, order.long())
