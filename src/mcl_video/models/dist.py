@@ -1,6 +1,7 @@
 """Distributed helpers for the encoder pair: all-gather of keys and shuffle-BN across processes.
 
-All are no-ops (identity) without an initialised process group, i.e. at world size 1. ``is_initialized``,
+The gathers are identity without an initialised process group, i.e. at world size 1 (the shuffle then
+permutes the local batch). ``is_initialized``,
 ``world_size`` and ``rank`` are the package's one answer to "is this a distributed run" (training and
 evaluation use them too). They assume
 every rank has the same batch size (DDP with ``drop_last=True``).
@@ -36,16 +37,18 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def batch_shuffle(x: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shuffle-BN, step 1: gather the batch from all ranks, permute it with one permutation drawn on
-    rank 0, and hand each rank its slice. Returns ``(x_shuffled B x ..., idx_unshuffle)``;
-    ``(x, None)`` at world size 1 (a single BN batch: shuffling would change nothing)."""
-    if world_size() == 1:
-        return x, None
+    rank 0 (from ``generator``, else the global generator of ``x``'s device), and hand each rank its
+    slice. Returns ``(x_shuffled B x ..., idx_unshuffle)``. At world size 1 the local batch is permuted
+    (the groups of a grouped BatchNorm then receive shuffled samples, as the ranks would)."""
     b = x.shape[0]
     gathered = concat_all_gather(x)
-    perm = torch.randperm(gathered.shape[0], device=x.device)
-    dist.broadcast(perm, src=0)
+    device = x.device if generator is None else generator.device
+    perm = torch.randperm(gathered.shape[0], device=device, generator=generator).to(x.device)
+    if world_size() > 1:
+        dist.broadcast(perm, src=0)
     idx_unshuffle = torch.argsort(perm)
     mine = perm.view(world_size(), b)[rank()]
     return gathered[mine], idx_unshuffle
@@ -53,7 +56,7 @@ def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 @torch.no_grad()
 def batch_unshuffle(x: torch.Tensor, idx_unshuffle: torch.Tensor | None) -> torch.Tensor:
-    """Shuffle-BN, step 2: undo :func:`batch_shuffle` on the encoder's output ``B x ...``."""
+    """Shuffle-BN, step 2: undo :func:`batch_shuffle` on the encoder's output ``B x ...`` (None: as is)."""
     if idx_unshuffle is None:
         return x
     b = x.shape[0]

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcl_video.models.backbones import build_backbone
-from mcl_video.models.dist import batch_shuffle, batch_unshuffle, concat_all_gather
+from mcl_video.models.batchnorm import convert_grouped_batchnorm
+from mcl_video.models.dist import batch_shuffle, batch_unshuffle, concat_all_gather, world_size
 from mcl_video.models.motion_alignment import MotionAlignment
 from mcl_video.objective.contrastive import (
     ORDER_HEADS,
@@ -53,6 +54,8 @@ class MCLConfig:
     motion_broken_negatives: tuple[str, ...] = ()  # kinds from BROKEN_KINDS; () = none (the release)
     shuffle_bn: bool = True
     sync_bn: bool = False
+    # samples that share BatchNorm statistics in training (the release's 8 per GPU); 0: the whole batch
+    bn_group_size: int = 8
 
     def __post_init__(self):
         self.motion_broken_negatives = tuple(self.motion_broken_negatives)
@@ -67,6 +70,11 @@ class MCLConfig:
             raise ValueError("MCLConfig: queue_size and feat_dim must be >= 1 and temperature > 0")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"MCLConfig.momentum must be in [0, 1), got {self.momentum}")
+        if self.bn_group_size < 0:
+            raise ValueError(f"MCLConfig.bn_group_size must be >= 0 (0: one group), got {self.bn_group_size}")
+        if self.sync_bn and self.bn_group_size:
+            raise ValueError("MCLConfig: sync_bn normalises over every process's batch, bn_group_size over "
+                             "groups of it; set bn_group_size=0 with sync_bn=true")
 
 
 class Encoder(nn.Module):
@@ -114,6 +122,8 @@ class MCL(nn.Module):
         self.encoder_q = Encoder(build_backbone(cfg.backbone, **cfg.backbone_options), heads, cfg.feat_dim)
         if cfg.sync_bn:
             self.encoder_q = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder_q)
+        elif cfg.bn_group_size:  # every group of bn_group_size samples has its own BN statistics
+            convert_grouped_batchnorm(self.encoder_q, cfg.bn_group_size)
         self.encoder_k = copy.deepcopy(self.encoder_q)  # before any hook is registered on encoder_q
         for p in self.encoder_k.parameters():
             p.requires_grad = False
@@ -122,17 +132,20 @@ class MCL(nn.Module):
         self.register_buffer("queue_ids", torch.full((cfg.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.alignment = MotionAlignment(self.encoder_q.backbone, cfg.saliency)
+        # where the key shuffle draws its permutations (rank 0's counts); None: the global generator
+        self.shuffle_generator: torch.Generator | None = None
 
     def forward(self, batch: dict, order_weight: float = 1.0, mal_weight: float = 1.0):
         """Clips ``q, k0, k1, k2``: ``B x 3 x T x H x W``; ``target``: ``B x T' x H' x W'`` motion map of q;
         ``order``: ``B`` (1: the query clip precedes k1 and k2); ``index``: ``B`` video ids.
         Returns ``(loss, metrics)``: the scalar loss and {name: detached scalar}."""
-        cfg, b = self.config, batch["q"].shape[0]
+        cfg = self.config
         mal_on = cfg.use_mal and torch.is_grad_enabled()
         with self.alignment.capturing(mal_on):  # keeps X (B x C x T' x H' x W') for MAL
             q = self.encoder_q(batch["q"])  # {head: B x D}
-        k = self._encode_keys(torch.cat([batch["k0"], batch["k1"], batch["k2"]]))  # {head: 3B x D}
-        k = {h: v.view(3, b, -1) for h, v in k.items()}  # {head: 3 x B x D}: k0, k1, k2
+        # three key forwards, each shuffled on its own (the release's k0, k1, k2)
+        keys = [self._encode_keys(batch[view]) for view in ("k0", "k1", "k2")]  # 3 x {head: B x D}
+        k = {h: torch.stack([key[h] for key in keys]) for h in keys[0]}  # {head: 3 x B x D}
         index = batch["index"].to(self.queue_ids.device)  # B: video ids
         zero = q["inter"].new_zeros(())
 
@@ -153,7 +166,7 @@ class MCL(nn.Module):
         loss_mal, mal = self.alignment(l_pos, batch["target"]) if mal_on else MotionAlignment.off(zero)
 
         loss = loss_inter + loss_intra + order_weight * loss_order + mal_weight * loss_mal
-        self._dequeue_and_enqueue(k["inter"].reshape(3 * b, -1), index.repeat(3))
+        self._dequeue_and_enqueue(*self._enqueue_order(k["inter"], index))
         pos_prob = torch.softmax(logits[:, 0].detach(), dim=1)[:, 0].mean()  # of k0 among its row
         terms = {"loss": loss, "loss_inter": loss_inter, "loss_intra": loss_intra, "loss_order": loss_order}
         return loss, {**{n: v.detach() for n, v in terms.items()}, **mal, "pos_prob": pos_prob}
@@ -165,12 +178,19 @@ class MCL(nn.Module):
         for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
             p_k.mul_(m).add_(p_q.detach(), alpha=1 - m)
 
+    def bn_groups(self, batch_size: int) -> int:
+        """BatchNorm groups a batch of ``batch_size`` per process falls into, over all processes."""
+        g = self.config.bn_group_size
+        per_process = 1 if self.config.sync_bn or not g else -(-batch_size // g)
+        return world_size() * per_process
+
     @torch.no_grad()
     def _encode_keys(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Key encoder (no grad, BN in the module's mode) with shuffle-BN across ranks."""
+        """Key encoder (no grad, BN in the module's mode) with shuffle-BN: the clips are permuted across
+        the BN groups of all ranks before the forward and put back after (when there are several)."""
         idx = None
-        if self.config.shuffle_bn:
-            clips, idx = batch_shuffle(clips)
+        if self.config.shuffle_bn and self.bn_groups(clips.shape[0]) > 1:
+            clips, idx = batch_shuffle(clips, self.shuffle_generator)
         return {h: batch_unshuffle(v, idx) for h, v in self.encoder_k(clips).items()}
 
     @torch.no_grad()
@@ -181,6 +201,15 @@ class MCL(nn.Module):
             return None
         emb = self._encode_keys(motion_broken_clips(clips, kinds))["inter"]  # (N B) x D
         return emb.view(len(kinds), clips.shape[0], -1).transpose(0, 1)
+
+    def _enqueue_order(self, keys: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys ``3 x B x D`` (k0, k1, k2) and ids ``B`` -> ``3B x D`` and ``3B`` in the order the ranks'
+        keys reach the queue when every BN group is a rank: per group its k0, k1, k2."""
+        b = keys.shape[1]
+        g = b if self.config.sync_bn or not self.config.bn_group_size else self.config.bn_group_size
+        parts = [(keys[:, s:s + g].reshape(-1, keys.shape[2]), index[s:s + g].repeat(3))
+                 for s in range(0, b, g)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:

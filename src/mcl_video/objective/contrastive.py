@@ -91,8 +91,9 @@ ORDER_HEADS = ("linear", "mlp")
 
 def order_head(kind: str, feat_dim: int) -> nn.Module:
     """The order term's classifier on the L2-normalised ``cat[q, k1, k2]`` (``B x 3D`` -> ``B x 2``):
-    ``linear`` (the release; it can only read each clip's absolute position, so on content that does not drift in time it
-    stays at ln 2) or ``mlp`` (one hidden ReLU layer of ``D`` units, which can read the clips' relation)."""
+    ``linear`` (the release; it can only read each clip's absolute position, so on content that does not
+    drift in time it stays at ln 2) or ``mlp`` (one hidden ReLU layer of ``D`` units, which can read the
+    clips' relation)."""
     if kind == "linear":
         return nn.Linear(3 * feat_dim, 2)
     if kind == "mlp":

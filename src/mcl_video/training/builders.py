@@ -37,6 +37,7 @@ def model_config(config: PretrainConfig) -> MCLConfig:
         motion_broken_negatives=tuple(config.motion_broken_negatives),
         shuffle_bn=config.shuffle_bn,
         sync_bn=config.sync_bn,
+        bn_group_size=config.bn_group_size,
     )
 
 

@@ -69,6 +69,7 @@ class PretrainConfig:
     motion_broken_negatives: list | bool = field(default_factory=list)
     shuffle_bn: bool = True
     sync_bn: bool = False
+    bn_group_size: int = 8  # samples sharing BN statistics (the release's 8 per GPU); 0: the whole batch
     # sampling (METHOD §2, §3)
     clip_len: int = 16
     stride: int = 2
@@ -138,6 +139,9 @@ class PretrainConfig:
                 raise ConfigError(f"config: {name}={getattr(self, name)} must be > 0")
         if not (0 <= self.ema < 1 and 0 <= self.momentum < 1):
             raise ConfigError(f"config: ema={self.ema} and momentum={self.momentum} must be in [0, 1)")
+        if self.bn_group_size < 0 or (self.sync_bn and self.bn_group_size):
+            raise ConfigError(f"config: bn_group_size={self.bn_group_size} must be >= 0, and 0 with "
+                              "sync_bn=true")
         if self.min_lr > self.lr:
             raise ConfigError(f"config: min_lr={self.min_lr} must not exceed lr={self.lr}")
         if self.resume and self.overwrite:
