@@ -97,7 +97,8 @@ def test_plan_matches_item_exactly(videos):
         assert item["q"].dtype == torch.uint8  # geometric only; the rest runs batched on the device
         torch.testing.assert_close(augment_item(item)["q"], q, rtol=0, atol=1e-5)
         motion = cache.get(plan.video_id)
-        want = motion.alignment_target(plan.indices[0], plan.crops[0].as_tuple(), GRID)
+        want = motion.alignment_target(plan.indices[0], plan.crops[0].as_tuple(), GRID,
+                                       input_size=ds.config.size)  # the release's units
         if plan.params[0].flip:
             want = want[..., ::-1]
         np.testing.assert_allclose(item["target"].numpy(), want, rtol=1e-6)
@@ -108,7 +109,8 @@ def test_target_flips_with_the_query(videos):
     ds = MCLPretrainDataset(root, records[:4], cache, {**CFG, "flip_p": 1.0}, GRID)
     plan = ds.plan(1)
     assert plan.params[0].flip
-    unflipped = cache.get(plan.video_id).alignment_target(plan.indices[0], plan.crops[0].as_tuple(), GRID)
+    unflipped = cache.get(plan.video_id).alignment_target(plan.indices[0], plan.crops[0].as_tuple(), GRID,
+                                                          input_size=ds.config.size)
     np.testing.assert_allclose(ds.query_target(plan).numpy(), unflipped[..., ::-1], rtol=1e-6)
     assert not np.allclose(unflipped, unflipped[..., ::-1])  # the square makes it asymmetric
 

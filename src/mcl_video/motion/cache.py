@@ -40,6 +40,11 @@ Per video (``N`` raw frames, ``F = N - 1`` flow frames):
   a reduced pixel, and the 6-bit rounding. Representation ``flow`` (K=2): the area-averaged flow, whose
   derivatives are taken at read time (blurs boundaries more; kept for comparison).
 
+Units of the alignment target: ``VideoMotion.alignment_target(..., input_size=S)`` (what training uses)
+gives it in the release's units, the derivatives of the uint8 flow (255/40 per pixel) per pixel of the
+crop resized to the input size; without ``input_size``, flow pixels per flow pixel. Only the softmax time
+weights of MAL depend on it (METHOD §1).
+
 BENCHMARKS.md (motion preparation) gives the bytes per frame, the correlation of cached with exact
 targets and the read time that chose 6 bits, float16 maps and per-frame deflate.
 """
@@ -82,6 +87,7 @@ ENTRY_ARRAYS = ("frame_maps", "clip_scores", "scales", "fields_z", "fields_offse
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
 _OLD_VERSIONS = {1: "v1 zeroed a fixed 8 px border at any resolution",
                  2: "v2 stored 8-bit fields uncompressed, over twice the bytes"}
+FLOW_UNITS = 255.0 / 40.0  # the release's uint8 flow: 255/40 per pixel around 128 (bound 20 px)
 BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
 
 
@@ -254,6 +260,7 @@ class VideoMotion:
                  source: str | os.PathLike = "entry") -> None:
         self.num_frames: int = int(info["num_frames"])
         self.frame_hw: tuple[int, int] = tuple(info["frame_hw"])
+        self.flow_hw: tuple[int, int] = tuple(info.get("flow_hw", info["frame_hw"]))  # the flow's pixels
         self.representation: str = info["representation"]
         self.frame_maps: np.ndarray = np.asarray(arrays["frame_maps"], dtype=np.float32)
         self.clip_scores: np.ndarray = arrays["clip_scores"]
@@ -281,7 +288,8 @@ class VideoMotion:
         return self.field_frames(np.arange(self.num_flow))
 
     def alignment_target(self, frame_indices, crop: tuple[float, float, float, float],
-                         grid: tuple[int, int, int]) -> np.ndarray:
+                         grid: tuple[int, int, int], input_size: int | tuple[int, int] | None = None
+                         ) -> np.ndarray:
         """The §4 target for the flow at ``frame_indices`` inside ``crop``: float32 ``T' x H' x W'``.
 
         Args:
@@ -289,23 +297,44 @@ class VideoMotion:
                 last flow frame are clamped to it).
             crop: ``(top, left, height, width)`` in source pixels (no flip; the caller flips).
             grid: ``(T', H', W')``.
+            input_size: the network's input size (``s`` or ``(h, w)``) the crop is resized to. Given, the
+                target is in the release's units (:func:`release_units`): the derivatives of the uint8
+                flow (``FLOW_UNITS`` per pixel) per pixel of the resized crop, which sets the sharpness of
+                the softmax time weights of MAL. None: flow pixels per pixel of the flow as computed.
         """
         if self.num_flow == 0:
             raise ValueError("this video has a single frame and no flow; "
                              "drop it from training")
         idx = np.clip(np.asarray(frame_indices, dtype=np.int64).reshape(-1), 0, self.num_flow - 1)
         d = self.field_frames(idx).astype(np.float32) * self.scales[:, idx, None, None]
-        if self.representation == "flow":
-            d = boundary_derivatives(d[0], d[1])
-        t, gh, gw = (int(g) for g in grid)
-        mag = boundary_magnitude(segment_sums(d, t))
         h, w = self.field_hw
-        sy, sx = h / self.frame_hw[0], w / self.frame_hw[1]
+        if self.representation == "flow":
+            d = boundary_derivatives(d[0], d[1])  # per pixel of the field
+            d *= np.array([w / self.flow_hw[1], h / self.flow_hw[0]] * 2, np.float32)[:, None, None, None]
         top, left, ch, cw = crop
         if ch <= 0 or cw <= 0:
             raise ValueError(f"crop {crop} has no area")
+        if input_size is not None:  # d: [Kx*u, Ky*u, Kx*v, Ky*v] per pixel of the flow
+            fy, fx = release_units((ch * self.flow_hw[0] / self.frame_hw[0],
+                                    cw * self.flow_hw[1] / self.frame_hw[1]), input_size)
+            d *= np.array([fx, fy, fx, fy], np.float32)[:, None, None, None]
+        t, gh, gw = (int(g) for g in grid)
+        mag = boundary_magnitude(segment_sums(d, t))
+        sy, sx = h / self.frame_hw[0], w / self.frame_hw[1]
         box = (top * sy, left * sx, ch * sy, cw * sx)
         return block_means(mag, (gh, gw), box).astype(np.float32)
+
+
+def release_units(crop_hw: tuple[float, float], input_size: int | tuple[int, int]) -> tuple[float, float]:
+    """Factors ``(f_y, f_x)`` that turn flow derivatives per flow pixel into the release's units.
+
+    The release stores flow as uint8, ``FLOW_UNITS`` = 255/40 per pixel around 128, crops it like the
+    query and resizes the crop (``crop_hw`` flow pixels) to the input size before taking the Prewitt
+    derivatives: a derivative along y (x) is then ``FLOW_UNITS * crop_h / input_h`` (``crop_w / input_w``)
+    times the derivative per flow pixel (the displacements themselves are not rescaled by the resize).
+    """
+    ih, iw = (input_size, input_size) if np.isscalar(input_size) else input_size
+    return FLOW_UNITS * float(crop_hw[0]) / float(ih), FLOW_UNITS * float(crop_hw[1]) / float(iw)
 
 
 class MotionCache:

@@ -256,10 +256,12 @@ class MCLPretrainDataset(Dataset):
         return item
 
     def query_target(self, plan: SamplePlan) -> torch.Tensor:
-        """The query's alignment target ``T' x H' x W'``: cropped like q, flipped with q."""
+        """The query's alignment target ``T' x H' x W'``: cropped like q, flipped with q, in the release's
+        units (the uint8 flow's derivatives per pixel of the crop resized to ``size``, METHOD §1)."""
         motion = plan.motion if plan.motion is not None else self.cache.get(plan.video_id)
         target = np.asarray(motion.alignment_target(plan.indices[0], plan.crops[0].as_tuple(),
-                                                    self.target_grid), dtype=np.float32)
+                                                    self.target_grid, input_size=self.config.size),
+                            dtype=np.float32)
         if plan.params[0].flip:
             # a copy: np.ascontiguousarray keeps the negative stride when the flipped axis has length 1
             # (a 1-wide grid), which torch.from_numpy refuses
