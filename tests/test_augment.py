@@ -93,7 +93,7 @@ def test_draw_frequencies_match_probabilities():
     assert abs(np.mean([d.blur_sigma is not None for d in draws]) - 0.5) < se(0.5)
     assert abs(np.mean([d.flip for d in draws]) - 0.5) < se(0.5)
     sigmas = [d.blur_sigma for d in draws if d.blur_sigma is not None]
-    assert 0.1 <= min(sigmas) and max(sigmas) <= 2.0
+    assert 0.05 <= min(sigmas) < 0.06 and 0.99 < max(sigmas) <= 1.0  # 0.1-2 px at 224 is 0.05-1 px at 112
     for d in draws:
         f = dict(d.jitter)
         assert not f or (len(f) == 4 and 0.6 <= f["brightness"] <= 1.4 and abs(f["hue"]) <= 0.1)
@@ -118,3 +118,22 @@ def test_grayscale_probability_option_and_bad_arguments():
         ClipAugment(grayscale_p=2.0)
     with pytest.raises(ValueError, match="permute"):
         ClipAugment().apply(torch.zeros(4, 24, 32, 3), NONE)
+
+
+def test_blur_sigma_scales_with_the_input_size():
+    """The release's sigma 0.1-2 px is for a 224 px input; at 48 px the same share of the frame is
+    0.02-0.43 px, and a 5 px sprite keeps its contrast (a 2 px blur takes over a third of it)."""
+    assert ClipAugment(size=224).blur_sigma == (0.1, 2.0)
+    assert ClipAugment(size=48).blur_sigma == pytest.approx((0.1 * 48 / 224, 2.0 * 48 / 224))
+    assert ClipAugment(size=48, blur_reference=None).blur_sigma == (0.1, 2.0)
+    assert ClipAugment(size=48, blur_reference=112).blur_sigma == pytest.approx((48 / 1120, 96 / 112))
+    frame = torch.zeros(1, 3, 48, 48, dtype=torch.uint8)
+    frame[..., 20:25, 20:25] = 255
+    peaks = {}
+    for name, aug in (("scaled", ClipAugment(size=48, normalize=False)),
+                      ("unscaled", ClipAugment(size=48, normalize=False, blur_reference=None))):
+        params = dataclasses.replace(NONE, crop=CropBox(0, 0, 48, 48), blur_sigma=aug.blur_sigma[1])
+        peaks[name] = float(aug.apply(frame, params).max())
+    assert peaks["scaled"] > 0.95 and peaks["unscaled"] < 0.7, peaks
+    with pytest.raises(ValueError, match="blur_reference"):
+        ClipAugment(blur_reference=0)

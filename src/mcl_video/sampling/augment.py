@@ -9,8 +9,9 @@ reference the batched path is tested against.
 
 Order of operations: crop (source pixels) -> resize to ``size x size`` -> colour jitter (p=0.8;
 brightness, contrast, saturation, hue in a random order, like torchvision's ``ColorJitter``) ->
-grayscale (p=0.2; always when ``colour=False``) -> Gaussian blur (p=0.5, sigma in [0.1, 2.0], kernel
-``2 * ceil(3 sigma) + 1``) -> horizontal flip (p=0.5) -> ImageNet mean/std normalisation. The flip
+grayscale (p=0.2; always when ``colour=False``) -> Gaussian blur (p=0.5, sigma in [0.1, 2.0] px at a
+224 px input, the release's, scaled by ``size / 224``; kernel ``2 * ceil(3 sigma) + 1``) -> horizontal
+flip (p=0.5) -> ImageNet mean/std normalisation. The flip
 commutes with the photometric steps, so the geometric part may apply it first.
 """
 
@@ -52,7 +53,10 @@ class ClipAugment:
         size: output side in pixels (112 in our configs, 224 in the release).
         jitter: colour-jitter strengths (brightness, contrast, saturation, hue).
         jitter_p, grayscale_p, blur_p, flip_p: probabilities of each augmentation.
-        blur_sigma: range of the Gaussian blur's sigma (pixels at the output size).
+        blur_sigma: range of the Gaussian blur's sigma, in pixels of a ``blur_reference``-pixel output.
+        blur_reference: the output size ``blur_sigma`` is meant for (224: the release's setting); the
+            range is scaled by ``size / blur_reference`` (a 2 px blur at 224 is 0.43 px at 48, so a
+            small frame's objects are not erased). None: ``blur_sigma`` is in pixels of ``size``.
         colour: ``False`` removes colour cues (every clip grayscale, no hue/saturation jitter).
         normalize: apply the ImageNet mean/std normalisation.
     """
@@ -68,6 +72,7 @@ class ClipAugment:
         flip_p: float = 0.5,
         colour: bool = True,
         normalize: bool = True,
+        blur_reference: int | None = 224,
     ) -> None:
         for name, p in (("jitter_p", jitter_p), ("grayscale_p", grayscale_p),
                         ("blur_p", blur_p), ("flip_p", flip_p)):
@@ -77,13 +82,16 @@ class ClipAugment:
             raise ValueError(f"ClipAugment: size must be >= 1, got {size}")
         if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
             raise ValueError(f"ClipAugment: blur_sigma must be a range of positive values, got {blur_sigma}")
+        if blur_reference is not None and blur_reference < 1:
+            raise ValueError(f"ClipAugment: blur_reference must be >= 1 or None, got {blur_reference}")
         if not 0.0 <= jitter[3] <= 0.5:
             raise ValueError(f"ClipAugment: hue jitter must be in [0, 0.5], got {jitter[3]}")
         self.size = size
         self.jitter = tuple(jitter)
         self.jitter_p = jitter_p
         self.grayscale_p = grayscale_p
-        self.blur_sigma = tuple(blur_sigma)
+        scale = 1.0 if blur_reference is None else size / blur_reference
+        self.blur_sigma = (blur_sigma[0] * scale, blur_sigma[1] * scale)  # pixels of the output
         self.blur_p = blur_p
         self.flip_p = flip_p
         self.colour = colour

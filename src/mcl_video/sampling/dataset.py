@@ -69,7 +69,8 @@ class PretrainSamplingConfig:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels at blur_reference px (scaled to size)
+    blur_reference: int | None = 224  # the release's input size; None: blur_sigma in pixels of size
     blur_p: float = 0.5
     flip_p: float = 0.5
     colour: bool = True
@@ -147,7 +148,8 @@ class MCLPretrainDataset(Dataset):
         else:
             self.cropper = RandomResizedCropBox(cfg.crop_scale, cfg.crop_ratio, cfg.crop_size_draws)
         self.augment = ClipAugment(cfg.size, cfg.jitter, cfg.jitter_p, cfg.grayscale_p,
-                                   cfg.blur_sigma, cfg.blur_p, cfg.flip_p, cfg.colour)
+                                   cfg.blur_sigma, cfg.blur_p, cfg.flip_p, cfg.colour,
+                                   blur_reference=cfg.blur_reference)
         self.videos = self._select(records)
         if not self.videos:
             raise DatasetError(f"no usable training videos under {self.root} "
