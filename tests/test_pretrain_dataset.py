@@ -84,6 +84,27 @@ def test_item_contract_and_short_video_filter(videos, caplog):
     assert len(kept) == 6 and kept.plan(4).draw.motion_focused is False  # §2 fall-back
 
 
+def test_kinetics_rule_keeps_videos_longer_than_one_clip(videos):
+    """The release keeps Kinetics training videos with L < N < 2L and gives them three sorted uniform
+    starts (12 frames, L = 8: starts 0..3); UCF101's rule drops them."""
+    from mcl_video.training.builders import dataset_options
+    from mcl_video.training.config import PretrainConfig
+
+    opts = dataset_options(PretrainConfig(dataset="kinetics400", clip_len=4, stride=2))
+    assert opts["min_frames"] == 9 and "min_frames" not in dataset_options(PretrainConfig(clip_len=4))
+    root, cache, records = videos
+    ds = MCLPretrainDataset(root, records, cache, {**CFG, "min_frames": 9}, GRID)
+    assert len(ds) == 6 and ds.num_short == 0
+    short = [v[0] for v in ds.videos].index("A/short.mp4")
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        draw = ds.plan(short).draw
+        assert not draw.motion_focused and all(0 <= s <= 3 for s in draw.starts)
+        first, *rest = draw.starts
+        assert (first <= min(rest)) if draw.order == 1 else (first >= max(rest))
+    assert len(MCLPretrainDataset(root, records, cache, {**CFG, "min_frames": 13}, GRID)) == 5
+
+
 def test_plan_matches_item_exactly(videos):
     root, cache, records = videos
     ds = MCLPretrainDataset(root, records[:4], cache, CFG, GRID)

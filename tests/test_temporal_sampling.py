@@ -25,15 +25,29 @@ def test_clip_frame_indices_and_num_starts():
     assert s.has_halves(64) and not s.has_halves(63)
 
 
-def test_top_starts_keeps_count_and_ties():
+def _release_top(candidates, scores, keep):
+    """The release's pool, written from its description: every start sorted by score (argsort,
+    reversed), the half's starts kept in that order, cut at ``keep``."""
+    ranked = np.argsort(np.asarray(scores), kind="stable")[::-1].tolist()
+    members = set(np.asarray(candidates).tolist())
+    return [i for i in ranked if i in members][:keep]
+
+
+def test_top_starts_keeps_exactly_k_in_the_releases_order():
     scores = np.array([0.0, 5.0, 1.0, 5.0, 3.0, 9.0])
     assert top_starts(np.arange(0, 3), scores, 2).tolist() == [1, 2]
-    assert top_starts(np.arange(3, 6), scores, 2).tolist() == [3, 5]
+    assert top_starts(np.arange(3, 6), scores, 2).tolist() == [5, 3]  # best first
     assert top_starts(np.array([0, 2]), scores, 1).tolist() == [2]
-    assert top_starts(np.arange(1, 5), scores, 1).tolist() == [1, 3]  # tied with the best
-    assert top_starts(np.arange(4), np.ones(4), 2).tolist() == [0, 1, 2, 3]  # static: all kept
-    assert top_starts(np.arange(3), scores, 99).tolist() == [0, 1, 2]  # capped at n
+    assert top_starts(np.arange(1, 5), scores, 1).tolist() == [3]  # tied with the best: the later one
+    assert top_starts(np.arange(4), np.ones(4), 2).tolist() == [3, 2]  # static: exactly 2, the last ones
+    assert top_starts(np.arange(3), scores, 99).tolist() == [1, 2, 0]  # capped at n
     assert top_count(6, 0.5) == 4 and top_count(7, 0.5) == 4 and top_count(0, 0.5) == 1
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # tie-heavy scores: the same list as the release's way
+        scores = rng.integers(0, 4, size=30).astype(float)
+        lo = int(rng.integers(0, 20))
+        cands, keep = np.arange(lo, lo + int(rng.integers(1, 11))), int(rng.integers(1, 12))
+        assert top_starts(cands, scores, keep).tolist() == _release_top(cands, scores, min(keep, len(cands)))
 
 
 def _release_pools(n: int, span: int) -> dict:
@@ -53,7 +67,8 @@ def test_halves_table_from_the_release_indexing():
     first, second = s.halves(20)
     assert first.tolist() == [0, 1, 2, 3, 4, 5, 6] and second.tolist() == [9, 10, 11, 12, 13, 14, 15]
     first, second = s.halves(20, np.zeros(17), focused=True)  # top_fraction 1: int(6) + 1 keeps all
-    assert first.tolist() == [0, 1, 2, 3, 4, 5] and second.tolist() == [9, 10, 11, 12, 13, 14]
+    # (all scores tied: the release's reversed argsort lists them last start first)
+    assert first.tolist() == [5, 4, 3, 2, 1, 0] and second.tolist() == [14, 13, 12, 11, 10, 9]
     # N = 21 (odd): h = 10, second half ends at N - L - 1 = 16 (release 17 = N - L)
     assert s.halves(21)[1].tolist() == list(range(9, 17))
     # every N: ours = release - 1, first-half clips end by frame h - 1, second-half ones start there
@@ -62,6 +77,7 @@ def test_halves_table_from_the_release_indexing():
             got1, got2 = s.halves(n, np.zeros(n - 3), focused=kind == "focused")
             if kind == "focused" and (not r1 or not r2):  # the release's fall-back: starts 1 and L
                 r1, r2 = [1], [4]
+            got1, got2 = np.sort(got1), np.sort(got2)  # the pools as sets (tied scores come reversed)
             assert got1.tolist() == [i - 1 for i in r1] and got2.tolist() == [i - 1 for i in r2], (n, kind)
             assert got1.max() + 4 - 1 <= n // 2 - 1 <= got2.min()
 
@@ -84,8 +100,8 @@ def test_top_rule_counts_the_first_pool_for_both_halves():
                        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 50, 50], dtype=float)
     s = MotionFocusedSampler(clip_len=2, stride=2, motion_prob=1.0, top_fraction=0.5)
     first, second = s.halves(30, scores, focused=True)
-    assert first.tolist() == [1, 3, 5, 7, 8, 10]  # scores 9, 8, 7, 6, 5, 10
-    assert second.tolist() == [19, 20, 21, 22, 23, 24]  # 6..11; starts 25, 26 are outside the pool
+    assert first.tolist() == [10, 1, 3, 5, 7, 8]  # scores 10, 9, 8, 7, 6, 5
+    assert second.tolist() == [24, 23, 22, 21, 20, 19]  # 11..6; starts 25, 26 are outside the pool
 
 
 def _expected_draw(seed, motion_prob, first, second, top_first, top_second):
@@ -106,8 +122,10 @@ def test_exact_table_for_seeded_generator():
     # focused pools: release 1..8 and 12..19 -> ours 0..7 and 11..18, keep int(0.5 * 8) + 1 = 5
     scores = np.array([5, 1, 4, 0, 2, 6, 3, 3, 8, 0, 7, 1, 9, 2, 2, 0, 6, 4, 5, 3, 99], dtype=float)
     first, second = list(range(0, 9)), list(range(11, 20))
-    top_first = [0, 2, 5, 6, 7]  # 5, 4, 6 and the two 3s tied with the 5th best
-    top_second = [12, 13, 14, 16, 17, 18]  # 9, 6, 4, 5 and the two 2s (starts 19, 20 are outside)
+    top_first = [5, 0, 2, 7, 6]  # scores 6, 5, 4, 3, 3: exactly 5, ties later start first
+    top_second = [12, 16, 18, 17, 14]  # 9, 6, 5, 4 and the later of the two 2s (19, 20 are outside)
+    assert top_first == _release_top(range(0, 8), scores, 5)
+    assert top_second == _release_top(range(11, 19), scores, 5)
     s = MotionFocusedSampler(clip_len=2, stride=2, motion_prob=0.7, top_fraction=0.5)
     for seed in range(40):
         got = s.sample(24, scores, np.random.default_rng(seed))

@@ -59,7 +59,9 @@ class PretrainSamplingConfig:
     motion_crop: bool = True  # False: RandomResizedCropBox
     motion_prob: float = 0.7
     top_fraction: float = 0.5  # of each half's starts, by clip score
-    min_frames: int | None = None  # None: 2 * clip_len * stride
+    # None: 2 * clip_len * stride (the release's UCF101 rule); videos between clip_len * stride and it
+    # get three sorted uniform starts (the release's Kinetics rule is clip_len * stride + 1)
+    min_frames: int | None = None
     drop_short: bool = True  # drop videos with < min_frames raw frames (the release, for training)
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -174,7 +176,7 @@ class MCLPretrainDataset(Dataset):
                 missing.append(rel)
                 continue
             num_frames = self._num_frames(vid)
-            if self.config.drop_short and not self.sampler.has_halves(num_frames):
+            if self.config.drop_short and num_frames < self.sampler.min_frames:
                 short += 1
                 continue
             keep.append((rel, vid, num_frames))

@@ -26,11 +26,11 @@ Conventions (shared with the motion cache):
   ``range(1, h - L + 1)`` / ``range(h, N - L)``, one shorter at the top, for the motion-focused
   pools). A first-half clip therefore ends by frame ``h - 1`` and a second-half clip starts at
   ``h - 1`` or later: the query and k1/k2 share at most one raw frame.
-* motion-focused draw: each pool keeps its ``int(top_fraction * n1) + 1`` best starts by clip score,
-  ``n1`` = the size of the *first* pool, for both halves (release, ``top_fraction = 0.5``). Starts tied
-  with the last kept score are all kept (the release breaks ties by ``argsort`` order; this only
-  matters for exactly equal scores, e.g. a static stretch). When a pool is empty (``h - L < 1``) the
-  release falls back to the single starts ``0`` (first half) and ``L - 1`` (second half).
+* motion-focused draw: each pool keeps exactly its ``int(top_fraction * n1) + 1`` best starts by clip
+  score, ``n1`` = the size of the *first* pool, for both halves (release, ``top_fraction = 0.5``), in
+  the release's order: descending score, equal scores later start first (a reversed stable
+  ``argsort``), and the draw indexes that list. When a pool is empty (``h - L < 1``) the release falls
+  back to the single starts ``0`` (first half) and ``L - 1`` (second half).
 * a video has two halves when ``N // L >= 2`` (the release). A shorter one gets three sorted random
   starts from ``0 .. max(1, N - L) - 1`` (release: ``randint(1, N - L)``; a video shorter than one clip
   has the single start 0 and the reader repeats its last frame, the release's padding).
@@ -77,18 +77,18 @@ def clip_frame_indices(start: int, clip_len: int, stride: int) -> np.ndarray:
 
 
 def top_starts(candidates: np.ndarray, scores: np.ndarray, keep: int) -> np.ndarray:
-    """The candidates scoring at least the ``keep``-th highest score (``keep`` capped to 1..n).
+    """The ``keep`` best-scoring candidates (``keep`` capped to 1..n), best first: the release's order.
 
-    Starts tied with the ``keep``-th score are all kept (so a static stretch, whose scores are all
-    equal, keeps every start instead of favouring the earliest ones); the result is in start order.
-    ``candidates``: ``(n,)`` start indices into ``scores``.
+    The release sorts all starts by score with ``argsort`` and reverses it, keeps the starts of each
+    half in that order and cuts the list at ``keep``. Here the argsort is stable, so among equal scores
+    the later start comes first and exactly ``keep`` starts are kept (a static stretch keeps its last
+    ``keep`` starts). ``candidates``: ``(n,)`` start indices into ``scores``.
     """
     if len(candidates) == 0:
         return candidates
     keep = min(max(1, int(keep)), len(candidates))
-    values = scores[candidates]
-    threshold = np.sort(values)[::-1][keep - 1]
-    return candidates[values >= threshold]
+    ranked = np.argsort(scores[candidates], kind="stable")[::-1]
+    return candidates[ranked[:keep]]
 
 
 def top_count(first_pool_size: int, fraction: float) -> int:

@@ -85,6 +85,9 @@ def dataset_options(config: PretrainConfig) -> dict:
         "motion_sampling": config.motion_sampling,
         "motion_crop": config.motion_crop,
         "seed": config.seed,  # every draw of an item comes from (seed, epoch, index)
+        # the release keeps Kinetics videos longer than one clip (three uniform starts below two), and
+        # drops UCF101/HMDB51 ones shorter than two clips (the sampler's default)
+        **({"min_frames": config.clip_len * config.stride + 1} if config.dataset == "kinetics400" else {}),
         **config.sampling_options,
     }
 
