@@ -112,11 +112,17 @@ def test_motion_box_single_hot_cell_and_spread():
     np.testing.assert_allclose(rows, [5 * 240 / 7, 240])
     np.testing.assert_allclose(cols, [0, 2 * 320 / 7])
     assert cov == 0.9
-    # ties broken row-major: the first 4 zero cells of a zero map are in row 0 -> box 1 x 4 cells
+    # no motion (a zero map): the release's reversed argsort ranks the last cells first -> the
+    # bottom-right strip of 1 x 4 cells
     rows, cols, cov = motion_box(np.zeros((7, 7)), (70, 70))
-    np.testing.assert_allclose(rows, [0, 10])
-    np.testing.assert_allclose(cols, [0, 40])
+    np.testing.assert_allclose(rows, [60, 70])
+    np.testing.assert_allclose(cols, [30, 70])
     assert cov == 0.9
+    m = np.zeros((7, 7))
+    m[2, 1] = m[4, 4] = 1.0  # two moving cells, then ties among the rest: the last two cells
+    rows, cols, _ = motion_box(m, (70, 70))
+    np.testing.assert_allclose(rows, [20, 70])
+    np.testing.assert_allclose(cols, [10, 70])
 
 
 def test_results_do_not_depend_on_memory_alignment():

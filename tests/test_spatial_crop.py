@@ -17,8 +17,9 @@ from mcl_video.sampling.spatial import (
 
 
 def reference_box(window_map, frame_hw):
-    """Hand-written §3 box: top 10% cells (int(4.9) = 4), bounding box, r from its area."""
-    flat = np.argsort(-np.asarray(window_map).ravel(), kind="stable")[:4]
+    """Hand-written §3 box: top 10% cells (int(4.9) = 4; the release's reversed argsort: ties to the
+    later cell), bounding box, r from its area."""
+    flat = np.argsort(np.asarray(window_map).ravel(), kind="stable")[::-1][:4]
     rr, cc = np.unravel_index(flat, (7, 7))
     r0, r1, c0, c1 = rr.min(), rr.max() + 1, cc.min(), cc.max() + 1
     area = (r1 - r0) * (c1 - c0)
@@ -114,11 +115,13 @@ def test_required_coverage_met_whenever_feasible(blob):
 
 def test_required_coverage_table_from_box_area():
     motion = MotionFocusedCrop(box_fn=reference_box)
-    cases = {(1, 1): 0.9, (2, 2): 0.9, (2, 4): 0.8, (3, 4): 0.7, (4, 4): 0.0}
+    cases = {(1, 4): 0.9, (2, 2): 0.9, (2, 4): 0.8, (3, 4): 0.7, (4, 4): 0.0}
     for (h, w), r in cases.items():
         m = np.zeros((7, 7))
         m[0, 0] = m[h - 1, w - 1] = 3.0
         m[0, w - 1] = m[h - 1, 0] = 2.0
+        if h == 1:  # four cells of one row
+            m[0, 1:3] = 1.0
         _, _, required = motion.motion_box((112, 112), m)
         assert required == r, (h, w)
 
@@ -164,4 +167,7 @@ def test_default_box_agrees_with_hand_written_reference():
     crop = MotionFocusedCrop()
     for _ in range(50):
         m = rng.random((7, 7)) ** 4
+        assert crop.motion_box((120, 160), m) == reference_box(m, (120, 160))
+    for _ in range(50):  # with ties
+        m = rng.integers(0, 3, (7, 7)).astype(float)
         assert crop.motion_box((120, 160), m) == reference_box(m, (120, 160))

@@ -321,8 +321,9 @@ def motion_box(window_map: np.ndarray, frame_hw: tuple[int, int],
                top_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray, float]:
     """Bounding box of the top cells of a grid map and the crop coverage it requires (METHOD §3).
 
-    The top ``floor(top_fraction * cells)`` cells (at least 1; 4 of 49 for 7x7) by value are boxed;
-    ties are broken by the first cell in row-major order.
+    The top ``floor(top_fraction * cells)`` cells (at least 1; 4 of 49 for 7x7) by value are boxed,
+    ranked as the release ranks them (a reversed argsort, here stable): among equal values the later
+    cell in row-major order wins, so a clip without motion (a constant map) boxes the bottom-right strip.
 
     Returns:
         ``(rows, cols, required_coverage)``: ``rows = [y0, y1]``, ``cols = [x0, x1]`` float64 pixel
@@ -333,7 +334,7 @@ def motion_box(window_map: np.ndarray, frame_hw: tuple[int, int],
         raise ValueError(f"motion_box needs a 2-D grid map, got shape {m.shape}")
     gh, gw = m.shape
     k = max(1, int(np.floor(top_fraction * m.size + 1e-9)))
-    top = np.argsort(-m.ravel(), kind="stable")[:k]
+    top = np.argsort(m.ravel(), kind="stable")[::-1][:k]
     r, c = np.divmod(top, gw)
     r0, r1, c0, c1 = r.min(), r.max() + 1, c.min(), c.max() + 1
     h, w = frame_hw
