@@ -67,14 +67,40 @@ def test_stored_maps_are_exact(tiny):
     n = info["num_frames"]
     assert n == 40 and info["frame_hw"] == [48, 64]
     assert arrays["frame_maps"].shape == (n, 7, 7) and arrays["frame_maps"].dtype == np.float32
-    for t in (0, 3, 20, 38, 39):  # windows [t-4, t+4) truncated to the flow frames [0, 39)
-        lo, hi = max(0, t - 4), min(n - 1, t + 4)
+    # the release's window: flows t-3 .. t+4, shifted inwards at the ends to hold 8 of the 39 flows
+    windows = {0: (0, 8), 3: (0, 8), 4: (1, 9), 20: (17, 25), 34: (31, 39), 38: (31, 39), 39: (31, 39)}
+    for t, (lo, hi) in windows.items():
         exact = window_map(u[lo:hi], v[lo:hi], (7, 7), border=2)
         np.testing.assert_allclose(arrays["frame_maps"][t], exact, rtol=1e-4, atol=1e-5 * exact.max())
     assert arrays["clip_scores"].shape == (num_starts(n, 8),) == (33,)
     for s in (0, 17, 32):  # the last start's window [32, 40) is clamped to the 39 flow frames
         exact = clip_score(u[s : s + 8], v[s : s + 8], border=2)
         assert arrays["clip_scores"][s] == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize("window, num_flow", [(4, 11), (8, 11), (8, 5)])
+def test_frame_window_is_the_releases(window, num_flow):
+    """Flows t - w/2 + 1 .. t + w/2 (t-1 .. t+2 for Kinetics' 4), shifted inwards at the ends to hold
+    w flows, or every flow of a video with fewer; streamed maps equal maps of those windows."""
+    from mcl_video.motion.prepare import _MotionAccumulator
+
+    rng = np.random.default_rng(window + num_flow)
+    u, v = rng.normal(size=(2, num_flow, 20, 24)).astype(np.float32)
+    settings = CacheSettings(clip_len=2, stride=1, frame_window=window, border=1, resize_short=None)
+    acc = _MotionAccumulator(settings, (20, 24))
+    for a, b in zip(u, v, strict=True):
+        acc.push(a, b)
+    maps = acc.finish()[0]["frame_maps"]
+    assert len(maps) == num_flow + 1
+    for t in range(num_flow + 1):
+        lo = max(0, min(t - window // 2 + 1, num_flow - window))
+        hi = min(num_flow, lo + window)
+        assert hi - lo == min(window, num_flow)
+        np.testing.assert_allclose(maps[t], window_map(u[lo:hi], v[lo:hi], (7, 7), border=1), rtol=1e-4,
+                                   atol=1e-5)
+    if (window, num_flow) == (4, 11):
+        assert acc.frame_window(0, 11) == (0, 4) and acc.frame_window(5, 11) == (4, 8)
+        assert acc.frame_window(11, 11) == (7, 11)
 
 
 def test_round_trip_and_alignment_target(tiny, tmp_path):
@@ -208,19 +234,20 @@ def test_real_clip_target_correlation(shared, tmp_path):
     assert min(corr) > 0.8, corr
 
 
-@pytest.mark.parametrize("old, why", [(1, "fixed 8 px border"), (2, "8-bit fields uncompressed")])
+@pytest.mark.parametrize("old, why", [(1, "fixed 8 px border"), (2, "8-bit fields uncompressed"),
+                                      (3, "cut short at the ends")])
 def test_caches_of_older_versions_are_refused_with_the_rebuild_command(tiny, tmp_path, old, why):
     _, arrays, info, _, _ = tiny
     init_cache(tmp_path, SETTINGS)
     write_entry(tmp_path, "a", arrays, info)
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert VERSION == 3 and meta["version"] == 3 and "224" in meta["border_rule"]
+    assert VERSION == 4 and meta["version"] == 4 and "224" in meta["border_rule"]
     (tmp_path / "meta.json").write_text(json.dumps(dict(meta, version=old)))
     for call in (MotionCache, lambda p: init_cache(p, SETTINGS)):
         with pytest.raises(DataError) as err:
             call(tmp_path)
         message = str(err.value)
-        assert "\n" not in message and f"v{old} " in message and why in message and "reads v3" in message
+        assert "\n" not in message and f"v{old} " in message and why in message and "reads v4" in message
         assert f"mcl prepare VIDEO_ROOT --out {tmp_path}" in message
 
 

@@ -1,6 +1,6 @@
 """The on-disk motion cache: what training needs from the flow, computed once by ``prepare``.
 
-Layout of a cache folder (format ``mcl-motion-cache``, version 3)::
+Layout of a cache folder (format ``mcl-motion-cache``, version 4)::
 
     meta.json                 settings (flow backend + options, clip_len, stride, frame window, grid,
                               border, resize, stored representation), the border rule and package
@@ -16,7 +16,8 @@ A video id is the video's path relative to the prepared root, POSIX separators, 
 Border: ``border="auto"`` (default) zeroes ``round(8 * short_side / 224)`` px of the flow's own
 resolution (8 px at 224, 1 px at 32); an integer is used as is. Each entry's ``info`` records the pixels
 it used (``border``). Older caches are refused with the command that rebuilds them: version 1 zeroed a
-fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed.
+fixed 8 px at any resolution, version 2 stored 8-bit fields and float32 maps uncompressed, version 3
+took frame maps over flows ``[t - 4, t + 4)`` cut short at the video's ends.
 
 Entries are validated when read: a file that does not load (zip CRC, truncation) or whose arrays do not
 have the shapes, dtypes and finite non-negative values below raises :class:`DataError` naming it;
@@ -25,7 +26,8 @@ have the shapes, dtypes and finite non-negative values below raises :class:`Data
 Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
 - ``frame_maps`` ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
-  flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends; stored as float16
+  flow frames around frame t, the release's ``t - w/2 + 1 .. t + w/2`` (flows t-3 .. t+4 for 8),
+  shifted inwards at the video's ends so that it always holds ``w`` flows; stored as float16
   (relative rounding below 1e-3: they only rank crop positions), read as float32;
 - ``clip_scores`` float32 ``(num_starts,)``, ``num_starts = max(1, N - clip_len * stride + 1)``: the
   clip score of flow frames ``[s, s + clip_len * stride)`` (truncated at the end);
@@ -81,12 +83,13 @@ from mcl_video.motion.maps import (
 )
 
 FORMAT = "mcl-motion-cache"
-VERSION = 3
+VERSION = 4
 MAP_MAX = float(np.finfo(np.float16).max)  # frame maps are stored as float16 (never reached: flow is clipped)
 ENTRY_ARRAYS = ("frame_maps", "clip_scores", "scales", "fields_z", "fields_offsets")
 REPRESENTATIONS = {"derivatives": 4, "flow": 2}
 _OLD_VERSIONS = {1: "v1 zeroed a fixed 8 px border at any resolution",
-                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes"}
+                 2: "v2 stored 8-bit fields uncompressed, over twice the bytes",
+                 3: "v3 frame maps over flows [t-4, t+4) cut short at the ends, not the release's window"}
 FLOW_UNITS = 255.0 / 40.0  # the release's uint8 flow: 255/40 per pixel around 128 (bound 20 px)
 BORDER_RULE = "auto = round(8 * short_side / 224) px of the flow's resolution"
 

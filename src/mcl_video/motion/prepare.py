@@ -93,10 +93,20 @@ class _MotionAccumulator:
     def _score(self, summed: np.ndarray) -> float:
         return self.mapper.score(self.mapper.magnitude_aligned(summed))
 
-    def _emit_frame_map(self, t: int) -> None:
-        """Frame map of raw frame t: window ``[t - w/2, t + w/2)`` of flows, kept as a running sum."""
-        half = self.s.frame_window // 2
-        lo, hi = max(0, t - half), min(self.count, t - half + self.s.frame_window)
+    def frame_window(self, t: int, num_flow: int | None = None) -> tuple[int, int]:
+        """Flows ``[lo, hi)`` of raw frame t's map: the release's ``t - w/2 + 1 .. t + w/2`` (8 flows:
+        t-3 .. t+4), shifted inwards at the video's ends so that it holds ``w`` flows (all of them when
+        the video has fewer). ``num_flow``: the video's flow frames (None: not known yet, the start
+        only)."""
+        w = self.s.frame_window
+        lo = t - w // 2 + 1
+        if num_flow is not None:
+            lo = min(lo, num_flow - w)
+        lo = max(0, lo)
+        return lo, lo + w if num_flow is None else min(num_flow, lo + w)
+
+    def _emit_frame_map(self, lo: int, hi: int) -> None:
+        """The next frame map, over flows ``[lo, hi)`` (kept as a running sum: windows only move on)."""
         while self.frame_hi < hi:
             np.add(self.frame_sum, self._flow(self.frame_hi), out=self.frame_sum)
             self.frame_hi += 1
@@ -132,9 +142,11 @@ class _MotionAccumulator:
             self._recompute(self.frame_sum, self.frame_lo, self.frame_hi)
         if self.count >= span:
             self.clip_scores.append(self._score(self.clip_sum))
-        ready = self.count - (self.s.frame_window - self.s.frame_window // 2)  # frame whose window is full
-        while len(self.frame_maps) <= ready:
-            self._emit_frame_map(len(self.frame_maps))
+        while True:  # the frames whose whole window has arrived (the end's shift is decided in finish)
+            lo, hi = self.frame_window(len(self.frame_maps))
+            if hi > self.count:
+                break
+            self._emit_frame_map(lo, hi)
 
     def finish(self) -> tuple[dict[str, np.ndarray], int]:
         """Emit what is left at the end of the video -> (arrays, num_frames)."""
@@ -146,9 +158,8 @@ class _MotionAccumulator:
                 lo += 1
             self.clip_scores.append(self._score(self.clip_sum) if self.count else 0.0)
         while len(self.frame_maps) < n:
-            t = len(self.frame_maps)
             if self.count:
-                self._emit_frame_map(t)
+                self._emit_frame_map(*self.frame_window(len(self.frame_maps), self.count))
             else:
                 self.frame_maps.append(np.zeros(self.s.grid, np.float32))
         k = REPRESENTATIONS[self.s.representation]
