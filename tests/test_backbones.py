@@ -129,6 +129,34 @@ def test_init_key_inflates_a_2d_resnet50_into_both_encoders(resnet50_2d, tmp_pat
         assert torch.equal(ident[:, :, 1, 0, 0], torch.eye(256)) and ident[:, :, [0, 2]].abs().sum() == 0
 
 
+def test_kinetics_init_loads_moco_v2_head_into_the_inter_head(resnet50_2d, tmp_path):
+    """The release starts the inter-video head from MoCo v2's MLP head (fc.0, fc.2) on Kinetics only;
+    a state dict without ``num_batches_tracked`` loads (the release loads non-strictly)."""
+    weights = resnet50_2d.state_dict()
+    state = {f"module.encoder_q.{k}": v for k, v in weights.items()
+             if not k.startswith("fc") and not k.endswith("num_batches_tracked")}
+    g = torch.Generator().manual_seed(4)
+    fc = {"0.weight": torch.randn(2048, 2048, generator=g), "0.bias": torch.randn(2048, generator=g),
+          "2.weight": torch.randn(128, 2048, generator=g), "2.bias": torch.randn(128, generator=g)}
+    state.update({f"module.encoder_q.fc.{k}": v for k, v in fc.items()})
+    path = tmp_path / "moco_v2.pth.tar"
+    torch.save({"epoch": 800, "state_dict": state}, path)
+    for dataset in ("kinetics400", "ucf101"):
+        cfg = PretrainConfig(dataset=dataset, backbone="p3d_resnet50", init=str(path), queue_size=8,
+                             use_mal=False, use_order=False, use_intra=False)
+        model = build_model(cfg)
+        for encoder in (model.encoder_q, model.encoder_k):
+            head = encoder.heads["inter"].state_dict()
+            loaded = all(torch.equal(head[k], v) for k, v in fc.items())
+            assert loaded == (dataset == "kinetics400"), dataset
+            bn = encoder.backbone.state_dict()
+            assert torch.equal(bn["layer1.0.bn1.running_var"], weights["layer1.0.bn1.running_var"])
+            assert int(bn["layer1.0.bn1.num_batches_tracked"]) == 0  # absent in the file: kept
+    with pytest.raises(DataError, match="missing keys"):  # any other missing key is still refused
+        inflate_2d_state_dict({k: v for k, v in weights.items() if k != "bn1.weight"},
+                              build_backbone("p3d_resnet50").state_dict())
+
+
 def test_init_refuses_wrong_files_and_backbones(tmp_path):
     torch.manual_seed(0)
     r18 = tmp_path / "resnet18.pth"

@@ -172,6 +172,19 @@ class MCL(nn.Module):
         return loss, {**{n: v.detach() for n, v in terms.items()}, **mal, "pos_prob": pos_prob}
 
     @torch.no_grad()
+    def load_inter_head(self, state: dict[str, torch.Tensor], source: str = "init") -> None:
+        """Start the inter-video head of both encoders from ``state`` (``0.*``, ``2.*``: MoCo v2's MLP
+        head, as the release does on Kinetics). A shape mismatch is a ``ValueError`` naming ``source``."""
+        head = self.encoder_q.heads["inter"]
+        mine = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in state.items()}
+        if mine != theirs:
+            raise ValueError(f"{source}: its MLP head {theirs} does not fit the inter head {mine} "
+                             "(feat_dim=128 and a 2048-feature backbone take MoCo v2's)")
+        head.load_state_dict(state)
+        self.encoder_k.heads["inter"].load_state_dict(head.state_dict())
+
+    @torch.no_grad()
     def momentum_update(self) -> None:
         """f_k <- m f_k + (1 - m) f_q (parameters only; BN statistics are the key encoder's own)."""
         m = self.config.momentum

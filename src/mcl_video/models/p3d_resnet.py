@@ -125,6 +125,22 @@ def load_2d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read 2D ResNet-50 weights: a torchvision state dict or a MoCo v2 checkpoint
     (``state_dict`` with ``module.encoder_q.*``). Returns torchvision-named tensors without ``fc.*``;
     raises :class:`DataError` for a file that is neither."""
+    return {k: v for k, v in _read_2d(path).items() if not k.startswith("fc.")}
+
+
+def load_moco_head(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The MLP head of a MoCo v2 checkpoint (``fc.0`` and ``fc.2``, 2048 -> 2048 -> 128) as the state
+    dict of a ``Sequential(Linear, ReLU, Linear)`` (``0.*``, ``2.*``); None when the file has none (a
+    torchvision file's ``fc`` is a classifier). The release loads it into the inter-video head on
+    Kinetics (METHOD §5)."""
+    state = _read_2d(path)
+    names = {f"{i}.{p}": f"fc.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    if not all(src in state for src in names.values()):
+        return None
+    return {dst: state[src] for dst, src in names.items()}
+
+
+def _read_2d(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
@@ -135,9 +151,9 @@ def load_2d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise DataError(f"{path}: holds no state dict of tensors; {INIT_HINT}")
-    if any(k.startswith(MOCO_PREFIX) for k in state):  # MoCo: the query encoder only, fc (MLP head) dropped
+    if any(k.startswith(MOCO_PREFIX) for k in state):  # MoCo: the query encoder only
         state = {k[len(MOCO_PREFIX) :]: v for k, v in state.items() if k.startswith(MOCO_PREFIX)}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return state
 
 
 def inflate_2d_state_dict(
@@ -146,10 +162,11 @@ def inflate_2d_state_dict(
     """Map torchvision ResNet-50 tensors onto the P3D state dict ``target`` (METHOD §5).
 
     3x3 kernels -> 1x3x3; 1x1 -> 1x1x1; the 7x7 stem -> temporal index 1 of 4; ``conv2_t`` keeps its
-    identity initialisation; BN tensors copy. Raises :class:`DataError` naming missing/unexpected keys
-    or a tensor of the wrong shape."""
+    identity initialisation; BN tensors copy. A BN's ``num_batches_tracked`` may be absent (some state
+    dicts omit it; the release loads non-strictly): it keeps the target's value. Raises
+    :class:`DataError` naming other missing/unexpected keys or a tensor of the wrong shape."""
     expected = {k for k in target if ".conv2_t." not in k}
-    missing = sorted(expected - set(state_2d))
+    missing = sorted(k for k in expected - set(state_2d) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state_2d) - expected)
     if missing or unexpected:
         raise DataError(

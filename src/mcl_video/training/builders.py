@@ -11,6 +11,7 @@ from mcl_video import sampling
 from mcl_video.data import read_split
 from mcl_video.errors import DataError
 from mcl_video.models import MCL, MCLConfig, build_backbone
+from mcl_video.models.p3d_resnet import load_moco_head
 from mcl_video.motion import MotionCache
 from mcl_video.sampling import MCLPretrainDataset
 from mcl_video.training.config import ConfigError, PretrainConfig
@@ -59,7 +60,17 @@ def backbone_options(config: PretrainConfig) -> dict:
 
 
 def build_model(config: PretrainConfig) -> torch.nn.Module:
-    return MCL(model_config(config))
+    """The MCL model; on Kinetics a MoCo v2 ``init=`` file also gives the inter-video head its MLP head
+    (``fc.0``, ``fc.2``), as the release does (METHOD §5)."""
+    model = MCL(model_config(config))
+    if config.init and config.dataset == "kinetics400" and config.backbone == "p3d_resnet50":
+        head = load_moco_head(config.init)
+        if head is not None:
+            try:
+                model.load_inter_head(head, source=f"init={config.init}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+    return model
 
 
 def feature_grid(config: PretrainConfig) -> tuple[int, int, int]:
