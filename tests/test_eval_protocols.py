@@ -1,5 +1,5 @@
-"""The release's linear-probe protocol against ours: they differ exactly in crop geometry and in
-standardisation (METHOD §6), and nowhere else."""
+"""The release's linear-probe protocol against ours: they differ exactly in crop geometry, clip
+placement, standardisation and the SVM's intercept and tolerance (METHOD §6), and nowhere else."""
 
 import dataclasses
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mcl_video.data import read_clip
-from mcl_video.evaluation.datasets import clip_indices, native_resize, normalize_clip
+from mcl_video.evaluation.datasets import clip_indices, native_resize, normalize_clip, release_clip_indices
 from mcl_video.evaluation.features import feature_protocol
 from mcl_video.evaluation.probes import linear_probe_svm
 
@@ -30,7 +30,7 @@ def write_noise_video(path, num_frames, h, w, seed=0):
     return path
 
 
-def test_presets_differ_exactly_in_crop_geometry_and_standardisation():
+def test_presets_differ_exactly_in_geometry_placement_and_svm():
     release = feature_protocol("release", size=112, num_clips=20)
     default = feature_protocol("default", size=112, num_clips=20)
     assert (release.num_clips, release.size, release.short_side, release.svm_preprocess) == (
@@ -39,7 +39,9 @@ def test_presets_differ_exactly_in_crop_geometry_and_standardisation():
         20, 112, 112, "standardize")
     names = [f.name for f in dataclasses.fields(release)]
     differ = {n for n in names if getattr(release, n) != getattr(default, n)}
-    assert differ == {"name", "size", "short_side", "svm_preprocess"}
+    assert differ == {"name", "size", "short_side", "svm_preprocess", "svm_intercept", "svm_tol", "placement"}
+    assert (release.svm_intercept, release.svm_tol, release.placement) == (False, 0.01, "release")
+    assert (default.svm_intercept, default.placement) == (True, "uniform")
     # release ignores the user's size / clip count; default follows them
     assert feature_protocol("release", size=64, num_clips=3) == release
     assert (feature_protocol("default", 64, 3).size, feature_protocol("default", 64, 3).num_clips) == (64, 3)
@@ -60,7 +62,7 @@ def test_release_views_are_unresized_centre_crops(tmp_path, hw):
     h, w = hw
     path = write_noise_video(tmp_path / "v.mp4", 24, h, w)
     rec = [SimpleNamespace(path="v.mp4", label=0)]
-    idx = clip_indices(24, 4, 2, 20)
+    idx = release_clip_indices(24, 4, 2, 20)
     release = feature_protocol("release").dataset(tmp_path, rec, clip_len=4, stride=2)[0]["clips"]
     assert release.shape == (20, 3, 4, 224, 224)
     # 240 x 320 is used as decoded; 72 x 96 is outside 240-256 and goes to short side 256 first
@@ -74,6 +76,7 @@ def test_release_views_are_unresized_centre_crops(tmp_path, hw):
         np.testing.assert_array_equal(release[c].numpy(),
                                       normalize_clip(frames[c, :, top:top + 224, left:left + 224]).numpy())
     # ours: the short side goes to the crop side (112) first, then the centre crop
+    idx = clip_indices(24, 4, 2, 20)
     default = feature_protocol("default", size=112).dataset(tmp_path, rec, clip_len=4, stride=2)[0]["clips"]
     small = read_clip(path, idx.reshape(-1), resize_short=112)
     sh, sw = small.shape[1:3]
@@ -122,7 +125,7 @@ def test_mcl_evaluate_preset_release(tmp_path, monkeypatch):
     real_svm = protocols.linear_probe_svm
 
     def spy(*args, **kwargs):
-        seen["preprocess"] = kwargs["preprocess"]
+        seen.update(preprocess=kwargs["preprocess"], intercept=kwargs["fit_intercept"], tol=kwargs["tol"])
         return real_svm(*args, **kwargs)
 
     real_extract = features.extract_features
@@ -138,7 +141,50 @@ def test_mcl_evaluate_preset_release(tmp_path, monkeypatch):
             '{"widths": [2, 2, 2, 2]}', "--data", str(root), "--annotations", str(ann), "--protocol", "svm",
             "--clip-len", "2", "--preset", "release", "--size", "32", "--num-clips", "2", "--out", str(out)]
     assert main(argv) == 0
-    assert seen["preprocess"] == "none"
+    assert (seen["preprocess"], seen["intercept"], seen["tol"]) == ("none", False, 0.01)
     assert seen["views"] == [(20, 224, "native", (20, 3, 2, 224, 224))] * 2  # --size/--num-clips ignored
     res = json.loads((out / "results.json").read_text())
     assert res["svm"]["preprocess"] == "none" and res["num_train"] == 4 and res["num_test"] == 2
+    assert res["svm"]["intercept"] is False and res["svm"]["tol"] == 0.01
+
+
+def _release_starts(n, clip_len, stride, num_clips):
+    """The release's test-clip starts as METHOD §6 describes them (0-based), and the repeat count."""
+    span = clip_len * stride
+    dup = -(-span // n) if n < span else 1
+    d = n * dup
+    if d // num_clips >= span:
+        return [i * (d // num_clips) for i in range(num_clips)], dup
+    return [int(i * (d - span) / (num_clips - 1)) for i in range(num_clips)], dup
+
+
+@pytest.mark.parametrize("n", [700, 640, 100, 32, 20, 7])
+def test_release_test_clip_placement(n):
+    idx = release_clip_indices(n, 16, 2, 20)
+    starts, dup = _release_starts(n, 16, 2, 20)
+    assert idx.shape == (20, 16)
+    want = (np.array(starts)[:, None] + 2 * np.arange(16)[None, :]) // dup
+    np.testing.assert_array_equal(idx, want)
+    assert idx.max() <= n - 1
+    if n == 700:  # long videos: starts at i * (N // 20)
+        assert idx[:, 0].tolist() == [35 * i for i in range(20)]
+    if n == 20:  # 20 < 32 frames: every frame shown twice (40), starts int(i * 8 / 19)
+        assert dup == 2 and idx[19].tolist() == [(8 + 2 * k) // 2 for k in range(16)]
+        assert idx[0].tolist() == list(range(16))  # frames 0, 1, 2, ...: each frame once per step of 2
+    if n == 7:  # ceil(32 / 7) = 5 repeats: 35 frames
+        assert dup == 5 and idx[0].tolist() == [(2 * k) // 5 for k in range(16)]
+    assert not np.array_equal(idx, clip_indices(n, 16, 2, 20)) or n == 32
+
+
+def test_svm_without_intercept_is_the_release():
+    """liblinear -s 2 without -B has no bias: on 1-D positive features whose classes differ by an offset,
+    every one-vs-rest decision is w_c * x, so one class wins everywhere; with an intercept it is exact."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    x = (np.where(y == 0, 1.0, 3.0) + rng.uniform(0, 1, 60))[:, None]
+    tr, te = np.arange(60) % 2 == 0, np.arange(60) % 2 == 1
+    with_b = linear_probe_svm(x[tr], y[tr], x[te], y[te], preprocess="none")
+    no_b = linear_probe_svm(x[tr], y[tr], x[te], y[te], preprocess="none", fit_intercept=False, tol=0.01)
+    assert with_b["top1"] == 1.0 and no_b["top1"] == 0.5
+    ratio = no_b["scores"][:, 1] / x[te, 0]  # decision values proportional to x: no offset
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)

@@ -141,6 +141,8 @@ def run(args) -> int:
         fc_lr=args.fc_lr,
         knn_k=args.knn_k,
         svm_preprocess=preset.svm_preprocess,
+        svm_intercept=preset.svm_intercept,
+        svm_tol=preset.svm_tol,
     )
     print(format_table(results))
     print(f"results: {args.out / 'results.json'}")

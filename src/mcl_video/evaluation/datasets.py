@@ -45,6 +45,35 @@ def clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: int) ->
     return np.minimum(idx, num_frames - 1)
 
 
+def release_clip_indices(num_frames: int, clip_len: int, stride: int, num_clips: int) -> np.ndarray:
+    """Frame indices of the release's test clips: ``num_clips x clip_len`` int64 (METHOD §6).
+
+    With ``L = clip_len * stride``, a video of ``N < L`` frames first shows every frame
+    ``dup = ceil(L / N)`` times (``D = N * dup`` frames; else ``dup = 1``). Clip i starts at
+    ``i * (D // num_clips)`` when that step is at least ``L``, else at ``int(i * (D - L) / (num_clips -
+    1))``; its frames are ``start + k * stride`` of the repeated video, i.e. frame ``// dup``.
+    """
+    if num_frames < 1 or clip_len < 1 or stride < 1 or num_clips < 1:
+        raise ValueError(
+            f"release_clip_indices: need positive sizes, got num_frames={num_frames}, clip_len={clip_len}, "
+            f"stride={stride}, num_clips={num_clips}"
+        )
+    span = clip_len * stride
+    dup = -(-span // num_frames) if num_frames < span else 1
+    total = num_frames * dup
+    i = np.arange(num_clips, dtype=np.int64)
+    if total // num_clips >= span:
+        starts = i * (total // num_clips)
+    else:
+        step = (total - span) / (num_clips - 1) if num_clips > 1 else 0.0
+        starts = np.array([int(k * step) for k in range(num_clips)], dtype=np.int64)
+    idx = starts[:, None] + np.arange(clip_len, dtype=np.int64)[None, :] * stride
+    return np.minimum(idx // dup, num_frames - 1)
+
+
+PLACEMENTS = {"uniform": clip_indices, "release": release_clip_indices}
+
+
 def crop_offsets(height: int, width: int, size: int, crop: str) -> list[tuple[int, int]]:
     """``(top, left)`` of the ``size x size`` crops: ``center`` -> 1 crop; ``three`` -> start, centre
     and end of the long side (centred on the short side)."""
@@ -79,6 +108,8 @@ class EvalClipDataset(torch.utils.data.Dataset):
         size: crop side; ``short_side`` (default ``size``) is the short side after resizing, or
             ``"native"``: no resize when the video's short side is in ``NATIVE_SHORT_SIDES``
             (else resized to ``NATIVE_FALLBACK``), see :func:`native_resize`.
+        placement: where the clips start: ``"uniform"`` (:func:`clip_indices`) or ``"release"``
+            (:func:`release_clip_indices`, the release's linear-probe test clips).
         crop: ``"center"`` (1 crop), ``"three"`` (3 crops along the long side) or ``"random"``
             (training for fine-tuning: one clip at a random start, a random crop position and a
             random horizontal flip; ``num_clips`` is ignored). Every random draw of item ``i`` comes
@@ -97,9 +128,14 @@ class EvalClipDataset(torch.utils.data.Dataset):
         crop: str = "center",
         short_side: int | str | None = None,
         seed: int = 0,
+        placement: str = "uniform",
     ):
         if crop not in CROPS:
             raise ValueError(f"EvalClipDataset: crop must be one of {sorted(CROPS)}, got {crop!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"EvalClipDataset: placement must be one of {sorted(PLACEMENTS)}, "
+                             f"got {placement!r}")
+        self.placement = placement
         self.video_root = Path(video_root)
         self.records = list(records)
         self.clip_len, self.stride, self.size, self.crop = clip_len, stride, size, crop
@@ -151,7 +187,7 @@ class EvalClipDataset(torch.utils.data.Dataset):
 
     def _indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         if self.crop != "random":
-            return clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)
+            return PLACEMENTS[self.placement](num_frames, self.clip_len, self.stride, self.num_clips)
         span = (self.clip_len - 1) * self.stride + 1
         start = int(rng.integers(0, max(1, num_frames - span + 1)))
         idx = start + np.arange(self.clip_len, dtype=np.int64)[None, :] * self.stride

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 class FeatureProtocol:
     """How frozen features are taken and fed to the SVM probe (METHOD §6).
 
-    ``release``: the authors' UCF101/HMDB51 linear-probe protocol: 20 uniformly spaced clips per video,
-    a 224 x 224 centre crop of frames with short side 240-256 taken without resizing the crop
-    (``short_side="native"``), raw features into the SVM (no standardisation).
-    ``default``: ours: the short side resized to the crop side ``size``, centre crop, features
-    standardised with the training set's statistics (see :func:`linear_probe_svm`).
+    ``release``: the authors' UCF101/HMDB51 linear-probe protocol: 20 clips per video at the release's
+    starts (``placement="release"``, :func:`release_clip_indices`), a 224 x 224 centre crop of frames
+    with short side 240-256 taken without resizing the crop (``short_side="native"``), raw features
+    into a linear SVM without intercept at tolerance 0.01 (liblinear ``-s 2 -c 1``, no ``-B``).
+    ``default``: ours: uniformly spaced clips, the short side resized to the crop side ``size``, centre
+    crop, features standardised with the training set's statistics, an SVM with intercept (see
+    :func:`linear_probe_svm`).
     """
 
     name: str
@@ -39,13 +41,17 @@ class FeatureProtocol:
     size: int
     short_side: int | str
     svm_preprocess: str
+    svm_intercept: bool = True
+    svm_tol: float = 1e-4
+    placement: str = "uniform"
 
     def dataset(
         self, video_root: str | Path, records: Sequence, clip_len: int = 16, stride: int = 2
     ) -> EvalClipDataset:
         """The :class:`EvalClipDataset` (centre crop) this protocol extracts features from."""
         return EvalClipDataset(
-            video_root, records, clip_len, stride, self.num_clips, self.size, "center", self.short_side
+            video_root, records, clip_len, stride, self.num_clips, self.size, "center", self.short_side,
+            placement=self.placement,
         )
 
 
@@ -58,7 +64,8 @@ def feature_protocol(name: str = "default", size: int = 112, num_clips: int = 20
     """The named :class:`FeatureProtocol`; ``size`` and ``num_clips`` apply to ``default`` only
     (``release`` fixes them at 224 and 20)."""
     if name == "release":
-        return FeatureProtocol("release", RELEASE_NUM_CLIPS, RELEASE_CROP, "native", "none")
+        return FeatureProtocol("release", RELEASE_NUM_CLIPS, RELEASE_CROP, "native", "none",
+                               svm_intercept=False, svm_tol=0.01, placement="release")
     if name == "default":
         return FeatureProtocol("default", num_clips, size, size, "standardize")
     raise ValueError(f"protocol must be one of {FEATURE_PROTOCOLS}, got {name!r}")

@@ -86,8 +86,11 @@ def linear_probe_svm(
     preprocess: str = "standardize",
     max_iter: int = 5000,
     num_classes: int | None = None,
+    fit_intercept: bool = True,
+    tol: float = 1e-4,
 ) -> dict:
-    """Linear SVM probe (release protocol for UCF101/HMDB51).
+    """Linear SVM probe (release protocol for UCF101/HMDB51: ``fit_intercept=False, tol=0.01``, the
+    release's liblinear ``-s 2 -c 1`` without ``-B``).
 
     ``preprocess="standardize"`` (default) scales each feature dimension to zero mean and unit
     variance with statistics of the training set. We standardise rather than L2-normalise because
@@ -112,7 +115,8 @@ def linear_probe_svm(
     elif preprocess != "none":
         raise ValueError(f"preprocess must be 'standardize', 'l2' or 'none', got {preprocess!r}")
     k = num_classes or _num_classes(train_y, test_y)
-    svm = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=False, max_iter=max_iter)
+    svm = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=False, max_iter=max_iter,
+                    fit_intercept=fit_intercept, tol=tol)
     svm.fit(train_x, np.asarray(train_y))
     margins = svm.decision_function(test_x)
     scores = np.full((len(test_x), k), -np.inf)

@@ -27,9 +27,12 @@ def run_protocols(
     knn_k: int = 20,
     ks: tuple[int, ...] = (1, 5, 10, 20),
     svm_preprocess: str = "standardize",
+    svm_intercept: bool = True,
+    svm_tol: float = 1e-4,
 ) -> dict:
     """Run the chosen protocols on ``extract_features`` outputs (``features``, ``labels``).
-    ``svm_preprocess`` goes to :func:`linear_probe_svm` (``"none"`` in the release protocol).
+    ``svm_preprocess``, ``svm_intercept`` and ``svm_tol`` go to :func:`linear_probe_svm` (``"none"``,
+    no intercept and 0.01 in the release protocol).
 
     Returns:
         ``{"svm": {top1, top5, mean_class_accuracy, per_class}, "fc": {...}, "knn": {"k", "top1"},
@@ -45,7 +48,8 @@ def run_protocols(
     confusions = {}
     if "svm" in protocols:
         confusions["svm"] = linear_probe_svm(
-            xtr, ytr, xte, yte, preprocess=svm_preprocess, num_classes=num_classes
+            xtr, ytr, xte, yte, preprocess=svm_preprocess, num_classes=num_classes,
+            fit_intercept=svm_intercept, tol=svm_tol,
         )
     if "fc" in protocols:
         confusions["fc"] = linear_probe_fc(
@@ -54,7 +58,7 @@ def run_protocols(
     for name, m in confusions.items():
         results[name] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "per_class")}
     if "svm" in results:
-        results["svm"]["preprocess"] = svm_preprocess
+        results["svm"].update(preprocess=svm_preprocess, intercept=svm_intercept, tol=svm_tol)
     if "knn" in protocols:
         results["knn"] = {"k": knn_k, "vote": "weighted", "top1": knn_accuracy(xte, yte, xtr, ytr, k=knn_k)}
     if "retrieval" in protocols:
