@@ -23,7 +23,8 @@ CLIP, SIZE, BATCH, STEPS = 8, 48, 4, 3  # tiny_r2plus1d grid 2 x 3 x 3; 4 clips 
 GRID = (2, 3, 3)
 
 
-def test_grouped_bn_is_separate_bns_per_group():
+@pytest.mark.parametrize("batch", [5, 6])  # groups of 2, 2, 1 (a loop) and 2, 2, 2 (one wide BN)
+def test_grouped_bn_is_separate_bns_per_group(batch):
     torch.manual_seed(0)
     ref = nn.BatchNorm3d(5, momentum=0.3)
     with torch.no_grad():
@@ -31,7 +32,7 @@ def test_grouped_bn_is_separate_bns_per_group():
     grouped = convert_grouped_batchnorm(copy.deepcopy(ref), 2)
     assert isinstance(grouped, GroupedBatchNorm3d) and set(grouped.state_dict()) == set(ref.state_dict())
     parts = [copy.deepcopy(ref) for _ in range(3)]
-    x = torch.randn(5, 5, 2, 3, 3, dtype=torch.float32) * 2 + 1  # groups of 2, 2 and 1
+    x = torch.randn(batch, 5, 2, 3, 3, dtype=torch.float32) * 2 + 1
     x.requires_grad_(True)
     out = grouped(x)
     expected = torch.cat([bn(g) for bn, g in zip(parts, x.split(2), strict=True)])
@@ -49,6 +50,10 @@ def test_grouped_bn_is_separate_bns_per_group():
         mean = torch.stack([getattr(bn, name) for bn in parts]).mean(0)
         assert torch.allclose(getattr(grouped, name), mean, atol=1e-6), name
     assert int(grouped.num_batches_tracked) == 1
+    # the NDHWC layout (channels_last=true) gives the same output
+    twin = convert_grouped_batchnorm(copy.deepcopy(ref), 2)
+    nd = twin(x.detach().contiguous(memory_format=torch.channels_last_3d))
+    assert torch.allclose(nd, out.detach(), atol=1e-6)
     # evaluation mode uses the running statistics, as a plain BatchNorm with the same state
     plain = copy.deepcopy(ref)
     plain.load_state_dict(grouped.state_dict())
