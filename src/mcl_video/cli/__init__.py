@@ -5,7 +5,8 @@ Each sub-command lives in its own module in this package and exposes
     add_parser(subparsers) -> argparse.ArgumentParser   # registers the command
     run(args) -> int                                      # exit status
 
-The parser is built from the ``COMMANDS`` table below, so adding a command is one line here.
+The parser is built from the ``COMMANDS`` table below, so adding a command is one line here. Only the
+command being run is imported (``mcl --help`` and ``--version`` import no sub-command and not torch).
 
 Errors (``mcl_video.errors``): a user error (:class:`MCLError`) is printed as ``error: <message>`` on
 one line and ends the command with its exit status (2 usage/config, 1 run failed); a full disk
@@ -29,23 +30,40 @@ from mcl_video.allocator import maybe_reexec
 from mcl_video.atomic import DISK_FULL
 from mcl_video.errors import MCLError, UsageError
 
-# command name -> module in mcl_video.cli (in the order of the data flow)
-COMMANDS: dict[str, str] = {
-    "synth": "synth",
-    "prepare": "prepare",
-    "transcode": "transcode",
-    "inspect": "inspect",
-    "show-tubelets": "show_tubelets",
-    "pretrain": "pretrain",
-    "evaluate": "evaluate",
-    "export": "export",
-    "finetune": "finetune",
-    "demo": "demo",
+# command name -> (module in mcl_video.cli, one-line help), in the order of the data flow. The help is
+# repeated here so that `mcl --help` lists the commands without importing them (tests/test_cli.py
+# checks it equals each module's own).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("synth", "write the built-in motion benchmark (UCF101-style layout)"),
+    "prepare": ("prepare", "build the motion cache (flow -> motion-boundary maps) for a folder of videos"),
+    "transcode": ("transcode", "write resized, short-GOP H.264 copies of a video folder (faster random clip "
+                  "reads)"),
+    "inspect": ("inspect", "summarise a motion cache built by `mcl prepare`"),
+    "show-tubelets": ("show_tubelets", "draw the motion-focused clips and crops of one training sample "
+                      "(PNG + GIF)"),
+    "pretrain": ("pretrain", "self-supervised MCL pretraining (one process, or many under torchrun)"),
+    "evaluate": ("evaluate", "linear probes, kNN and retrieval on frozen features of a checkpoint"),
+    "export": ("export", "write a checkpoint's encoder for torchvision, mmaction2, ONNX or as an encoder "
+               "file"),
+    "finetune": ("finetune", "fine-tune an encoder on UCF101/HMDB51-style labels and test it (multi-clip x "
+                 "3-crop)"),
+    "demo": ("demo", "end-to-end demo on the built-in benchmark: MCL vs MoCo vs random vs supervised"),
 }
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument that is not an option), else None."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``mcl`` parser. With ``argv``, only the command it names is imported and gets its full
+    sub-parser (the others are listed by name and help); without, every command is imported."""
     parser = argparse.ArgumentParser(
         prog="mcl",
         description=(
@@ -58,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of user errors too (same as MCL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    wanted = set(COMMANDS) if argv is None else {chosen_command(argv)}
+    for name, (module, help_text) in COMMANDS.items():
+        if name not in wanted:  # listed only: a sub-command module may import torch
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
         mod = importlib.import_module(f"mcl_video.cli.{module}")
         p = mod.add_parser(sub)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -128,7 +150,7 @@ def _user_error(message: str, status: int, debug: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the `mcl` command itself (not a call from Python): tcmalloc when installed
         maybe_reexec(sys.argv[1:])
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

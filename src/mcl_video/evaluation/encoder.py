@@ -1,12 +1,17 @@
 """``load_encoder``: a backbone ready for feature extraction from a checkpoint file.
 
-Two formats are accepted (both read with ``torch.load(weights_only=True)``):
+Three formats are accepted (all read with ``torch.load(weights_only=True)``):
 
 1. our pretraining checkpoints (``mcl_video.training``): a dict with ``model`` (the MCL state dict)
    and ``config`` (``backbone``, ``backbone_options``); the *query* encoder's backbone is taken;
-2. a torchvision-format video ResNet state dict (R(2+1)D-18 by default), plain or under
+2. an encoder file of ``mcl export --format mcl`` (``format: "mcl-encoder"``, ``backbone``,
+   ``backbone_options``, ``state_dict`` and the ``clip`` settings it was trained with), any backbone;
+3. a torchvision-format video ResNet state dict (R(2+1)D-18 by default), plain or under
    ``state_dict``, with or without the classifier ``fc.*`` (and with or without a DDP ``module.``
    prefix).
+
+:func:`encoder_settings` reads what a file says about its encoder (backbone, clip length, stride, input
+size) without building it; :func:`clip_settings` fills the evaluation's clip settings from it.
 
 Keys must fit the backbone exactly (apart from ``fc.*`` in format 2); otherwise the file is refused
 with the missing and unexpected keys named.
@@ -14,6 +19,7 @@ with the missing and unexpected keys named.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,8 +38,75 @@ QUERY_BACKBONE_PREFIXES = (
 )
 
 
+ENCODER_FORMAT = "mcl-encoder"  # the ``format`` entry of an ``mcl export --format mcl`` file
+CLIP_KEYS = ("clip_len", "stride", "size")
+# evaluation's clip settings when neither the command nor the file gives them
+DEFAULT_CLIP = {"clip_len": 16, "stride": 2, "size": 112}
+
+
 class EncoderLoadError(DataError, ValueError):
     """The checkpoint does not fit the backbone; the message names the offending keys."""
+
+
+@dataclass
+class EncoderSettings:
+    """What an encoder file says about its encoder: ``backbone`` (None for a plain state dict),
+    ``backbone_options``, ``clip`` (``clip_len``, ``stride``, ``size`` the encoder was trained with; only
+    the keys the file holds) and ``kind`` (``checkpoint``, ``encoder`` or ``state dict``)."""
+
+    kind: str
+    backbone: str | None = None
+    backbone_options: dict = field(default_factory=dict)
+    clip: dict = field(default_factory=dict)
+
+
+def _settings_of(obj: dict) -> EncoderSettings:
+    if obj.get("format") == ENCODER_FORMAT:
+        return EncoderSettings("encoder", obj.get("backbone"), dict(obj.get("backbone_options") or {}),
+                               {k: int(v) for k, v in (obj.get("clip") or {}).items() if k in CLIP_KEYS})
+    if isinstance(obj.get("model"), dict):
+        config = obj.get("config") or {}
+        clip = {k: int(config[k]) for k in CLIP_KEYS if isinstance(config.get(k), int)}
+        return EncoderSettings("checkpoint", config.get("backbone"),
+                               dict(config.get("backbone_options") or {}), clip)
+    return EncoderSettings("state dict")
+
+
+def encoder_settings(path: str | Path) -> EncoderSettings:
+    """Read ``path`` (any format :func:`load_encoder` accepts) and return its :class:`EncoderSettings`."""
+    obj = safe_load(Path(path), "cpu", hint="pass a checkpoint of `mcl pretrain` or a torchvision state dict")
+    if not isinstance(obj, dict):
+        raise EncoderLoadError(f"{path}: expected a dict (checkpoint or state dict), "
+                               f"got {type(obj).__name__}")
+    return _settings_of(obj)
+
+
+def clip_settings(settings: EncoderSettings | None, **given: int | None) -> tuple[dict, str]:
+    """The evaluation's ``clip_len``, ``stride`` and ``size``: each from ``given`` when not None, else
+    from the encoder's ``settings.clip``, else :data:`DEFAULT_CLIP`.
+
+    Returns:
+        ``(values, note)``: the three values and one line saying where each came from, e.g.
+        ``"clip settings: clip_len 8, stride 2, size 32 from the checkpoint's config"``.
+    """
+    unknown = set(given) - set(CLIP_KEYS)
+    if unknown:
+        raise TypeError(f"clip_settings: unknown settings {sorted(unknown)}")
+    saved = settings.clip if settings is not None else {}
+    values, origin = {}, {}
+    for key in CLIP_KEYS:
+        if given.get(key) is not None:
+            values[key], origin[key] = int(given[key]), "given"
+        elif key in saved:
+            values[key], origin[key] = saved[key], f"the {settings.kind}'s config"
+        else:
+            values[key], origin[key] = DEFAULT_CLIP[key], "default"
+    groups: dict[str, list[str]] = {}
+    for key in CLIP_KEYS:
+        groups.setdefault(origin[key], []).append(f"{key} {values[key]}")
+    parts = [f"{', '.join(items)} {'from ' + where if where.startswith('the ') else '(' + where + ')'}"
+             for where, items in groups.items()]
+    return values, "clip settings: " + "; ".join(parts)
 
 
 def _strip(state: dict, prefix: str) -> dict:
@@ -90,7 +163,8 @@ def load_encoder(
     """Build the backbone and load its weights from ``path``; returned in eval mode.
 
     Args:
-        path: a pretraining checkpoint (``model`` + ``config``) or a torchvision-format state dict.
+        path: a pretraining checkpoint (``model`` + ``config``), an ``mcl export --format mcl`` encoder
+            file or a torchvision-format state dict.
         backbone: backbone name for ``build_backbone``; defaults to the checkpoint's
             ``config["backbone"]``, or ``"r2plus1d_18"`` for a plain state dict.
         **options: extra ``build_backbone`` options (override the checkpoint's ``backbone_options``).
@@ -107,7 +181,13 @@ def load_encoder(
         raise EncoderLoadError(
             f"{path}: expected a dict (checkpoint or state dict), got {type(obj).__name__}"
         )
-    if isinstance(obj.get("model"), dict):
+    if obj.get("format") == ENCODER_FORMAT:
+        saved = _settings_of(obj)
+        name = backbone or saved.backbone
+        opts = dict(saved.backbone_options) if name == saved.backbone else {}
+        opts.update(options)
+        state = obj.get("state_dict") or {}
+    elif isinstance(obj.get("model"), dict):
         config = obj.get("config") or {}
         name = backbone or config.get("backbone")
         if not name:

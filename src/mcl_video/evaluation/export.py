@@ -1,22 +1,31 @@
-"""Export a trained encoder for other toolkits: torchvision and mmaction2.
+"""Export a trained encoder: for torchvision, mmaction2, ONNX runtimes, or as a self-describing file.
 
 - ``torchvision``: the backbone's state dict under torchvision's own names (our R(2+1)D-18 / R3D-18 *are*
   torchvision's modules), without ``fc``. ``torchvision.models.video.r2plus1d_18()`` /
   ``r3d_18()`` load it with ``strict=False`` missing exactly ``fc.weight`` and ``fc.bias``; with
   ``model.fc = nn.Identity()`` the model returns the same pooled features as ours.
-- ``mmaction2``: the same tensors under the names of mmaction2's ``ResNet3d`` (R3D-18) and
-  ``ResNet2Plus1d`` (R(2+1)D-18) backbones (``conv1.conv`` / ``conv1.bn`` for the stem,
-  ``layerL.B.convK.conv`` / ``.bn``, ``.conv.conv_s`` / ``.conv.bn_s`` / ``.conv.conv_t`` inside a
-  (2+1)D conv, ``downsample.conv`` / ``downsample.bn``), saved as ``{"state_dict": ..., "meta": ...}``
-  with the backbone settings that reproduce our network in ``meta["mmaction2_backbone"]``.
+- ``mmaction2``: the same tensors under the names of mmaction2's ``ResNet3d`` backbone (``conv1.conv`` /
+  ``conv1.bn`` for the stem, ``layerL.B.convK.conv`` / ``.bn``, ``.conv.conv_s`` / ``.conv.bn_s`` /
+  ``.conv.conv_t`` inside a (2+1)D conv, ``downsample.conv`` / ``downsample.bn``), saved as
+  ``{"state_dict": ..., "meta": ...}`` with the backbone settings that reproduce our network in
+  ``meta["mmaction2_backbone"]``.
 
-  R3D-18 maps one to one. For R(2+1)D-18 mmaction2 sizes the middle of each (2+1)D conv differently:
-  where it has more middle channels (the stem: 83 vs 45; the second conv of each stage's first block:
-  288/576/1152 vs 230/460/921) ours are copied and the rest are zeroed, BN scale included, so the conv
-  computes exactly the same function. Its shortcut projections, though, are (2+1)D convs with a ReLU and
-  fewer middle channels than inputs (54/109/219 for 64/128/256), which cannot represent torchvision's
-  1x1x1 projection: those keys are not exported (listed in ``meta["not_exported"]``) and mmaction2
-  initialises them; fine-tuning relearns them.
+  R3D-18 maps one to one. R(2+1)D-18 is mmaction2's ``ResNet3d`` with (2+1)D convs: its own
+  ``ResNet2Plus1d`` always applies the stem max-pool (it ignores ``with_pool1=False``), so the export
+  names ``ResNet3d``. Where mmaction2's ``Conv2plus1d`` has more middle channels (the stem: 83 vs 45;
+  the second conv of each stage's first block: 288/576/1152 vs 230/460/921) ours are copied and the rest
+  are zeroed, BN scale included, so the conv computes exactly the same function. A 1x1x1 shortcut
+  projection, though, becomes a (2+1)D conv with a ReLU and fewer middle channels than inputs in
+  mmaction2 (54/109/219 for 64/128/256), which cannot hold torchvision's projection: the export names
+  the conv type ``MCLConv2plus1d`` (``mcl_video.mmaction2_conv``: mmaction2's ``Conv2plus1d``, and a
+  plain ``Conv3d`` for a 1x1x1 kernel), which an mmaction2 config brings in through ``custom_imports``;
+  the shortcut tensors are then exported as they are. mmaction2 has no P3D ResNet (its ``ResNet3d``
+  inflates one block type per stage; P3D cycles three), so ``p3d_resnet50`` is not exported to it.
+- ``onnx``: the frozen encoder as a feature extractor (input ``clip`` ``B x 3 x T x H x W`` float,
+  output ``features`` ``B x num_features``), batch size dynamic; any backbone.
+- ``mcl``: ``{"format": "mcl-encoder", "backbone", "backbone_options", "state_dict", "clip"}``, the query
+  encoder alone with what builds it and the clip settings it was trained with; any backbone;
+  :func:`mcl_video.load_encoder` and ``hubconf.py`` read it.
 """
 
 from __future__ import annotations
@@ -27,11 +36,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mcl_video.atomic import atomic_path
 from mcl_video.errors import UsageError
-from mcl_video.evaluation.encoder import load_encoder
+from mcl_video.evaluation.encoder import ENCODER_FORMAT, clip_settings, encoder_settings, load_encoder
 
-FORMATS = ("torchvision", "mmaction2")
-EXPORTABLE = ("r2plus1d_18", "r3d_18")
+FORMATS = ("torchvision", "mmaction2", "onnx", "mcl")
+EXPORTABLE = ("r2plus1d_18", "r3d_18")  # to torchvision and mmaction2; onnx and mcl take any backbone
+ONNX_OPSET = 17
+# the conv type (registered by mcl_video.mmaction2_conv) that holds R(2+1)D-18's 1x1x1 shortcuts
+MMACTION2_CONV = "MCLConv2plus1d"
+MMACTION2_PLUGIN = "mcl_video.mmaction2_conv"
+HINT = "free space or choose another --out, then rerun"
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 # mmaction2 backbone settings under which its network matches ours (the exported weights' ``meta``)
@@ -43,9 +58,9 @@ MMACTION2_BACKBONES = {
         zero_init_residual=False,
     ),
     "r2plus1d_18": dict(
-        type="ResNet2Plus1d", depth=18, pretrained2d=False, conv1_kernel=(3, 7, 7), conv1_stride_t=1,
+        type="ResNet3d", depth=18, pretrained2d=False, conv1_kernel=(3, 7, 7), conv1_stride_t=1,
         pool1_stride_t=1, with_pool1=False, with_pool2=False, inflate=(1, 1, 1, 1),
-        spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 2, 2, 2), conv_cfg=dict(type="Conv2plus1d"),
+        spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 2, 2, 2), conv_cfg=dict(type=MMACTION2_CONV),
         norm_cfg=dict(type="BN3d"), zero_init_residual=False,
     ),
 }
@@ -113,11 +128,12 @@ def mmaction2_mid_channels(cin: int, cout: int, kernel: tuple[int, int, int]) ->
 
 
 def mmaction2_state(backbone: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Our tensors under mmaction2's ``ResNet3d`` / ``ResNet2Plus1d`` names.
+    """Our tensors under the names of mmaction2's ``ResNet3d`` (with ``MCLConv2plus1d`` convs for
+    R(2+1)D-18, see the module docstring).
 
     Returns:
-        ``(state, not_exported)``: the mmaction2 state dict and our keys that have no exact counterpart
-        (R(2+1)D-18's shortcut projections, see the module docstring).
+        ``(state, not_exported)``: the mmaction2 state dict and our keys without a counterpart (none for
+        R3D-18 and R(2+1)D-18).
     """
     arch = backbone_arch(backbone)
     src = {k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()}
@@ -141,36 +157,98 @@ def mmaction2_state(backbone: nn.Module) -> tuple[dict[str, torch.Tensor], list[
             else:
                 out[f"{theirs}.conv.weight"] = src[f"{ours}.0.weight"]
             _copy_bn(out, src, f"{ours}.1", f"{theirs}.bn")
-        if f"{block}.downsample.0.weight" in src:
-            shortcut = [k for k in src if k.startswith(f"{block}.downsample.")]
-            if two_plus_one:
-                not_exported += sorted(shortcut)
-            else:
-                out[f"{block}.downsample.conv.weight"] = src[f"{block}.downsample.0.weight"]
-                _copy_bn(out, src, f"{block}.downsample.1", f"{block}.downsample.bn")
+        if f"{block}.downsample.0.weight" in src:  # a 1x1x1 conv in both (MCLConv2plus1d keeps it)
+            out[f"{block}.downsample.conv.weight"] = src[f"{block}.downsample.0.weight"]
+            _copy_bn(out, src, f"{block}.downsample.1", f"{block}.downsample.bn")
     return out, not_exported
 
 
+def _py(value) -> str:
+    """``value`` as Python source in the style of mmaction2 configs (``dict(type=...)`` for dicts)."""
+    if isinstance(value, dict):
+        return "dict(" + ", ".join(f"{k}={_py(v)}" for k, v in value.items()) + ")"
+    return repr(value)
+
+
+def mmaction2_config(arch: str, weights: str | Path, num_classes: int = 101) -> str:
+    """The mmaction2 1.x config text (``model`` and, for R(2+1)D-18, ``custom_imports``) that builds our
+    network from an ``mcl export --format mmaction2`` file ``weights``: a ``Recognizer3D`` with the
+    backbone of :data:`MMACTION2_BACKBONES` and an ``I3DHead``."""
+    backbone = dict(MMACTION2_BACKBONES[arch])
+    backbone = {"type": backbone.pop("type"), "depth": backbone.pop("depth"), "pretrained": str(weights),
+                **backbone}
+    lines = []
+    if arch == "r2plus1d_18":
+        lines.append(f"custom_imports = dict(imports=[{MMACTION2_PLUGIN!r}], allow_failed_imports=False)")
+    items = ",\n        ".join(f"{k}={_py(v)}" for k, v in backbone.items())
+    lines += [
+        "model = dict(",
+        '    type="Recognizer3D",',
+        f"    backbone=dict(\n        {items}),",
+        f'    cls_head=dict(type="I3DHead", num_classes={num_classes}, in_channels=512, dropout_ratio=0.5),',
+        '    data_preprocessor=dict(type="ActionDataPreprocessor", mean=[123.675, 116.28, 103.53],',
+        '                           std=[58.395, 57.12, 57.375], format_shape="NCTHW"))',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export_onnx(model: nn.Module, out: Path, clip_len: int, size: int, opset: int = ONNX_OPSET) -> None:
+    """Write ``model`` (eval mode, CPU) to ``out`` as ONNX: input ``clip`` ``B x 3 x clip_len x size x
+    size``, output ``features``; the batch dimension is dynamic (time and space are fixed by the trace)."""
+    model = model.eval().cpu()
+    example = torch.zeros(2, 3, clip_len, size, size)
+    with atomic_path(out, HINT, keep_suffix=True) as tmp, torch.no_grad():
+        torch.onnx.export(
+            model, (example,), str(tmp), input_names=["clip"], output_names=["features"],
+            dynamic_axes={"clip": {0: "batch"}, "features": {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
+
+
 def export_encoder(
-    checkpoint: str | Path, fmt: str, out: str | Path, backbone: str | None = None
+    checkpoint: str | Path, fmt: str, out: str | Path, backbone: str | None = None,
+    clip_len: int | None = None, size: int | None = None,
 ) -> ExportResult:
     """Load the query encoder of ``checkpoint`` (see :func:`load_encoder`) and write it in format
-    ``fmt`` (``torchvision`` or ``mmaction2``) to ``out`` (temp file, then rename)."""
+    ``fmt`` (one of :data:`FORMATS`) to ``out`` (temp file, then rename).
+
+    ``clip_len`` and ``size`` (ONNX's traced input and the ``mcl`` file's clip settings) default to the
+    checkpoint's config (else 16 and 112)."""
     if fmt not in FORMATS:
         raise UsageError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    settings = encoder_settings(checkpoint)
     model = load_encoder(checkpoint, backbone=backbone)
-    arch = backbone_arch(model)
+    arch = backbone_arch(model) if fmt in ("torchvision", "mmaction2") else _backbone_name(model, settings,
+                                                                                           backbone)
     meta = {"source": str(checkpoint), "arch": arch, "format": fmt}
-    if fmt == "torchvision":
-        state, not_exported = torchvision_state(model), []
-        payload: dict = state
-    else:
-        state, not_exported = mmaction2_state(model)
-        meta.update(mmaction2_backbone=MMACTION2_BACKBONES[arch], not_exported=not_exported)
-        payload = {"state_dict": state, "meta": meta}
+    clip, _ = clip_settings(settings, clip_len=clip_len, size=size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    not_exported: list[str] = []
+    if fmt == "onnx":
+        export_onnx(model, out, clip["clip_len"], clip["size"])
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        meta.update(input_shape=["batch", 3, clip["clip_len"], clip["size"], clip["size"]],
+                    num_features=int(model.num_features))
+        return ExportResult(out, fmt, arch, state, not_exported, meta)
+    if fmt == "torchvision":
+        state = torchvision_state(model)
+        payload: dict = state
+    elif fmt == "mmaction2":
+        state, not_exported = mmaction2_state(model)
+        meta.update(mmaction2_backbone=MMACTION2_BACKBONES[arch], not_exported=not_exported)
+        if arch == "r2plus1d_18":
+            meta["custom_imports"] = [MMACTION2_PLUGIN]
+        payload = {"state_dict": state, "meta": meta}
+    else:  # mcl
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        same = settings.backbone == arch
+        payload = {"format": ENCODER_FORMAT, "backbone": arch,
+                   "backbone_options": dict(settings.backbone_options) if same else {},
+                   "state_dict": state, "clip": clip, "meta": meta}
+    with atomic_path(out, HINT) as tmp:
+        torch.save(payload, tmp)
     return ExportResult(out, fmt, arch, state, not_exported, meta)
+
+
+def _backbone_name(model: nn.Module, settings, given: str | None) -> str:
+    return given or settings.backbone or getattr(model, "arch", None) or "r2plus1d_18"

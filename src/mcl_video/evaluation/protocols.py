@@ -16,6 +16,13 @@ from mcl_video.evaluation.retrieval import knn_accuracy, retrieval_recall
 PROTOCOLS = ("svm", "fc", "knn", "retrieval")
 
 
+def cap_knn_k(k: int, num_train: int) -> tuple[int, str | None]:
+    """``k`` limited to the number of training videos, and a note when it was lowered (else None)."""
+    if k <= num_train:
+        return k, None
+    return num_train, f"kNN: k={k} is more than the {num_train} training videos; using k={num_train}"
+
+
 def run_protocols(
     train: dict,
     test: dict,
@@ -33,7 +40,8 @@ def run_protocols(
 
     Returns:
         ``{"svm": {top1, top5, mean_class_accuracy, per_class}, "fc": {...}, "knn": {"k", "top1"},
-        "retrieval": {"R@1": ...}}`` (JSON-ready). With ``out_dir``, writes ``results.json`` and
+        "retrieval": {"R@1": ...}}`` (JSON-ready; the kNN ``k`` is capped by the training set, with a
+        ``note`` then, see :func:`cap_knn_k`). With ``out_dir``, writes ``results.json`` and
         ``confusion_<probe>.png`` for the probes.
     """
     unknown = set(protocols) - set(PROTOCOLS)
@@ -56,7 +64,10 @@ def run_protocols(
     if "svm" in results:
         results["svm"]["preprocess"] = svm_preprocess
     if "knn" in protocols:
-        results["knn"] = {"k": knn_k, "vote": "weighted", "top1": knn_accuracy(xte, yte, xtr, ytr, k=knn_k)}
+        k, note = cap_knn_k(knn_k, len(ytr))
+        results["knn"] = {"k": k, "vote": "weighted", "top1": knn_accuracy(xte, yte, xtr, ytr, k=k)}
+        if note:
+            results["knn"]["note"] = note
     if "retrieval" in protocols:
         results["retrieval"] = {f"R@{k}": v for k, v in retrieval_recall(xte, yte, xtr, ytr, ks=ks).items()}
     if out_dir is not None:
