@@ -33,7 +33,8 @@ try:
     main({args!r})
 except SystemExit:
     pass
-heavy = sorted(m for m in ("torch", "numpy", "cv2", "mcl_video.training", "mcl_video.models") if m in sys.modules)
+heavy = ("torch", "numpy", "cv2", "mcl_video.training", "mcl_video.models")
+heavy = sorted(m for m in heavy if m in sys.modules)
 print("imported:" + ",".join(heavy))
 """
 

@@ -42,7 +42,7 @@ from mcl_video.evaluation.encoder import ENCODER_FORMAT, clip_settings, encoder_
 
 FORMATS = ("torchvision", "mmaction2", "onnx", "mcl")
 EXPORTABLE = ("r2plus1d_18", "r3d_18")  # to torchvision and mmaction2; onnx and mcl take any backbone
-ONNX_OPSET = 17
+ONNX_OPSET = 18
 # the conv type (registered by mcl_video.mmaction2_conv) that holds R(2+1)D-18's 1x1x1 shortcuts
 MMACTION2_CONV = "MCLConv2plus1d"
 MMACTION2_PLUGIN = "mcl_video.mmaction2_conv"
@@ -193,15 +193,25 @@ def mmaction2_config(arch: str, weights: str | Path, num_classes: int = 101) -> 
 
 
 def export_onnx(model: nn.Module, out: Path, clip_len: int, size: int, opset: int = ONNX_OPSET) -> None:
-    """Write ``model`` (eval mode, CPU) to ``out`` as ONNX: input ``clip`` ``B x 3 x clip_len x size x
-    size``, output ``features``; the batch dimension is dynamic (time and space are fixed by the trace)."""
+    """Write ``model`` (eval mode, CPU) to ``out`` as ONNX with torch's exporter (``dynamo=True``; needs
+    the ``onnx`` extra): input ``clip`` ``B x 3 x clip_len x size x size``, output ``features``; the batch
+    dimension is dynamic (time and space are fixed by the trace)."""
+    import contextlib
+    import io
+
+    try:
+        import onnxscript  # noqa: F401 - torch's ONNX exporter needs it
+    except ImportError:
+        raise UsageError("export --format onnx needs onnx and onnxscript: "
+                         "pip install 'mcl-video[onnx]'") from None
     model = model.eval().cpu()
-    example = torch.zeros(2, 3, clip_len, size, size)
-    with atomic_path(out, HINT, keep_suffix=True) as tmp, torch.no_grad():
-        torch.onnx.export(
-            model, (example,), str(tmp), input_names=["clip"], output_names=["features"],
-            dynamic_axes={"clip": {0: "batch"}, "features": {0: "batch"}}, opset_version=opset, dynamo=False,
-        )
+    example = torch.zeros(2, 3, clip_len, size, size)  # batch 2: a batch of 1 would be specialised
+    batch = torch.export.Dim("batch")
+    chatter = io.StringIO()  # the exporter prints its progress
+    quiet = contextlib.redirect_stdout(chatter)
+    with atomic_path(out, HINT, keep_suffix=True) as tmp, torch.no_grad(), quiet:
+        torch.onnx.export(model, (example,), str(tmp), input_names=["clip"], output_names=["features"],
+                          dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False)
 
 
 def export_encoder(
