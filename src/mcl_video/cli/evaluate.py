@@ -52,17 +52,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "frames resized to it, standardised features",
     )
     p.add_argument("--num-clips", type=positive_int, default=20, help="uniformly spaced clips per video")
-    p.add_argument("--clip-len", type=positive_int, default=16, help="frames per clip")
-    p.add_argument("--stride", type=positive_int, default=2, help="frame stride within a clip")
-    p.add_argument("--size", type=positive_int, default=112,
-                   help="centre crop side (short side resized to it)")
+    p.add_argument("--clip-len", type=positive_int,
+                   help="frames per clip (default: the checkpoint's config, else 16)")
+    p.add_argument("--stride", type=positive_int,
+                   help="frame stride within a clip (default: the checkpoint's config, else 2)")
+    p.add_argument("--size", type=positive_int,
+                   help="centre crop side, short side resized to it (default: the checkpoint's config, "
+                   "else 112)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="videos per batch")
     p.add_argument("--workers", type=non_negative_int, default=0, help="data-loading worker processes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: CUDA when available (as pretrain)")
     p.add_argument("--fc-epochs", type=positive_int, default=100, help="epochs of the FC probe")
     p.add_argument("--fc-lr", type=float, default=16.0, help="learning rate of the FC probe")
-    p.add_argument("--knn-k", type=positive_int, default=20, help="neighbours of the kNN classifier")
+    p.add_argument("--knn-k", type=positive_int, default=20,
+                   help="neighbours of the kNN classifier (at most the number of training videos)")
     p.add_argument("--seed", type=int, default=0, help="seed of a --random-init backbone")
     p.add_argument("--out", type=Path, default=Path("eval_out"),
                    help="folder for results.json, confusion_*.png and features_*.npz")
@@ -104,6 +108,7 @@ def _class_names(records) -> list[str]:
 
 def run(args) -> int:
     from mcl_video.data import read_split
+    from mcl_video.evaluation.encoder import clip_settings, encoder_settings
     from mcl_video.evaluation.features import extract_features, feature_protocol
     from mcl_video.evaluation.protocols import PROTOCOLS, format_table, run_protocols
     from mcl_video.training.distributed import select_device
@@ -111,7 +116,10 @@ def run(args) -> int:
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
     device = select_device(args.device)
     writable_folder(args.out, "--out")
-    preset = feature_protocol(args.preset, args.size, args.num_clips)
+    clip, note = clip_settings(encoder_settings(args.checkpoint) if args.checkpoint else None,
+                               clip_len=args.clip_len, stride=args.stride, size=args.size)
+    print(note)
+    preset = feature_protocol(args.preset, clip["size"], args.num_clips)
     encoder = _build_encoder(args).to(device)
     features, all_records = {}, []
     for subset in ("train", "test"):
@@ -120,7 +128,7 @@ def run(args) -> int:
             raise DataError(f"--data {args.data}: none of the {subset} videos of {args.dataset} split "
                             f"{args.split} (listed in {args.annotations}) is there; check --data and --split")
         all_records += records
-        ds = preset.dataset(args.data, records, args.clip_len, args.stride)
+        ds = preset.dataset(args.data, records, clip["clip_len"], clip["stride"])
         log.info("extracting %s features: %d videos x %d clips", subset, len(ds), preset.num_clips)
         features[subset] = extract_features(
             encoder,
@@ -142,6 +150,8 @@ def run(args) -> int:
         knn_k=args.knn_k,
         svm_preprocess=preset.svm_preprocess,
     )
+    if results.get("knn", {}).get("note"):
+        print(results["knn"]["note"])
     print(format_table(results))
     print(f"results: {args.out / 'results.json'}")
     return 0

@@ -23,6 +23,27 @@ def _resize(value: str) -> int | None:
     return None if value.lower() in ("none", "0", "full") else int(value)
 
 
+def _clip_settings(args) -> dict:
+    """``clip_len`` and ``stride``: given, else the --config's, else the cache defaults; one line says
+    which."""
+    d = CacheSettings()
+    if args.config:
+        from mcl_video.training import load_config
+        from mcl_video.training.builders import cache_clip_settings
+
+        wanted, origin = cache_clip_settings(load_config(args.config)), f"config {args.config}"
+    else:
+        wanted = {"clip_len": d.clip_len, "stride": d.stride}
+        origin = "defaults; --config NAME matches a pretraining config"
+    given = {"clip_len": args.clip_len, "stride": args.stride}
+    clip = {k: given[k] if given[k] is not None else wanted[k] for k in wanted}
+    taken = [k for k in clip if given[k] is None]
+    if taken:
+        print(f"clip scores for clip_len {clip['clip_len']}, stride {clip['stride']} "
+              f"({' and '.join(taken)} from the {origin})")
+    return clip
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d = CacheSettings()
     p = subparsers.add_parser(
@@ -54,8 +75,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
     p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
                    help="compute flow at this short side in pixels (no upscaling); 'none' = full size")
-    p.add_argument("--clip-len", type=int, default=d.clip_len, help="clip length for the clip scores")
-    p.add_argument("--stride", type=int, default=d.stride, help="frame stride of a clip")
+    p.add_argument("--config", metavar="NAME|FILE",
+                   help="the pretraining config the cache is for (a shipped name such as demo_cpu, or a "
+                        "YAML path): --clip-len and --stride default to its clip_len and stride")
+    p.add_argument("--clip-len", type=int, help=f"clip length for the clip scores (default: the --config's "
+                   f"clip_len, else {d.clip_len})")
+    p.add_argument("--stride", type=int, help=f"frame stride of a clip (default: the --config's stride, "
+                   f"else {d.stride})")
     p.add_argument("--frame-window", type=int, default=d.frame_window,
                    help="flow frames around each frame for its 7x7 map (the release: 8, Kinetics 4)")
     p.add_argument("--border", type=_border, default=d.border, metavar="N|auto",
@@ -96,8 +122,9 @@ def run(args) -> int:
         parse_shard(args.shard)
     except ValueError as err:
         raise UsageError(f"--shard: {err}") from None
+    clip = _clip_settings(args)
     settings = CacheSettings(
-        flow_backend=flow, flow_options=options, clip_len=args.clip_len, stride=args.stride,
+        flow_backend=flow, flow_options=options, clip_len=clip["clip_len"], stride=clip["stride"],
         frame_window=args.frame_window, border=args.border, resize_short=args.resize_short,
         representation=args.representation, field_short=args.field_short,
     )

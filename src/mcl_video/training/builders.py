@@ -11,6 +11,7 @@ from mcl_video import sampling
 from mcl_video.data import read_split
 from mcl_video.errors import DataError
 from mcl_video.models import MCL, MCLConfig, build_backbone
+from mcl_video.models import dist as model_dist
 from mcl_video.motion import MotionCache
 from mcl_video.sampling import MCLPretrainDataset
 from mcl_video.training.config import ConfigError, PretrainConfig
@@ -102,8 +103,21 @@ def build_dataset(config: PretrainConfig, records: list | None = None):
         if not records:
             raise ConfigError(f"{config.data}: split {config.split} of {config.dataset} has no training "
                               "videos")
+    check_batch_fits(config, len(records), model_dist.world_size())
     cache = MotionCache(config.cache)
     return MCLPretrainDataset(str(root), records, cache, _sampling_config(config), feature_grid(config))
+
+
+def check_batch_fits(config: PretrainConfig, num_videos: int, world_size: int = 1) -> None:
+    """One step takes ``batch_size`` videos per process (an epoch drops the incomplete last batch): a
+    ConfigError naming both numbers unless the training set fills at least one step."""
+    need = config.batch_size * world_size
+    if num_videos < need:
+        per = f" x {world_size} processes = {need}" if world_size > 1 else ""
+        fit = num_videos // world_size
+        fix = f"use batch_size <= {fit}" if fit >= 1 else "use fewer processes"
+        raise ConfigError(f"config: batch_size={config.batch_size}{per} is larger than the {num_videos} "
+                          f"training videos of data={config.data}; {fix}")
 
 
 def _sampling_config(config: PretrainConfig):
@@ -129,3 +143,9 @@ def build_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.opt
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def cache_clip_settings(config: PretrainConfig) -> dict:
+    """The motion cache settings a pretraining ``config`` needs from ``mcl prepare``: its ``clip_len``
+    and ``stride`` (the clip scores are computed for them; the sampler refuses a cache built for others)."""
+    return {"clip_len": config.clip_len, "stride": config.stride}
