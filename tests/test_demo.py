@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mcl_video.demo import DemoSettings, run_demo
-from mcl_video.demo.report import format_rows
+from mcl_video.demo.report import data_uri, format_rows
 from mcl_video.evaluation import StackedEncoders, binomial_se, chance_levels, extract_stacked, probe_table
 
 # test-only profile: 2 classes x (3 train + 2 test) videos, 1 step per arm
@@ -74,7 +74,7 @@ def test_runs_report_and_pngs(demo):
     page = (out / "report.html").read_text()
     for png in ("curves.png", "saliency.png"):
         assert (out / png).stat().st_size > 10_000
-        assert f'src="{png}"' in page
+        assert f'src="{data_uri(out / png)}"' in page  # embedded: the page alone shows it
     assert "no claim" in page
 
 

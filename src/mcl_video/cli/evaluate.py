@@ -38,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, required=True, help="video root")
     p.add_argument("--annotations", type=Path, required=True, help="split files folder")
-    p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400, folder, "
-                   "mmaction2_rawframes or mmaction2_videos (read_split's dataset kinds)")
+    p.add_argument("--dataset", default="ucf101", help="ucf101, hmdb51, kinetics400/600/700, ssv2, "
+                   "folder, mmaction2_rawframes or mmaction2_videos (read_split's dataset kinds)")
     p.add_argument("--split", type=int, default=1, help="split number of the annotation lists (1-3)")
     p.add_argument("--protocol", default="all", choices=["svm", "fc", "knn", "retrieval", "all"],
                    help="which evaluation(s) to run")

@@ -91,8 +91,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="short side of the stored motion fields (bytes per frame grow with its area)")
     p.add_argument("--representation", default=d.representation, choices=["derivatives", "flow"],
                    help="what the cache stores for the alignment target")
-    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400", "mmaction2_rawframes",
-                                         "mmaction2_videos"], help="ROOT is annotations")
+    p.add_argument("--dataset", choices=["ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700",
+                                         "ssv2", "mmaction2_rawframes", "mmaction2_videos"],
+                   help="ROOT is annotations")
     p.add_argument("--split", type=int, default=1, help="annotation split (with --dataset)")
     p.add_argument("--video-root", metavar="DIR", help="video folder of the annotations (with --dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,4 +1,5 @@
-"""Dataset indexes: the official UCF101, HMDB51 and Kinetics-400 split files, and class folders.
+"""Dataset indexes: the official UCF101, HMDB51, Kinetics-400/600/700 and Something-Something v2 split
+files, and class folders.
 
 ``read_split`` returns one ``VideoRecord`` per video, with 0-based labels and the path relative to the
 video root, in the order of the annotation files. Formats:
@@ -13,6 +14,15 @@ video root, in the order of the annotation files. Formats:
   time_end, split``); path ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``. Label indices follow
   ``label_map.txt`` when the folder has one, else the sorted label names of the CSV. The test CSV has
   no labels: its records get label -1, class name ``""`` and the folder ``test/``. ``split`` is unused.
+- ``kinetics600`` / ``kinetics700``: the same CSV layout, named ``kinetics-600_{train,val,test}.csv`` /
+  ``kinetics-700_{...}.csv`` (also ``kinetics600_``, ``kinetics_600_`` and plain ``train.csv``, ...).
+- ``ssv2`` (Something-Something v2): ``labels.json`` (``{"<class text>": "<0-based id>"}``) and
+  ``train.json`` / ``validation.json`` (lists of ``{"id", "label", "template", "placeholders"}``);
+  the class is the ``template`` with its brackets removed (``"Putting [something] on [something]"`` ->
+  ``"Putting something on something"``), looked up in ``labels.json``; the path is ``<id>.webm``.
+  Subsets ``train`` and ``val``; ``test`` also reads ``validation.json`` (the official test set has no
+  labels), so the usual evaluation on the validation set is ``subset="test"`` like the other datasets.
+  ``split`` is unused.
 - ``folder``: ``annotation_dir`` holds one sub-folder per class (sorted names give the labels); every
   video under it is one record with subset ``"all"``; ``split`` and ``subset`` are not used.
 - ``mmaction2_rawframes`` / ``mmaction2_videos``: mmaction2's list files, lines ``<frame folder>
@@ -35,6 +45,7 @@ logged as one warning with a few examples. Without ``video_root`` nothing is che
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -46,8 +57,12 @@ from mcl_video.errors import DataError, MissingInputError, UsageError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("ucf101", "hmdb51", "kinetics400", "folder", "mmaction2_rawframes", "mmaction2_videos")
+DATASETS = ("ucf101", "hmdb51", "kinetics400", "kinetics600", "kinetics700", "ssv2", "folder",
+            "mmaction2_rawframes", "mmaction2_videos")
+KINETICS = {"kinetics400": 400, "kinetics600": 600, "kinetics700": 700}  # dataset name -> classes
 _SUBSETS = {"ucf101": ("train", "test"), "hmdb51": ("train", "test"), "kinetics400": ("train", "val", "test"),
+            "kinetics600": ("train", "val", "test"), "kinetics700": ("train", "val", "test"),
+            "ssv2": ("train", "val", "test"),
             "mmaction2_rawframes": ("train", "val", "test"), "mmaction2_videos": ("train", "val", "test")}
 _HMDB_IDS = {"train": "1", "test": "2"}
 
@@ -93,6 +108,7 @@ def read_split(
         if dataset in ("ucf101", "hmdb51") and split not in (1, 2, 3):
             raise SplitChoiceError(f"{dataset}: split must be 1, 2 or 3, got {split!r}")
     readers = {"ucf101": _read_ucf101, "hmdb51": _read_hmdb51, "kinetics400": _read_kinetics,
+               "kinetics600": _read_kinetics600, "kinetics700": _read_kinetics700, "ssv2": _read_ssv2,
                "folder": _read_folder, "mmaction2_rawframes": _read_mmaction_rawframes,
                "mmaction2_videos": _read_mmaction_videos}
     records = readers[dataset](annotation_dir, split, subset)
@@ -105,6 +121,9 @@ _EXPECTED = {
     "ucf101": "classInd.txt, trainlist0{1,2,3}.txt and testlist0{1,2,3}.txt",
     "hmdb51": "the 153 files <class>_test_split{1,2,3}.txt",
     "kinetics400": "kinetics-400_{train,val,test}.csv (and optionally label_map.txt)",
+    "kinetics600": "kinetics-600_{train,val,test}.csv (and optionally label_map.txt)",
+    "kinetics700": "kinetics-700_{train,val,test}.csv (and optionally label_map.txt)",
+    "ssv2": "labels.json, train.json and validation.json",
     "folder": "one sub-folder of videos per class",
     "mmaction2_rawframes": "mmaction2 rawframe lists such as ucf101_train_split_1_rawframes.txt",
     "mmaction2_videos": "mmaction2 video lists such as ucf101_train_split_1_videos.txt",
@@ -185,22 +204,31 @@ def _read_hmdb51(root: Path, split: int, subset: str) -> list[VideoRecord]:
     return records
 
 
-# ---- Kinetics-400 -------------------------------------------------------------------------------------
+# ---- Kinetics-400/600/700 -----------------------------------------------------------------------------
 
 
-def _kinetics_csv(root: Path, subset: str) -> Path:
+def _kinetics_csv(root: Path, subset: str, classes: int = 400) -> Path:
     aliases = {"val": ("val", "validate"), "train": ("train",), "test": ("test",)}[subset]
     for alias in aliases:
-        for pattern in ("kinetics-400_{}.csv", "kinetics400_{}.csv", "kinetics_400_{}.csv", "{}.csv"):
+        for pattern in (f"kinetics-{classes}_{{}}.csv", f"kinetics{classes}_{{}}.csv",
+                        f"kinetics_{classes}_{{}}.csv", "{}.csv"):
             if (root / pattern.format(alias)).is_file():
                 return root / pattern.format(alias)
-    raise MissingInputError(f"no Kinetics-400 {subset} CSV in {root}; expected kinetics-400_{subset}.csv "
-                            "with columns label,youtube_id,time_start,time_end,split"
-                            f"{_annotations_hint(root)}")
+    raise MissingInputError(f"no Kinetics-{classes} {subset} CSV in {root}; expected "
+                            f"kinetics-{classes}_{subset}.csv with columns label,youtube_id,time_start,"
+                            f"time_end,split{_annotations_hint(root)}")
 
 
-def _read_kinetics(root: Path, split: int, subset: str) -> list[VideoRecord]:
-    path = _kinetics_csv(root, subset)
+def _read_kinetics600(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    return _read_kinetics(root, split, subset, classes=600)
+
+
+def _read_kinetics700(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    return _read_kinetics(root, split, subset, classes=700)
+
+
+def _read_kinetics(root: Path, split: int, subset: str, classes: int = 400) -> list[VideoRecord]:
+    path = _kinetics_csv(root, subset, classes)
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     needed = {"youtube_id", "time_start", "time_end"}
@@ -233,6 +261,48 @@ def _kinetics_names(root: Path, rows: list[dict]) -> list[str]:
     if label_map.is_file():
         return _lines(label_map)
     return sorted({row["label"] for row in rows})
+
+
+# ---- Something-Something v2 ---------------------------------------------------------------------------
+
+
+def _json(path: Path, what: str):
+    _need(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AnnotationError(f"{path}: not valid JSON ({err}); is this the right file?") from None
+
+
+def ssv2_class(template: str) -> str:
+    """An SSv2 ``template`` as its class text: ``"Putting [something] on [something]"`` ->
+    ``"Putting something on something"``."""
+    return " ".join(template.replace("[", "").replace("]", "").split())
+
+
+def _read_ssv2(root: Path, split: int, subset: str) -> list[VideoRecord]:
+    labels = _json(root / "labels.json", _EXPECTED["ssv2"])
+    if not isinstance(labels, dict):
+        raise AnnotationError(f"{root / 'labels.json'}: expected a mapping of class text to id")
+    try:
+        label_of = {ssv2_class(name): int(i) for name, i in labels.items()}
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{root / 'labels.json'}: class ids must be whole numbers") from None
+    path = root / ("train.json" if subset == "train" else "validation.json")
+    entries = _json(path, _EXPECTED["ssv2"])
+    if not isinstance(entries, list):
+        raise AnnotationError(f"{path}: expected a list of videos ({{'id', 'template', ...}})")
+    records = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+            raise AnnotationError(f"{path}, entry {n}: expected keys 'id' and 'template', got "
+                                  f"{sorted(entry) if isinstance(entry, dict) else type(entry).__name__}")
+        name = ssv2_class(str(entry["template"]))
+        if name not in label_of:
+            raise AnnotationError(f"{path}, entry {n} (id {entry['id']}): class {name!r} is not in "
+                                  f"{root / 'labels.json'}")
+        records.append(VideoRecord(f"{entry['id']}.webm", label_of[name], name, split, subset))
+    return records
 
 
 # ---- class folders ------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mcl_video.data.sprites import (
     MOTION_CLASSES,
@@ -52,6 +51,7 @@ from mcl_video.data.sprites import (
     motion_offsets,
 )
 from mcl_video.data.writer import write_mp4
+from mcl_video.progress import progress as progress_bar
 
 _GROUP = 4         # clips per UCF101-style group (gNN); train and test never share a group
 
@@ -368,4 +368,4 @@ def make_benchmark(out_dir: str | Path, overwrite: bool = False, progress: bool 
 def _collect(results, total: int, progress: bool) -> list[dict]:
     if not progress:
         return list(results)
-    return list(tqdm(results, total=total, desc="synth", unit="video"))
+    return list(progress_bar(results, total=total, desc="synth", unit="video"))

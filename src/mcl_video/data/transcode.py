@@ -28,12 +28,12 @@ from pathlib import Path
 
 import av
 from av.video.frame import PictureType
-from tqdm import tqdm
 
 from mcl_video.atomic import atomic_path
 from mcl_video.data.discovery import find_videos
 from mcl_video.data.summary import RunSummary
 from mcl_video.data.video import VideoReadError, read_video_info
+from mcl_video.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def transcode(src_root: str | os.PathLike, out_root: str | os.PathLike,
     todo = {src: dst for src, dst in plan.items() if not dst.is_file()}
     summary = TranscodeSummary(total=len(plan), skipped=len(plan) - len(todo))
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     try:
         for src, frames, reason in _results(todo, settings, workers):
             if reason is None:

@@ -1,8 +1,10 @@
 """The demo's report: training curves, saliency-versus-motion pictures and a self-contained HTML page
-(``report.html`` with the PNGs beside it, linked by relative name)."""
+(``report.html``: HTML tables, the pictures embedded as ``data:`` URIs; the PNGs are also written
+beside it)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import json
@@ -137,30 +139,62 @@ def saliency_figure(config, arms: dict, test_records: list, work: Path, n: int) 
     return {"png": out, "cosines": cos}
 
 
-def write_html(path: Path, results: dict, table: str, curves: Path, saliency: Path) -> Path:
-    """A self-contained page: the table, what each row is, the settings, and the two PNGs."""
+def data_uri(png: Path) -> str:
+    """``png`` as a ``data:image/png;base64,...`` URI (the page carries its pictures)."""
+    return "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+
+
+def _settings_text(values: dict) -> str:
+    """``{"classes": 2, "size": 64}`` -> ``classes 2, size 64`` (escaped)."""
+    return html.escape(", ".join(f"{k} {v}" for k, v in values.items()))
+
+
+def _html_table(head: tuple, rows: list[tuple], cls: str) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def results_table_html(results: dict) -> str:
+    """The demo table of :func:`format_rows` as an HTML table."""
+    rows = [(r["name"], f"{100 * r['motion_acc']:.1f} ± {100 * r['motion_se']:.1f}",
+             f"{100 * r['shape_acc']:.1f} ± {100 * r['shape_se']:.1f}",
+             f"{100 * r['r1']:.1f} ± {100 * r['r1_se']:.1f}") for r in results["rows"]]
+    c = results["chance"]
+    rows.append(("chance", *(f"{100 * c[k]:.1f}" for k in ("motion", "shape", "r1"))))
+    return _html_table(("encoder", "motion probe (%)", "shape probe (%)", "R@1 (%)"), rows, "results")
+
+
+def write_html(path: Path, results: dict, curves: Path, saliency: Path) -> Path:
+    """A self-contained page: the table, what each row is, the settings, and the two pictures embedded
+    as ``data:`` URIs (the page alone shows everything; the PNGs beside it are copies)."""
     claim = "" if results["claim"] else (
-        "<p style='color:#a00'><b>Quick smoke run: tiny benchmark, a few steps. These numbers make no "
+        "<p class='claim'><b>Quick smoke run: tiny benchmark, a few steps. These numbers make no "
         "claim about the method; they only show that every stage runs.</b></p>")
     sal = ", ".join(f"{arm}: {np.mean(v):.3f}" for arm, v in results["saliency"].items())
+    stages = _html_table(("stage", "seconds"), [(k, f"{v:.1f}") for k, v in results["stages_s"].items()],
+                         "stages")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>mcl demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} pre{{background:#f4f4f4;padding:1em}}
-img{{max-width:100%}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} img{{max-width:100%}}
+table{{border-collapse:collapse;margin:1em 0}} th,td{{border:1px solid #bbb;padding:.3em .8em}}
+th{{background:#eee}} table.results td+td{{text-align:right;font-variant-numeric:tabular-nums}}
+table.stages td+td{{text-align:right}} .claim{{color:#a00}}</style></head><body>
 <h1>mcl demo ({html.escape(results['profile'])} profile, seed {results['seed']})</h1>{claim}
-<p>Built-in motion benchmark ({html.escape(str(results['benchmark']))}): {results['num_train']} training
+<p>Built-in motion benchmark ({_settings_text(results['benchmark'])}): {results['num_train']} training
 and {results['num_test']} test videos, {len(results['classes'])} motion classes. Frozen features are
 probed with a linear SVM for the motion class and for the sprite shape (an appearance label), and test
 videos retrieve training videos by cosine similarity (R@1). ± is the binomial standard error over the
 test videos; chance is the most frequent test class (probes) and the R@1 of a random gallery video.</p>
-<pre>{html.escape(table)}</pre>
+{results_table_html(results)}
 <p>Pretraining: {results['pretrain']['steps']} steps x batch {results['pretrain']['batch_size']} per arm,
 same backbone and schedule; MoCo baseline = motion sampling, motion crop and MAL off. Supervised upper
 bound: {results['supervised']['steps']} labelled steps, its own classifier scores
 {100 * results['supervised']['finetune_test_top1']:.1f}% on the test videos. Wall {results['wall_s']} s,
-CPU {results['cpu_s']} s; stages: {html.escape(str(results['stages_s']))}.</p>
-<h2>Training curves</h2><img src="{curves.name}" alt="training curves">
+CPU {results['cpu_s']} s.</p>
+<h2>Stages</h2>{stages}
+<h2>Training curves</h2><img src="{data_uri(curves)}" alt="training curves">
 <h2>Saliency versus motion</h2><p>Mean spatio-temporal cosine between saliency and motion target:
-{sal}.</p><img src="{saliency.name}" alt="saliency versus motion">
+{sal}.</p><img src="{data_uri(saliency)}" alt="saliency versus motion">
 </body></html>
 """
     path.write_text(body)

@@ -1,6 +1,6 @@
 """``run_demo``: the whole system end to end on the built-in motion benchmark (``mcl demo``).
 
-Stages (each prints one line with the elapsed time; the stages draw their own tqdm bars):
+Stages (each prints one line with the elapsed time; the stages draw their own progress bars):
 
 1. data      ``make_benchmark`` into ``<work>/data`` (reused when its meta.json has the same options)
 2. motion    ``prepare`` (DIS flow) into ``<work>/motion`` (resumable: finished videos are skipped)
@@ -172,7 +172,7 @@ def run_demo(work_dir: str | Path = "runs/demo", quick: bool = False, seed: int 
                    cpu_s=round(clock.cpu(), 1))
     table = report.format_rows(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report.write_html(work / "report.html", results, table, curves, saliency["png"])
+    report.write_html(work / "report.html", results, curves, saliency["png"])
     print(table, flush=True)
     print(f"[demo +{clock.fmt(clock.elapsed())}] done: wall {results['wall_s']:.0f} s, CPU "
           f"{results['cpu_s']:.0f} s; {work / 'results.json'}, {work / 'report.html'}", flush=True)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mcl_video.errors import RunFailedError
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.evaluation.finetune import VideoClassifier, predict_videos, train_batches
 from mcl_video.evaluation.probes import classification_metrics
 from mcl_video.models import build_backbone
+from mcl_video.progress import progress as progress_bar
 
 
 def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, seed: int) -> list[dict]:
@@ -27,7 +27,7 @@ def _fit(model: nn.Module, loader, steps: int, lr: float, weight_decay: float, s
     warmup = max(1, steps // 10)
     history = []
     model.train()
-    bar = tqdm(total=steps, unit="step", desc="supervised", dynamic_ncols=True)
+    bar = progress_bar(total=steps, unit="step", desc="supervised", dynamic_ncols=True)
     for step, batch in train_batches(loader, steps):  # a fresh draw of clips, crops and flips every pass
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup)

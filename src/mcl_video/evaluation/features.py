@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from mcl_video.evaluation.datasets import EvalClipDataset, collate_videos
 from mcl_video.models import dist as process_group
+from mcl_video.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def extract_features(
     backbone.eval()
     before = _snapshot(backbone)
     feats, labels, ids, indices = [], [], [], []
-    bar = tqdm(total=len(loader), unit="batch", desc="features", disable=not progress or rank != 0,
+    bar = progress_bar(total=len(loader), unit="batch", desc="features", disable=not progress or rank != 0,
                dynamic_ncols=True)
     for batch in loader:
         bar.update(1)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mcl_video.data import find_videos, iter_frames, read_split, read_video_info, video_id
 from mcl_video.data.summary import RunSummary
@@ -45,6 +44,7 @@ from mcl_video.motion.cache import (
 from mcl_video.motion.fields import field_hw
 from mcl_video.motion.flow import FLOW_BOUND, FlowEstimator, read_flow_folder
 from mcl_video.motion.maps import WindowMapper, aligned_planes, prewitt_into, resolve_border
+from mcl_video.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def list_videos(root: str | os.PathLike, dataset: str | None = None, split: int 
         raise ValueError("--dataset needs --video-root DIR (the folder the annotation paths are relative to)")
     base = Path(video_root)
     paths: dict[str, Path] = {}
-    subsets = ("train", "val", "test") if dataset == "kinetics400" else ("train", "test")
+    subsets = ("train", "val", "test") if dataset.startswith("kinetics") else ("train", "test")
     for subset in subsets:
         try:
             records = read_split(dataset, root, split=split, subset=subset, video_root=base)
@@ -351,7 +351,7 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     todo = {vid: videos[vid] for vid in chosen if problems[vid] is not None}
     summary.skipped = len(chosen) - len(todo)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     try:
         flow_root = os.path.abspath(flow_from) if flow_from is not None else None
         for vid, frames, reason in _iter_results(out, todo, settings, workers, flow_root):

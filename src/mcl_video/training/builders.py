@@ -91,7 +91,8 @@ def dataset_options(config: PretrainConfig) -> dict:
 
 def build_dataset(config: PretrainConfig, records: list | None = None):
     """`MCLPretrainDataset` with the config's motion cache over `records` (`VideoRecord`s relative to
-    the config's video root), by default the training videos of the config's split."""
+    the config's video root), by default the training videos of the config's split (which must fill one
+    batch, see :func:`check_batch_fits`)."""
     if records is None and not config.data:
         raise ConfigError("config: data= (the annotation folder) is required, e.g. data=bench/annotations")
     if not config.cache:
@@ -103,7 +104,7 @@ def build_dataset(config: PretrainConfig, records: list | None = None):
         if not records:
             raise ConfigError(f"{config.data}: split {config.split} of {config.dataset} has no training "
                               "videos")
-    check_batch_fits(config, len(records), model_dist.world_size())
+        check_batch_fits(config, len(records), model_dist.world_size())  # the training set of a run
     cache = MotionCache(config.cache)
     return MCLPretrainDataset(str(root), records, cache, _sampling_config(config), feature_grid(config))
 

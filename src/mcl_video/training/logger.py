@@ -1,4 +1,5 @@
-"""Training logs: a tqdm bar, TensorBoard scalars and a JSON-lines metrics log (`metrics.jsonl`).
+"""Training logs: a progress bar (plain periodic lines when the output is not a terminal, see
+`mcl_video.progress`), TensorBoard scalars and a JSON-lines metrics log (`metrics.jsonl`).
 
 Every `log_every` steps (and at the last step) the step's metrics are averaged over ranks (a collective:
 every rank calls `step`), then the main rank writes one JSON line and one TensorBoard scalar per metric
@@ -16,8 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from mcl_video.progress import progress as progress_bar
 from mcl_video.training.distributed import all_reduce_mean
 
 SHOWN = ("loss", "loss_inter", "loss_mal", "pos_prob")  # in the progress bar
@@ -26,9 +27,15 @@ DEAD_SALIENCY_WARNING = 0.1  # warn once when more than this share of clips has 
 log = logging.getLogger(__name__)
 
 
+def run_label(config) -> str:
+    """The progress bar's label: ``finetune`` for a fine-tuning run's config, else ``pretrain``."""
+    return "finetune" if "finetune" in type(config).__name__.lower() else "pretrain"
+
+
 class MetricLogger:
     def __init__(self, run_dir: Path, is_main: bool, start_step: int, final_step: int, config,
-                 samples_per_step: int, device: torch.device | str = "cpu"):
+                 samples_per_step: int, device: torch.device | str = "cpu", label: str | None = None):
+        """``label``: the progress bar's name (default :func:`run_label` of ``config``)."""
         self.is_main, self.final_step, self.device = is_main, final_step, torch.device(device)
         self.log_every, self.samples_per_step = config.log_every, samples_per_step
         self.bar = self.writer = self.jsonl = None
@@ -44,8 +51,8 @@ class MetricLogger:
 
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
         if config.progress:
-            self.bar = tqdm(total=final_step, initial=start_step, unit="step", dynamic_ncols=True,
-                            desc="pretrain")
+            self.bar = progress_bar(total=final_step, initial=start_step, unit="step", dynamic_ncols=True,
+                                desc=label or run_label(config))
 
     def step(self, step: int, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         """Record optimizer step `step` (1-based: steps done); collective every `log_every` steps."""
