@@ -31,7 +31,7 @@ def test_mcl_encoder_file_of_a_tiny_backbone_round_trips_with_its_clip_settings(
     net, ckpt = _checkpoint(tmp_path, options={"widths": [8, 16, 24, 32]})
     out = tmp_path / "tiny_encoder.pth"
     assert main(["export", str(ckpt), "--format", "mcl", "--out", str(out)]) == 0
-    assert "tiny_r2plus1d in mcl names" in capsys.readouterr().out
+    assert "tiny_r2plus1d encoder file (126 tensors" in capsys.readouterr().out
     settings = encoder_settings(out)
     assert (settings.kind, settings.backbone) == ("encoder", "tiny_r2plus1d")
     assert settings.backbone_options == {"widths": [8, 16, 24, 32]}

@@ -53,6 +53,10 @@ def run(args) -> int:
         print(f"wrote {result.path}: {result.arch} as ONNX, input clip {shape}, output features batch x "
               f"{result.meta['num_features']}")
         return 0
+    if result.format == "mcl":
+        print(f"wrote {result.path}: {result.arch} encoder file ({len(result.state)} tensors, its backbone "
+              "options and clip settings)")
+        return 0
     print(f"wrote {result.path}: {result.arch} in {result.format} names ({len(result.state)} tensors)")
     if result.not_exported:
         print(f"not exported ({len(result.not_exported)} tensors without a counterpart): "

@@ -198,6 +198,7 @@ def export_onnx(model: nn.Module, out: Path, clip_len: int, size: int, opset: in
     dimension is dynamic (time and space are fixed by the trace)."""
     import contextlib
     import io
+    import logging
 
     try:
         import onnxscript  # noqa: F401 - torch's ONNX exporter needs it
@@ -207,7 +208,9 @@ def export_onnx(model: nn.Module, out: Path, clip_len: int, size: int, opset: in
     model = model.eval().cpu()
     example = torch.zeros(2, 3, clip_len, size, size)  # batch 2: a batch of 1 would be specialised
     batch = torch.export.Dim("batch")
-    chatter = io.StringIO()  # the exporter prints its progress
+    chatter = io.StringIO()  # the exporter prints its progress, and logs its passes at INFO
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     quiet = contextlib.redirect_stdout(chatter)
     with atomic_path(out, HINT, keep_suffix=True) as tmp, torch.no_grad(), quiet:
         torch.onnx.export(model, (example,), str(tmp), input_names=["clip"], output_names=["features"],
