@@ -178,3 +178,27 @@ def test_show_tubelets_writes_png_and_gif(videos, tmp_path):
     assert png.size[0] > 400 and png.size[1] > 300
     gif = Image.open(paths["gif"])
     assert gif.n_frames == 4 and gif.size == (32, 32)  # the 4-frame query at 16 px, shown 2x
+
+
+def test_epoch_keys_reach_persistent_workers_exactly(videos):
+    from mcl_video.sampling.keys import EpochKey
+    from mcl_video.training.distributed import ResumableShardSampler
+    from mcl_video.training.loader import build_epoch_loader, close_epoch_loader
+
+    root, cache, records = videos
+    ds = MCLPretrainDataset(root, records[:4], cache, CFG, GRID)
+    sampler = ResumableShardSampler(4, 2, seed=0, shuffle=False)
+    try:
+        for epoch in (3, 4):
+            loader = build_epoch_loader(ds, sampler, epoch, batch_size=2, num_workers=2)
+            assert loader.persistent_workers
+            batches = list(loader)
+            for i in range(4):
+                want = ds[EpochKey(epoch, i)]
+                torch.testing.assert_close(batches[i // 2]["q"][i % 2], want["q"], rtol=0, atol=0)
+                torch.testing.assert_close(batches[i // 2]["target"][i % 2], want["target"], rtol=0, atol=0)
+        ds.set_epoch(4)
+        assert torch.equal(ds[1]["q"], ds[EpochKey(4, 1)]["q"])
+        assert not torch.equal(ds[EpochKey(3, 1)]["q"], ds[EpochKey(4, 1)]["q"])
+    finally:
+        close_epoch_loader(sampler)

@@ -16,6 +16,7 @@ import torch
 
 from mcl_video.data import VideoReadError, read_clip, read_video_info
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
+from mcl_video.sampling.keys import split_key
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ class EvalClipDataset(torch.utils.data.Dataset):
             (training for fine-tuning: one clip at a random start, a random crop position and a
             random horizontal flip; ``num_clips`` is ignored). Every random draw of item ``i`` comes
             from ``(seed, epoch, i)`` (see :meth:`set_epoch`), so a run resumed mid-epoch, with any
-            number of loader workers, sees the same clips.
+            number of loader workers, sees the same clips. ``dataset[(epoch, i)]`` (an
+            :class:`~mcl_video.sampling.keys.EpochKey`) draws for that epoch regardless of
+            :meth:`set_epoch`, so loader workers can persist across epochs.
     """
+
+    accepts_epoch_keys = True
 
     def __init__(
         self,
@@ -126,12 +131,13 @@ class EvalClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, key) -> dict | None:
+        epoch, i = split_key(key, self.epoch)
         rec = self.records[i]
         path = self.video_root / rec.path
         try:
             info = read_video_info(path)
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             idx = self._indices(info.num_frames, rng)
             resize = self.short_side
             if resize == "native":

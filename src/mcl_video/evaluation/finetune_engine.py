@@ -44,6 +44,7 @@ from mcl_video.training.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from mcl_video.training.loader import build_epoch_loader
 from mcl_video.training.logger import MetricLogger
 from mcl_video.training.loop import autocast_context, seed_everything
 from mcl_video.training.preempt import StopOnSignal, leave_stops_to_the_main_process
@@ -265,19 +266,18 @@ def train_step(run: FinetuneRun, batch: dict | None) -> dict[str, float]:
 
 
 def _loader(run: FinetuneRun, train_ds, epoch: int, start_batch: int) -> DataLoader:
-    run.sampler.set_epoch(epoch, start_batch=start_batch)
-    if hasattr(train_ds, "set_epoch"):
-        train_ds.set_epoch(epoch)
-    return DataLoader(
+    # persistent workers for key-aware datasets (training/loader.py)
+    return build_epoch_loader(
         train_ds,
+        run.sampler,
+        epoch,
+        start_batch,
         batch_size=run.config.batch_size,
-        sampler=run.sampler,
-        drop_last=True,
         num_workers=run.config.num_workers,
         collate_fn=collate_videos,
         worker_init_fn=leave_stops_to_the_main_process if run.config.num_workers else None,
         pin_memory=run.env.device.type == "cuda",
-        generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch),
+        seed=run.config.seed * 100003 + epoch,
     )
 
 

@@ -28,6 +28,7 @@ from mcl_video.data.discovery import video_id
 from mcl_video.data.video import VideoReadError, read_clip
 from mcl_video.errors import DataError
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
+from mcl_video.sampling.keys import split_key
 from mcl_video.sampling.photometric import PHOTOMETRIC_KEY, photometric_params
 from mcl_video.sampling.spatial import CropBox, MotionFocusedCrop, RandomResizedCropBox
 from mcl_video.sampling.temporal import (
@@ -116,6 +117,10 @@ class MCLPretrainDataset(Dataset):
     ``index`` long (video index), ``video_id`` str, ``skipped`` long (unreadable videos replaced to make
     this item; the training loop counts them in ``videos_skipped``).
 
+    An item is ``dataset[index]`` (drawn for the epoch of :meth:`set_epoch`) or ``dataset[(epoch,
+    index)]`` (an :class:`~mcl_video.sampling.keys.EpochKey`: what lets loader workers persist across
+    epochs); both give the same item for the same ``(epoch, index)``.
+
     Only a :class:`VideoReadError` (a missing, unreadable or corrupt video) is replaced by another
     video; any other exception is a bug and propagates.
 
@@ -126,6 +131,8 @@ class MCLPretrainDataset(Dataset):
         config: :class:`PretrainSamplingConfig` or a dict of its fields.
         target_grid: ``(T', H', W')`` of the backbone's alignment layer.
     """
+
+    accepts_epoch_keys = True
 
     def __init__(self, video_root, records: Sequence, cache, config=None,
                  target_grid: tuple[int, int, int] = (4, 7, 7)) -> None:
@@ -193,12 +200,14 @@ class MCLPretrainDataset(Dataset):
         return len(self.videos)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch's random stream (call before each epoch; workers see it when forked)."""
+        """The epoch of plain integer indices (forked workers see it; ``(epoch, index)`` keys override it)."""
         self.epoch = int(epoch)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The item's generator: a function of ``(seed, epoch, index)`` only."""
-        return np.random.default_rng([self.config.seed, self.epoch, int(index)])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The item's generator: a function of ``(seed, epoch, index)`` only (``epoch``: default
+        :meth:`set_epoch`'s)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        return np.random.default_rng([self.config.seed, epoch, int(index)])
 
     def plan(self, index: int, rng: np.random.Generator | None = None) -> SamplePlan:
         """Draw clips, crops and augmentation parameters for video ``index`` (nothing decoded)."""
@@ -219,9 +228,10 @@ class MCLPretrainDataset(Dataset):
         return SamplePlan(index, vid, str(self.root / rel), frame_hw, draw, indices, tuple(crops),
                           tuple(params), maps, motion)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = self.rng(index)
-        current = int(index)
+    def __getitem__(self, key) -> dict:
+        epoch, index = split_key(key, self.epoch)
+        rng = self.rng(index, epoch)
+        current = index
         for skipped in range(self.config.max_retries + 1):
             try:
                 item = self.load(self.plan(current, rng))

@@ -17,6 +17,7 @@ from torch.utils.data import Sampler
 
 from mcl_video.errors import UsageError
 from mcl_video.models import dist as process_group  # is_initialized, world_size, rank: one home
+from mcl_video.sampling.keys import EpochKey
 
 
 @dataclass(frozen=True)
@@ -107,22 +108,27 @@ def all_gather_objects(obj) -> list:
     return out
 
 
-class ResumableShardSampler(Sampler[int]):
+class ResumableShardSampler(Sampler):
     """Deterministic shuffled shard of the dataset for one rank, resumable mid-epoch.
 
     The permutation of epoch e is drawn from `torch.Generator().manual_seed(seed + e)` (identical on
     every rank), truncated to a multiple of `world_size * batch_size` (whole global batches only), and
     rank r takes positions r, r + world_size, ... . `set_epoch(e, start_batch=b)` skips the first b
     local batches, so a resumed run sees exactly the samples the interrupted one would have.
+
+    With ``epoch_keys=True`` it yields :class:`~mcl_video.sampling.keys.EpochKey` ``(epoch, index)``
+    pairs instead of indices: the epoch then reaches DataLoader workers with every item, so they can
+    persist across epochs (see :mod:`mcl_video.training.loader`).
     """
 
     def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True):
+                 seed: int = 0, shuffle: bool = True, epoch_keys: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"ResumableShardSampler: rank {rank} outside world size {world_size}")
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
         self.epoch, self.start_batch = 0, 0
+        self.epoch_keys = epoch_keys
 
     @property
     def batches_per_epoch(self) -> int:
@@ -142,7 +148,10 @@ class ResumableShardSampler(Sampler[int]):
         mine = used[self.rank :: self.world_size]
         return mine[self.start_batch * self.batch_size :]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[EpochKey]:
+        if self.epoch_keys:
+            epoch = self.epoch
+            return iter([EpochKey(epoch, i) for i in self.indices()])
         return iter(self.indices())
 
     def __len__(self) -> int:

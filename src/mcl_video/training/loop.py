@@ -39,6 +39,7 @@ from mcl_video.training.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from mcl_video.training.loader import build_epoch_loader
 from mcl_video.training.logger import MetricLogger
 from mcl_video.training.preempt import RunStopped, StopOnSignal, leave_stops_to_the_main_process
 from mcl_video.training.schedule import TrainingSchedule, build_schedule
@@ -265,16 +266,14 @@ def train_step(run: Run, batches) -> dict[str, float]:
 
 
 def _epoch_loader(run: Run, dataset, epoch: int, step_in_epoch: int) -> DataLoader:
-    run.sampler.set_epoch(epoch, start_batch=step_in_epoch * run.config.grad_accum)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
     workers = run.config.num_workers
-    return DataLoader(
-        dataset, batch_size=run.config.batch_size, sampler=run.sampler, drop_last=True,
-        num_workers=workers, pin_memory=run.env.device.type == "cuda", persistent_workers=False,
+    # persistent workers for key-aware datasets (training/loader.py); own generator: building a loader
+    # must not consume the global RNG (exact resume)
+    return build_epoch_loader(
+        dataset, run.sampler, epoch, step_in_epoch * run.config.grad_accum,
+        batch_size=run.config.batch_size, num_workers=workers, pin_memory=run.env.device.type == "cuda",
         worker_init_fn=leave_stops_to_the_main_process if workers else None,
-        # own generator: building a loader must not consume the global RNG (exact resume)
-        generator=torch.Generator().manual_seed(run.config.seed * 100003 + epoch * 1009 + run.env.rank),
+        seed=run.config.seed * 100003 + epoch * 1009 + run.env.rank,
     )
 
 
