@@ -50,7 +50,7 @@ from mcl_video.motion.prepare import prepare
 from mcl_video.sampling import MCLPretrainDataset
 from mcl_video.sampling.photometric import augment_batch
 from mcl_video.training import load_config, pretrain
-from mcl_video.training.throughput import matmul_peak, measure_step_rate, step_flops
+from throughput import matmul_peak, measure_step_rate, step_flops
 
 STEP_MODELS = (  # (label, shipped config, overrides on the GPU, overrides for a CPU smoke run)
     ("R(2+1)D-18 16x112", "ucf101_r2plus1d18_112", ["batch_size=32"],

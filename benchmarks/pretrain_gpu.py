@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mcl_video.training import load_config
-from mcl_video.training.throughput import measure_step_rate
+from throughput import measure_step_rate
 
 CONFIG = "ucf101_r2plus1d18_112"  # a shipped config (mcl_video/configs/)
 

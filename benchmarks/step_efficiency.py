@@ -42,7 +42,7 @@ import torch
 from mcl_video.allocator import find_tcmalloc
 from mcl_video.training import load_config
 from mcl_video.training.loop import train_step
-from mcl_video.training.throughput import bench_batches, bench_run, matmul_peak, step_flops
+from throughput import bench_batches, bench_run, matmul_peak, step_flops
 
 VARIANTS = ("eager", "channels_last", "compile")
 

@@ -1,6 +1,9 @@
-"""measure_step_rate: the engine's real training step on a synthetic batch (benchmarks/pretrain_gpu.py)."""
+"""benchmarks/throughput.py: the engine's real training step on a synthetic batch, its FLOP count and
+the matrix-product rate the benchmarks compare it with."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,9 +12,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from mcl_video.training import load_config
 from mcl_video.training.builders import feature_grid
 from mcl_video.training.loop import train_step
-from mcl_video.training.throughput import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from throughput import (  # noqa: E402 - benchmarks/ is a folder of scripts, not a package
     bench_batches,
     bench_run,
+    count_flops,
     matmul_peak,
     measure_step_rate,
     step_flops,
@@ -81,6 +87,28 @@ def test_step_flops_scale_with_the_batch_and_cover_the_backward():
     assert f2 > 4 * forward_q + 2 * forward_q * 0.9
 
 
-def test_matmul_peak_is_a_rate():
-    r = matmul_peak(torch.device("cpu"), n=256, repeats=2)
-    assert math.isfinite(r) and r > 1e6  # any CPU does a 256^3 product in well under 30 s
+def test_conv_flops_are_counted_analytically():
+    """A 3x3x3 conv, 2 -> 5 channels, on 1 x 2 x 4 x 6 x 6 with padding 1 (output 5 x 4 x 6 x 6):
+    forward 2 * (5 * 4 * 6 * 6) outputs * (2 * 27) multiply-adds; the backward twice that (the input's
+    and the weight's gradient)."""
+    conv = torch.nn.Conv3d(2, 5, 3, padding=1, bias=False)
+    x = torch.randn(1, 2, 4, 6, 6, requires_grad=True)
+    forward = 2 * (5 * 4 * 6 * 6) * (2 * 27)
+    assert count_flops(conv, x) == forward
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+    assert count_flops(lambda: torch.mm(torch.ones(3, 4), torch.ones(4, 7))) == 2 * 3 * 4 * 7
+
+
+def test_matmul_peak_is_flops_over_the_median_time(monkeypatch):
+    """A clock whose k-th reading adds k seconds (readings 0, 1, 3, 6, 10, 15, 21): the warm-up reads it
+    once (0), then product i is timed from reading 2i - 1 to 2i: 2, 4, 6 s; the median is 4 s."""
+    ticks = iter(range(100))
+    clock = {"t": 0.0}
+
+    def fake_clock():
+        clock["t"] += next(ticks)
+        return clock["t"]
+
+    monkeypatch.setattr("throughput.clock", fake_clock)
+    n = 16
+    assert matmul_peak(torch.device("cpu"), n=n, repeats=3) == 2 * n**3 / 4

@@ -11,6 +11,7 @@ from mcl_video import sampling
 from mcl_video.data import read_split
 from mcl_video.errors import DataError
 from mcl_video.models import MCL, MCLConfig, build_backbone
+from mcl_video.models.compiled import compile_mcl
 from mcl_video.motion import MotionCache
 from mcl_video.sampling import MCLPretrainDataset
 from mcl_video.training.config import ConfigError, PretrainConfig
@@ -58,7 +59,10 @@ def backbone_options(config: PretrainConfig) -> dict:
 
 
 def build_model(config: PretrainConfig) -> torch.nn.Module:
-    return MCL(model_config(config))
+    model = MCL(model_config(config))
+    if config.compile:  # compiled regions that keep MAL (models/compiled.py); compiles at the first step
+        compile_mcl(model)
+    return model
 
 
 def feature_grid(config: PretrainConfig) -> tuple[int, int, int]:

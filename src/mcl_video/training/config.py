@@ -95,6 +95,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     channels_last: bool = False  # NDHWC weights and clips (channels_last_3d); same math, other speed
+    compile: bool = False  # torch.compile the key encoder and the query encoder up to the MAL layer
     # loss weights (METHOD §4)
     mal_weight_warmup: float = 2.0
     mal_weight: float = 1.0
@@ -118,6 +119,8 @@ class PretrainConfig:
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("saliency", self.saliency, SALIENCY_METHODS)
         _check_choice("order_head", self.order_head, ORDER_HEADS)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"config: compile={self.compile!r} must be true or false")
         if isinstance(self.motion_broken_negatives, bool):
             self.motion_broken_negatives = list(BROKEN_KINDS) if self.motion_broken_negatives else []
         for kind in self.motion_broken_negatives:

@@ -31,7 +31,7 @@ from mcl_video.training.config import ConfigError, PretrainConfig, config_to_dic
 FREE_ON_RESUME = frozenset({
     "resume", "resume_override", "overwrite", "max_steps", "out", "num_workers", "progress", "log_every",
     "checkpoint_every", "keep_checkpoints", "tensorboard", "data", "video_root", "cache", "device",
-    "deterministic", "num_threads", "channels_last",
+    "deterministic", "num_threads", "channels_last", "compile",
 })
 # settings that change the shapes of the saved weights: a resume cannot change them at all
 FIXED_ON_RESUME = frozenset({"backbone", "feat_dim", "queue_size"})

@@ -1,6 +1,7 @@
 """Training-step throughput of the real engine on one synthetic batch kept in device memory (no
-decoding: this measures the model, the loss and the optimizer). ``benchmarks/pretrain_gpu.py`` prints
-it for MAL on and off."""
+decoding: this measures the model, the loss and the optimizer): the shared part of
+``step_efficiency.py``, ``pretrain_gpu.py`` and ``gpu_suite.py`` (run from this folder, which Python puts
+on the import path). Tested by ``tests/test_throughput.py``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from mcl_video.training.config import PretrainConfig
 from mcl_video.training.distributed import DistEnv, ResumableShardSampler
 from mcl_video.training.loop import Run, memory_format, train_step
 from mcl_video.training.schedule import build_schedule
+
+clock = time.perf_counter  # matmul_peak's timer (a test replaces it)
 
 
 def synthetic_batch(batch: int, clip_len: int, size: int, grid, device) -> dict:
@@ -46,15 +49,19 @@ def bench_batches(cfg: PretrainConfig, device) -> itertools.repeat:
     return itertools.repeat(batch)
 
 
+def count_flops(fn, *args, **kwargs) -> float:
+    """Floating-point operations of ``fn(*args, **kwargs)`` counted by ``torch.utils.flop_counter``:
+    matrix products and convolutions (forward and backward) at 2 per multiply-add; nothing else."""
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return float(counter.get_total_flops())
+
+
 def step_flops(cfg: PretrainConfig, device: torch.device) -> float:
     """Floating-point operations of one training step of ``cfg`` (forward, the alignment loss's double
-    backward when on, backward, update), counted by ``torch.utils.flop_counter`` over the matrix
-    products and convolutions (2 per multiply-add) of one step at world size 1."""
+    backward when on, backward, update), by :func:`count_flops`, at world size 1."""
     run = bench_run(cfg, device, 2)
-    batches = bench_batches(cfg, device)
-    with FlopCounterMode(display=False) as counter:
-        train_step(run, batches)
-    return float(counter.get_total_flops())
+    return count_flops(train_step, run, bench_batches(cfg, device))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096,
@@ -72,12 +79,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
         for i in range(repeats + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             torch.mm(a, b)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i:
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2 * n**3 / statistics.median(times)
