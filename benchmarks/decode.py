@@ -16,6 +16,11 @@ Measures, per real clip in ../shared/data/clips (native size; the UCF101 AVIs ar
 (``read_clip(..., resize_short=256)``: the same output size) and from the copy, arms interleaved over
 ``--rounds`` rounds (median clips/s; packet index rebuilt for every clip as above). ``--threading`` adds
 PyAV's decoder threading modes (AUTO, SLICE, FRAME, NONE) on the copies.
+
+``--torchcodec [--device cuda]`` reads the same random clips with ``read_clip`` (PyAV) and with
+``mcl_video.data.torchcodec_reader`` (torchcodec, optional: it needs the system's FFmpeg libraries),
+arms interleaved over ``--rounds`` rounds, median clips/s per file, and the largest pixel difference
+between the two arms' frames. On CUDA the torchcodec frames are decoded into device memory (NVDEC).
 """
 
 from __future__ import annotations
@@ -181,6 +186,45 @@ def bench_transcoded(n_clips: int, rounds: int, threading: bool, rng: np.random.
             print(f"| {name} | " + " | ".join(row) + " |")
 
 
+def bench_torchcodec(files: list[str], n_clips: int, rounds: int, device: str,
+                     rng: np.random.Generator) -> None:
+    from mcl_video.data import torchcodec_reader
+
+    if not torchcodec_reader.available():
+        print(f"torchcodec: {torchcodec_reader.unavailable_reason()}")
+        return
+    import torch
+    import torchcodec
+
+    print(f"torchcodec {torchcodec.__version__} on {device}; {n_clips} random clips of {CLIP_LEN} frames at "
+          f"stride {STRIDE} per file and arm, the same clips for both arms, {rounds} interleaved rounds\n")
+    print("| file | size | PyAV clips/s | torchcodec clips/s | torchcodec / PyAV | max pixel difference |")
+    print("|---|---|---|---|---|---|")
+    for name in files:
+        path = CLIPS / name
+        info = read_video_info(path)
+        span = (CLIP_LEN - 1) * STRIDE + 1
+        clips = [list(int(s) + STRIDE * np.arange(CLIP_LEN))
+                 for s in rng.integers(0, max(1, info.num_frames - span + 1), n_clips)]
+        # both arms index the file for every clip: PyAV's packet index is cleared, torchcodec's exact
+        # seek mode scans the file when its decoder opens
+        arms = {"pyav": lambda c, p=path: (video_module._INDEX_CACHE.clear(), read_clip(p, c)),
+                "torchcodec": lambda c, p=path: torchcodec_reader.read_clip_torchcodec(p, c, device=device)}
+        rates: dict[str, list[float]] = {k: [] for k in arms}
+        for _ in range(rounds):
+            for arm, fn in arms.items():
+                start = time.perf_counter()
+                for c in clips:
+                    fn(c)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                rates[arm].append(len(clips) / (time.perf_counter() - start))
+        diff = max(int((read_clip(path, c).int() - torchcodec_reader.read_clip_torchcodec(path, c).int())
+                       .abs().max()) for c in clips[:4])
+        pa, tc = float(np.median(rates["pyav"])), float(np.median(rates["torchcodec"]))
+        print(f"| {name} | {info.width}x{info.height} | {pa:.1f} | {tc:.1f} | {tc / pa:.2f}x | {diff} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 clips per file, skip the 1080p AVI and GIF")
@@ -190,12 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="with --transcoded: interleaved rounds")
     parser.add_argument("--clips", type=int, default=20, help="with --transcoded: clips per file and arm")
     parser.add_argument("--threading", action="store_true", help="with --transcoded: PyAV threading modes")
+    parser.add_argument("--torchcodec", action="store_true", help="clip reads: PyAV vs torchcodec")
+    parser.add_argument("--device", default="cpu", help="with --torchcodec: cpu or cuda (NVDEC)")
     args = parser.parse_args(argv)
     if not CLIPS.is_dir():
         print(f"error: {CLIPS} not found; set MCL_SHARED to the folder holding data/clips", file=sys.stderr)
         return 1
     files, n_clips = (QUICK_FILES, 8) if args.quick else (ALL_FILES, 40)
     rng = np.random.default_rng(args.seed)
+    if args.torchcodec:
+        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; PyAV {av.__version__}")
+        bench_torchcodec(files, args.clips, args.rounds, args.device, rng)
+        return 0
     if args.transcoded:
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; PyAV {av.__version__}\n")
         bench_transcoded(args.clips, args.rounds, args.threading, rng)

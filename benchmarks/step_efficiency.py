@@ -10,7 +10,10 @@ For one config (default: the shipped R(2+1)D-18 config ``ucf101_r2plus1d18_112``
 3. times the step (forward + MAL double backward + update, on one synthetic batch in device memory)
    for each variant, interleaved over ``--rounds`` so that load on a shared machine hits all alike:
    ``eager`` (contiguous NCDHW), ``channels_last`` (``channels_last=true``: NDHWC weights and clips),
-   ``compile`` (``torch.compile`` of the whole forward; reported as failed where it cannot compile it);
+   ``compile`` (``compile=true``: the key encoder and the query encoder up to the alignment layer
+   compiled, MAL's double-backward path eager; ``models/compiled.py``), ``compile_cl`` (the same with
+   ``channels_last=true``), ``compile_whole`` (``torch.compile`` of the whole forward: fails with MAL
+   on, reported as failed);
 4. prints one row per variant: median ms/step, achieved FLOP/s, and their share of the peak.
 
     python benchmarks/step_efficiency.py                     # CPU: 8 x 64 x 64, batch 4, fp32
@@ -44,7 +47,7 @@ from mcl_video.training import load_config
 from mcl_video.training.loop import train_step
 from throughput import bench_batches, bench_run, matmul_peak, step_flops
 
-VARIANTS = ("eager", "channels_last", "compile")
+VARIANTS = ("eager", "channels_last", "compile", "compile_cl", "compile_whole")
 
 
 def _sync(device: torch.device) -> None:
@@ -59,7 +62,7 @@ class Arm:
         self.name, self.device, self.error = name, device, None
         self.run = bench_run(cfg, device, total_steps)
         self.batches = bench_batches(cfg, device)
-        if name == "compile":
+        if name == "compile_whole":
             self.run.net = torch.compile(self.run.model)
 
     def time(self, steps: int) -> float:
@@ -73,7 +76,8 @@ class Arm:
 
 def build_config(args, variant: str):
     over = [f"device={args.device}", "epochs=1", f"use_mal={args.mal}", f"precision={args.precision}",
-            f"channels_last={variant == 'channels_last'}"]
+            f"channels_last={variant in ('channels_last', 'compile_cl')}",
+            f"compile={variant in ('compile', 'compile_cl')}"]
     over += [f"{k}={v}" for k, v in (("size", args.size), ("clip_len", args.clip_len),
                                      ("batch_size", args.batch_size), ("queue_size", args.queue_size))
              if v is not None]

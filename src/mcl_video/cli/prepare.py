@@ -50,6 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="bound the flow JPEGs were quantised with (--flow-from): pixel value q is "
                         "flow q * 2B / 255 - B")
     p.add_argument("--raft-weights", metavar="PATH", help="local torchvision RAFT weights (--flow raft)")
+    p.add_argument("--flow-batch", type=positive_int, default=8, metavar="N",
+                   help="frame pairs per RAFT forward pass (--flow raft; speed only, default 8)")
+    p.add_argument("--flow-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="RAFT arithmetic (--flow raft): fp32 (default), bf16, or fp16 on CUDA; recorded in "
+                        "the cache's settings")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (>= 1)")
     p.add_argument("--shard", metavar="i/N", help="prepare only shard i of N (0 <= i < N)")
     p.add_argument("--resize-short", type=_resize, default=d.resize_short, metavar="S",
@@ -78,6 +83,10 @@ def run(args) -> int:
     from mcl_video.motion.prepare import FLOW_JPEG, parse_shard, prepare
 
     options = {"weights": args.raft_weights} if args.raft_weights else {}
+    if args.flow_precision != "fp32":
+        if args.flow != "raft":
+            raise UsageError("--flow-precision is for --flow raft; the OpenCV backends compute in float32")
+        options["precision"] = args.flow_precision
     flow = args.flow
     if args.flow == "raft" and not options:
         raise UsageError("--flow raft needs --raft-weights PATH (a local torchvision RAFT state dict)")
@@ -108,7 +117,7 @@ def run(args) -> int:
         raise UsageError(f"--out {args.out}: {err}") from None
     summary = prepare(args.root, args.out, settings, workers=args.workers, shard=args.shard,
                       dataset=args.dataset, split=args.split, video_root=args.video_root,
-                      progress=not args.no_progress, flow_from=args.flow_from)
+                      progress=not args.no_progress, flow_from=args.flow_from, flow_batch=args.flow_batch)
     print(summary)
     for path, reason in sorted(summary.failed.items()):
         print(f"FAILED {path}: {reason}")

@@ -129,10 +129,14 @@ class _RaftFlow:
     MODELS = ("raft_small", "raft_large")
     MIN_SIDE = 128
 
+    PRECISIONS = ("fp32", "bf16", "fp16")
+
     def __init__(self, weights: str | Path | None = None, model: str | None = None, iters: int = 12,
-                 device: str | None = None):
+                 device: str | None = None, precision: str = "fp32"):
         import torch  # lazy: only the RAFT backend needs torch/torchvision
 
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"RAFT precision must be one of {', '.join(self.PRECISIONS)}, got {precision!r}")
         if weights is None:
             raise ValueError(f"the 'raft' backend needs local weights; "
                              f"{RAFT_HOWTO}")
@@ -153,6 +157,9 @@ class _RaftFlow:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net.eval().to(self.device)
         self.iters = int(iters)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("RAFT precision fp16 needs a CUDA device; use bf16 or fp32 on a CPU")
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
     @staticmethod
     def _build(path: Path, state: dict, names: list[str]):
@@ -203,7 +210,9 @@ class _RaftFlow:
             x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float()
             return F.pad(x / 127.5 - 1.0, (0, pad_w, 0, pad_h), mode="replicate")
 
-        with torch.inference_mode():
+        # bf16/fp16: autocast of the network (the flow comes back in float32)
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+        with torch.inference_mode(), autocast:
             flow = self.net(prepare(prevs), prepare(nexts), num_flow_updates=self.iters)[-1]
         flow = flow[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
         return list(flow)
@@ -220,7 +229,8 @@ class FlowEstimator:
         batch_size: pairs per RAFT forward pass in ``stream`` (other backends go pair by pair).
         **options: backend options (see the module docstring); for ``raft``: ``weights`` (required),
             ``model`` (``raft_small``/``raft_large``, default: inferred from the weights),
-            ``iters`` (refinement steps, default 12), ``device`` (default: cuda if available).
+            ``iters`` (refinement steps, default 12), ``device`` (default: cuda if available),
+            ``precision`` (``fp32`` default, ``bf16``, ``fp16`` on CUDA: autocast of the network).
     """
 
     def __init__(self, backend: str = "dis", *, bound: float = FLOW_BOUND, threads: int | None = None,

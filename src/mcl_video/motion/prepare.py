@@ -13,6 +13,7 @@ processes (one OpenCV thread each) that end with the parent process, even when i
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -161,12 +162,15 @@ class _MotionAccumulator:
 
 
 def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threads: int | None = None,
-                         flow_dir: str | os.PathLike | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                         flow_dir: str | os.PathLike | None = None, flow_batch: int = 8
+                         ) -> tuple[dict[str, np.ndarray], dict]:
     """Motion data of one video -> (arrays, info) as stored in the cache.
 
     ``flow_dir``: read the video's flow from this folder of flow JPEGs (``settings.flow_backend`` is
     ``FLOW_JPEG``, ``settings.flow_options["bound"]`` their bound) instead of computing it; the video
     itself only gives its frame size. The entry's info records the folder as ``flow_from``.
+    ``flow_batch``: frame pairs per RAFT forward pass (other backends go pair by pair); it changes the
+    speed, not the flow, so the cache does not record it.
     """
     info = read_video_info(path)
     short = min(info.height, info.width)
@@ -176,7 +180,7 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threa
         flows = read_flow_folder(flow_dir, bound, settings.resize_short)
         resize = None  # the flow images' own size decides; flow_hw records it
     else:
-        estimator = FlowEstimator(settings.flow_backend, threads=threads, **settings.flow_options)
+        estimator = _estimator(settings, threads, flow_batch)
         flows = estimator.stream(iter_frames(path, resize_short=resize))
     acc = None
     for u, v in flows:
@@ -192,6 +196,20 @@ def compute_video_motion(path: str | os.PathLike, settings: CacheSettings, threa
     if flow_dir is not None:
         meta["flow_from"] = os.path.abspath(flow_dir)
     return arrays, meta
+
+
+_ESTIMATORS: dict[str, FlowEstimator] = {}
+
+
+def _estimator(settings: CacheSettings, threads: int | None, batch_size: int) -> FlowEstimator:
+    """One FlowEstimator per process and configuration (RAFT loads its weights and warms up once)."""
+    key = json.dumps([settings.flow_backend, settings.flow_options, threads, batch_size], sort_keys=True,
+                     default=str)
+    if key not in _ESTIMATORS:
+        _ESTIMATORS.clear()
+        _ESTIMATORS[key] = FlowEstimator(settings.flow_backend, threads=threads, batch_size=batch_size,
+                                         **settings.flow_options)
+    return _ESTIMATORS[key]
 
 
 @dataclass
@@ -285,11 +303,13 @@ def _init_worker(threads: int, parent_pid: int) -> None:
 
 
 def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
-                 threads: int | None, flow_from: str | None = None) -> tuple[str, int, str | None]:
+                 threads: int | None, flow_from: str | None = None, flow_batch: int = 8
+                 ) -> tuple[str, int, str | None]:
     """Worker: compute and write one entry -> (video_id, frames, error reason or None)."""
     try:
         flow_dir = os.path.join(flow_from, video_id) if flow_from else None
-        arrays, info = compute_video_motion(path, settings, threads=threads, flow_dir=flow_dir)
+        arrays, info = compute_video_motion(path, settings, threads=threads, flow_dir=flow_dir,
+                                            flow_batch=flow_batch)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # any per-video failure is recorded; the run goes on
@@ -301,19 +321,19 @@ def _prepare_one(out: str, video_id: str, path: str, settings: CacheSettings,
 
 
 def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, workers: int,
-                  flow_from: str | None = None) -> Iterable:
+                  flow_from: str | None = None, flow_batch: int = 8) -> Iterable:
     """Yield ``(video_id, frames, reason)`` as videos finish (in-process when ``workers <= 1``)."""
     if workers <= 1:
         for vid, path in todo.items():
-            yield _prepare_one(str(out), vid, str(path), settings, None, flow_from)
+            yield _prepare_one(str(out), vid, str(path), settings, None, flow_from, flow_batch)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process whose OpenMP/OpenCV thread pools already ran can hang
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads, os.getpid())) as pool:
-        futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads, flow_from)
-                   for vid, path in todo.items()]
+        futures = [pool.submit(_prepare_one, str(out), vid, str(path), settings, threads, flow_from,
+                               flow_batch) for vid, path in todo.items()]
         for fut in as_completed(futures):
             yield fut.result()
 
@@ -321,7 +341,8 @@ def _iter_results(out: Path, todo: dict[str, Path], settings: CacheSettings, wor
 def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSettings | None = None, *,
             workers: int = 1, shard: str | tuple[int, int] | None = None, dataset: str | None = None,
             split: int = 1, video_root: str | os.PathLike | None = None,
-            progress: bool = True, flow_from: str | os.PathLike | None = None) -> PrepareSummary:
+            progress: bool = True, flow_from: str | os.PathLike | None = None,
+            flow_batch: int = 8) -> PrepareSummary:
     """Prepare the motion cache ``out`` for the videos of ``root`` (see :func:`list_videos`).
 
     Resumable: videos with a valid entry are skipped (a corrupt entry is prepared again).
@@ -332,6 +353,7 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     ``flow_from``: a folder holding one flow-JPEG folder per video id (``<flow_from>/<video_id>/
     flow_x_00001.jpg``, ...; it may be the rawframes root itself); flow is read from there instead of
     computed. ``settings.flow_backend`` must then be ``FLOW_JPEG`` with ``flow_options={"bound": B}``.
+    ``flow_batch``: frame pairs per RAFT forward pass (speed only; not recorded in the cache).
     """
     settings = settings or CacheSettings()
     out = Path(out)
@@ -354,7 +376,7 @@ def prepare(root: str | os.PathLike, out: str | os.PathLike, settings: CacheSett
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     try:
         flow_root = os.path.abspath(flow_from) if flow_from is not None else None
-        for vid, frames, reason in _iter_results(out, todo, settings, workers, flow_root):
+        for vid, frames, reason in _iter_results(out, todo, settings, workers, flow_root, flow_batch):
             if reason is None:
                 summary.prepared += 1
                 summary.frames += frames
