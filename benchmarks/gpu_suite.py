@@ -17,9 +17,24 @@ Parts (each time-boxed and independent: one that fails is reported and the next 
    batched photometric augmentation on the GPU: samples/s over ``--loader-batches`` batches;
 5. ``pretrain``: ``pretrain()`` end to end on a built-in benchmark (128 px) with R(2+1)D-18 at 112 px,
    bf16, batch 32, ``--workers`` loader processes: the steps/s the logger records once warm, to set
-   against the synthetic-batch rate of part 2 (where it is lower, the GPU waits on the loader).
+   against the synthetic-batch rate of part 2 (where it is lower, the GPU waits on the loader); the
+   loader's workers persist across epochs (``training/loader.py``);
+6. ``pretrain_fresh``: the same run with the workers restarted every epoch (the loader before
+   persistent workers), for the before/after row;
+7. ``compiled``: R(2+1)D-18 16 x 112 x 112, bf16, NDHWC, batch 32, MAL on: the eager step against
+   ``compile=true`` (key encoder and the query encoder up to the alignment layer compiled), measured in
+   the same run, with the compile time and the largest relative loss difference;
+8. ``raft``: ``FlowEstimator("raft")`` (random weights) on 240-px frames of ``--clips``: frames/s after
+   warm-up for batches of 8/16/32 pairs in fp32, bf16 and fp16, and the relative flow difference of
+   bf16/fp16 against fp32 on the Sintel and FlyingChairs pairs of ``--flow-data`` (random weights, so
+   this checks the arithmetic, not the quality);
+9. ``decode``: random 16-frame clip reads per second, PyAV against the optional torchcodec reader on
+   the CPU and (CUDA) into device memory, where torchcodec imports.
 
-    python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results
+    python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results \
+        --parts env peaks compiled pretrain pretrain_fresh raft decode     # the throughput rows (~6 min)
+
+    python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results   # parts 1-5
     python benchmarks/gpu_suite.py --device cpu --quick --clips ../shared/data/clips --out smoke
 
 Writes ``<out>/gpu_suite.json`` after every part and prints markdown tables.
@@ -192,7 +207,12 @@ def part_loader(args, device, work: Path) -> dict:
     return out
 
 
-def part_pretrain(args, device, work: Path) -> dict:
+def part_pretrain(args, device, work: Path, persistent: bool = True) -> dict:
+    from functools import partial
+
+    from mcl_video.training import loader as loader_module
+    from mcl_video.training import loop
+
     bench = work / "bench"
     classes, per_class = (2, 4) if args.quick else (5, 32)
     make_benchmark(bench, classes=classes, train_per_class=per_class, test_per_class=1, frames=64, size=128,
@@ -204,23 +224,183 @@ def part_pretrain(args, device, work: Path) -> dict:
     over += (["batch_size=32", "precision=bf16", "channels_last=" + str(args.channels_last).lower()]
              if device.type == "cuda" else ["batch_size=2", "clip_len=8", "size=32", "queue_size=1024",
                                             "log_every=2", "precision=fp32"])
+    run_dir = work / ("run" if persistent else "run_fresh")
+    over = [o for o in over if not o.startswith("out=")] + [f"out={run_dir}"]
     cfg = load_config("ucf101_r2plus1d18_112", over)
-    prepare(bench / "videos", bench / "motion", CacheSettings(clip_len=cfg.clip_len, stride=cfg.stride),
-            workers=args.workers, progress=False)
+    if not (bench / "motion" / "meta.json").exists() or len(MotionCache(bench / "motion")) == 0:
+        prepare(bench / "videos", bench / "motion", CacheSettings(clip_len=cfg.clip_len, stride=cfg.stride),
+                workers=args.workers, progress=False)
     start = time.perf_counter()
-    pretrain(cfg)
+    if persistent:
+        pretrain(cfg)
+    else:  # workers restarted every epoch: what the loop did before persistent workers
+        loop.build_epoch_loader = partial(loader_module.build_epoch_loader, persistent=False)
+        try:
+            pretrain(cfg)
+        finally:
+            loop.build_epoch_loader = loader_module.build_epoch_loader
     seconds = time.perf_counter() - start
-    logs = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     warm = [r["samples_per_s"] for r in logs[1:]] or [logs[-1]["samples_per_s"]]
-    out = {"steps": steps, "batch": cfg.batch_size, "workers": args.workers, "wall_seconds": seconds,
+    out = {"persistent_workers": persistent, "steps": steps, "batch": cfg.batch_size, "workers": args.workers,
+           "wall_seconds": seconds,
            "samples_per_s_warm": float(np.median(warm)),
            "log": [(r["step"], r["samples_per_s"]) for r in logs]}
-    print(f"pretrain end to end: {out['samples_per_s_warm']:.1f} samples/s once warm "
-          f"({steps} steps, batch {cfg.batch_size}, {args.workers} loader workers)", flush=True)
+    print(f"pretrain end to end ({'persistent workers' if persistent else 'workers restarted every epoch'}): "
+          f"{out['samples_per_s_warm']:.1f} samples/s once warm ({steps} steps, batch {cfg.batch_size}, "
+          f"{args.workers} loader workers, {seconds:.0f} s wall)", flush=True)
     return out
 
 
-PARTS = ("env", "peaks", "steps", "loader", "prepare", "pretrain")
+def part_pretrain_fresh(args, device, work: Path) -> dict:
+    return part_pretrain(args, device, work, persistent=False)
+
+
+def part_compiled(args, device, work: Path) -> dict:
+    """Eager vs ``compile=true`` on one synthetic batch, same run (compile time measured apart)."""
+    from mcl_video.training.loop import train_step
+    from throughput import bench_batches, bench_run
+
+    if device.type == "cuda":
+        config, over = "ucf101_r2plus1d18_112", ["batch_size=32", "precision=bf16", "channels_last=true"]
+    else:
+        config = "demo_cpu"
+        over = ["batch_size=4", "size=32", "clip_len=8", "queue_size=256", "precision=fp32"]
+    steps, warmup, rounds = (2, 1, 1) if args.quick else (10, 3, 3)
+    arms, out = {}, {"config": config, "overrides": over}
+    for name in ("eager", "compiled"):
+        cfg = load_config(config, [f"device={device.type}", "epochs=1", "use_mal=true",
+                                   f"compile={name == 'compiled'}", *over])
+        run, batches = bench_run(cfg, device, steps * rounds + warmup + 1), bench_batches(cfg, device)
+        sync(device)
+        start = time.perf_counter()
+        losses = [train_step(run, batches)["loss"] for _ in range(warmup)]
+        sync(device)
+        out[f"{name}_warmup_seconds"] = time.perf_counter() - start  # compiles here
+        arms[name] = (run, batches, losses)
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for _ in range(rounds):
+        for name, (run, batches, losses) in arms.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                losses.append(train_step(run, batches)["loss"])
+            sync(device)
+            times[name].append((time.perf_counter() - start) / steps)
+    for name in arms:
+        ms = 1000 * float(np.median(times[name]))
+        out[name] = {"ms_per_step": ms, "samples_per_s": arms[name][0].config.batch_size / (ms / 1000)}
+    le, lc = arms["eager"][2], arms["compiled"][2]
+    out["max_relative_loss_difference"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(le, lc))
+    out["speedup"] = out["eager"]["ms_per_step"] / out["compiled"]["ms_per_step"]
+    print(f"compiled step ({config}, MAL on): eager {out['eager']['samples_per_s']:.1f} samples/s, compiled "
+          f"{out['compiled']['samples_per_s']:.1f} ({out['speedup']:.2f}x; warm-up incl. compile "
+          f"{out['compiled_warmup_seconds']:.0f} s; loss difference "
+          f"{out['max_relative_loss_difference']:.1e})", flush=True)
+    return out
+
+
+def _flow_pairs(flow_data: Path, short: int = 240) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    import cv2
+
+    pairs = []
+    for name, a, b in (("sintel alley_1", "flow-sintel/clean/alley_1/frame_0001.png",
+                        "flow-sintel/clean/alley_1/frame_0002.png"),
+                       ("chairs 0000000", "flow-flyingchairs/0000000-img0.ppm",
+                        "flow-flyingchairs/0000000-img1.ppm")):
+        imgs = []
+        for rel in (a, b):
+            img = cv2.cvtColor(cv2.imread(str(flow_data / rel)), cv2.COLOR_BGR2RGB)
+            h, w = img.shape[:2]
+            imgs.append(cv2.resize(img, (round(w * short / h), short), interpolation=cv2.INTER_AREA))
+        pairs.append((name, *imgs))
+    return pairs
+
+
+def part_raft(args, device, work: Path) -> dict:
+    from mcl_video.data import read_frames
+    from mcl_video.motion.flow import FlowEstimator
+
+    frames = read_frames(args.clips / "v_ApplyEyeMakeup_g01_c01.avi", resize_short=240)
+    frames = frames[: 17 if args.quick else 97]  # 16 / 96 pairs
+    precisions = ("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16")
+    batches = (2,) if args.quick else (8, 16, 32)
+    models = ("raft_small",) if args.quick else ("raft_small", "raft_large")
+    out: dict = {"pairs": len(frames) - 1, "size": list(frames.shape[1:3]), "rates": [], "difference": []}
+    pairs = _flow_pairs(args.flow_data) if (args.flow_data / "flow-sintel").is_dir() else []
+    for model in models:
+        weights = random_raft_weights(work, model)
+        reference = {}
+        for precision in precisions:
+            for batch in batches:
+                est = FlowEstimator("raft", weights=weights, model=model, batch_size=batch,
+                                    precision=precision, iters=2 if args.quick else 12, device=device.type)
+                list(est.stream(frames[: batch + 1]))  # warm-up (cuDNN autotuning, allocator)
+                sync(device)
+                start = time.perf_counter()
+                n = sum(1 for _ in est.stream(frames))
+                sync(device)
+                rate = n / (time.perf_counter() - start)
+                out["rates"].append({"model": model, "precision": precision, "batch": batch,
+                                     "frames_per_s": rate})
+                print(f"RAFT {model} {precision} batch {batch} on {device.type}: {rate:.1f} frames/s after "
+                      "warm-up", flush=True)
+            for name, a, b in pairs:
+                u, v = est.pair(a, b)
+                flow = np.stack([u, v], -1)
+                if precision == "fp32":
+                    reference[name] = flow
+                    continue
+                ref = reference[name]
+                d = float(np.linalg.norm(flow - ref, axis=-1).mean() / np.linalg.norm(ref, axis=-1).mean())
+                out["difference"].append({"model": model, "precision": precision, "pair": name,
+                                          "relative_difference": d})
+                print(f"RAFT {model} {precision} vs fp32 on {name} (random weights): relative difference "
+                      f"{d:.4f}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return out
+
+
+def part_decode(args, device, work: Path) -> dict:
+    from mcl_video.data import read_clip, read_video_info, torchcodec_reader
+    from mcl_video.data import video as video_module
+
+    if not torchcodec_reader.available():
+        print(f"decode: {torchcodec_reader.unavailable_reason()}", flush=True)
+        return {"torchcodec": torchcodec_reader.unavailable_reason()}
+    rng = np.random.default_rng(0)
+    devices = ["cpu"] + (["cuda"] if device.type == "cuda" else [])
+    rows = []
+    for path in sorted(p for p in args.clips.iterdir() if p.suffix in (".mp4", ".avi", ".gif")):
+        n = read_video_info(path).num_frames
+        starts = rng.integers(0, max(1, n - 31), 4 if args.quick else 10)
+        clips = [list(int(s) + 2 * np.arange(16)) for s in starts]
+        arms = {"pyav": lambda c, p=path: (video_module._INDEX_CACHE.clear(), read_clip(p, c))}
+        for dev in devices:
+            arms[f"torchcodec_{dev}"] = (lambda c, p=path, d=dev:
+                                         torchcodec_reader.read_clip_torchcodec(p, c, device=d))
+        row = {"file": path.name}
+        for name, fn in arms.items():
+            try:
+                fn(clips[0])  # warm-up (decoder and NVDEC start)
+                sync(device)
+                start = time.perf_counter()
+                for c in clips:
+                    fn(c)
+                sync(device)
+                row[name] = len(clips) / (time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - e.g. no NVDEC for this codec: a result to report
+                row[name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+        rows.append(row)
+        print("decode " + ", ".join(f"{k} {v:.1f} clips/s" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in row.items() if k != "file") + f" ({path.name})", flush=True)
+    return {"rows": rows}
+
+
+PARTS = ("env", "peaks", "steps", "loader", "prepare", "pretrain", "pretrain_fresh", "compiled", "raft",
+         "decode")
+DEFAULT_PARTS = ("env", "peaks", "steps", "loader", "prepare", "pretrain")
 
 
 def main(argv=None) -> dict:
@@ -228,7 +408,9 @@ def main(argv=None) -> dict:
     p.add_argument("--clips", type=Path, required=True, help="folder of real video clips")
     p.add_argument("--out", type=Path, required=True, help="results folder (gpu_suite.json)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--parts", nargs="+", default=list(DEFAULT_PARTS), choices=PARTS)
+    p.add_argument("--flow-data", type=Path, default=None,
+                   help="folder with flow-sintel/ and flow-flyingchairs/ (default: --clips/..)")
     p.add_argument("--workers", type=int, default=max(1, min(15, (os.cpu_count() or 2) - 1)))
     p.add_argument("--loader-batches", type=int, default=30)
     p.add_argument("--pretrain-steps", type=int, default=80)
@@ -236,6 +418,7 @@ def main(argv=None) -> dict:
     p.add_argument("--budget", type=float, default=420.0, help="seconds; later parts are skipped past it")
     p.add_argument("--quick", action="store_true", help="tiny sizes (a CPU smoke run of the script)")
     args = p.parse_args(argv)
+    args.flow_data = args.flow_data or args.clips.parent
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -1,6 +1,7 @@
 """Tubelet loader benchmark: samples/s of the full MCL item, and how often the motion crop binds.
 
     python benchmarks/loader.py --quick [--bench DIR] [--real-cache CACHE --real-root DIR [--transcoded DIR]]
+    python benchmarks/loader.py --persistent [--bench DIR] [--workers 2] [--epochs 6] [--rounds 3]
 
 1. Generates a small built-in benchmark (`mcl synth`: 4 classes x 4 videos, 80 frames, 128 px) and
    prepares its motion cache (`mcl prepare`, DIS flow), unless ``--bench`` already holds them.
@@ -17,6 +18,13 @@
 4. Binding rate of the motion-focused crop: the fraction of crop draws where the first random position
    of the plain crop (same random draws) misses the required coverage r, so the motion crop changes
    the crop. Clips come from the motion-focused temporal sampler; nothing is decoded.
+
+``--persistent`` times the training loaders (``mcl_video.training.loader.build_epoch_loader``) over
+``--epochs`` short epochs of the built-in benchmark (16 videos, batch 4: 4 batches per epoch), workers
+restarted every epoch (``persistent=False``, what the training loops did before) against one
+persistent loader for the run, arms interleaved over ``--rounds``; wall time from building the first
+epoch's loader to the last batch, worker start-up included (that is the difference). Both arms must
+deliver the same batches (checked).
 """
 
 from __future__ import annotations
@@ -227,6 +235,37 @@ def augmentation_section(args, root: Path, cache: MotionCache, samples: int, rou
             print_per_video(copies)
 
 
+def persistent_rates(root: Path, cache: MotionCache, workers: int, epochs: int, rounds: int,
+                     size: int) -> dict:
+    from mcl_video.training.distributed import ResumableShardSampler
+    from mcl_video.training.loader import build_epoch_loader, close_epoch_loader
+
+    ds = MCLPretrainDataset(root, records_of(root, cache), cache, {"size": size}, (4, size // 16, size // 16))
+    seconds: dict[str, list[float]] = {"fresh": [], "persistent": []}
+    sums: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for arm in ("fresh", "persistent") if r % 2 == 0 else ("persistent", "fresh"):
+            sampler = ResumableShardSampler(len(ds), 4, seed=0)
+            got, n = [], 0
+            start = time.perf_counter()
+            for epoch in range(epochs):
+                loader = build_epoch_loader(ds, sampler, epoch, batch_size=4, num_workers=workers, seed=epoch,
+                                            persistent=arm == "persistent")
+                for batch in loader:
+                    got.append(float(batch["q"].double().sum()))
+                    n += batch["q"].shape[0]
+            seconds[arm].append(time.perf_counter() - start)
+            close_epoch_loader(sampler)
+            sums.setdefault(arm, got)
+            if got != sums[arm]:
+                raise SystemExit(f"loader benchmark: the {arm} arm delivered different batches across rounds")
+    if sums["fresh"] != sums["persistent"]:
+        raise SystemExit("loader benchmark: persistent and fresh workers delivered different batches")
+    fresh, persistent = (float(np.median(seconds[a])) for a in ("fresh", "persistent"))
+    return {"videos": len(ds), "samples": n, "fresh_per_s": n / fresh, "persistent_per_s": n / persistent,
+            "seconds": seconds}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer samples (for CI-sized runs)")
@@ -237,6 +276,10 @@ def main() -> int:
                    help="`mcl transcode` copies of --real-root: the augmentation rows for them too")
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--augmentation-only", action="store_true", help="only the per-sample vs batched section")
+    p.add_argument("--persistent", action="store_true", help="persistent vs per-epoch loader workers")
+    p.add_argument("--workers", type=int, default=2, help="with --persistent: loader workers")
+    p.add_argument("--epochs", type=int, default=6, help="with --persistent: epochs per arm and round")
+    p.add_argument("--rounds", type=int, default=3, help="with --persistent: interleaved rounds")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -244,6 +287,16 @@ def main() -> int:
     bench = args.bench or Path(tempfile.mkdtemp(prefix="mcl-loader-bench-"))
     root, cache_dir = ensure_benchmark(bench)
     cache = MotionCache(cache_dir)
+    if args.persistent:
+        r = persistent_rates(root, cache, args.workers, args.epochs, args.rounds, args.size)
+        print(f"benchmark: {bench} ({r['videos']} videos, batch 4), {args.epochs} epochs per arm, "
+              f"{args.workers} workers, median of {args.rounds} interleaved rounds; the same batches in "
+              "both arms")
+        print("| loader | samples/s (worker start-up included) |\n| --- | --- |")
+        print(f"| workers restarted every epoch | {r['fresh_per_s']:.2f} |")
+        print(f"| persistent workers | {r['persistent_per_s']:.2f} |")
+        print(f"| persistent / restarted | {r['persistent_per_s'] / r['fresh_per_s']:.2f} |")
+        return 0
     if args.augmentation_only:
         augmentation_section(args, root, cache, samples, rounds)
         return 0

@@ -5,6 +5,7 @@
     python benchmarks/prepare.py --side-by-side [--baseline-src DIR] [--rounds 2] [--copies 6]
     python benchmarks/prepare.py --baseline-src DIR [--crops 6] [--rounds 3]   # cache before/after
     python benchmarks/prepare.py --storage [--crops 6]   # field resolution x quantisation x packing
+    python benchmarks/prepare.py --against-flow [--copies 6] [--rounds 3] [--profile OUT.prof]
 
 Reports (markdown rows on stdout):
 1. ``mcl prepare`` end to end on the real clips (and, with ``--synth``, on a small built-in benchmark):
@@ -33,6 +34,14 @@ decoded frames, and ``prepare`` end to end (decode, flow, maps, write). ``--base
 for that version too, each arm in its own process, arms interleaved over ``--rounds``. Then
 ``--workers 1`` vs ``--workers 2`` on ``--copies`` links of each clip: CPU time of the whole run
 (workers included) and wall time.
+
+``--against-flow`` measures ``prepare`` against its own flow the way a user's run sees it: in one child
+process pinned to one core (``sched_setaffinity``, one OpenCV/BLAS thread; process start excluded), on
+``--copies`` links of each of the two 320x240 UCF101 clips, the two arms interleaved over ``--rounds``:
+"flow" = PyAV decoding (``iter_frames`` at the cache's ``resize_short``) + grayscale + DIS ``fast`` of
+every pair, "prepare" = ``prepare(...)`` end to end into a fresh cache (decode, flow, maps, scores,
+write). Frames per CPU second (best round) and their ratio; ``--profile OUT`` also writes a cProfile of
+one ``prepare`` round and prints its top functions by own time.
 """
 
 from __future__ import annotations
@@ -420,6 +429,88 @@ def bench_side_by_side(clips: Path, tmp: Path, baseline: Path | None, rounds: in
         print(f"| {name} | {c1:.1f} | {w1:.1f} | {c2:.1f} | {w2:.1f} | {c1 / c2:.2f} | {w1 / w2:.2f} |")
 
 
+def against_flow_arm(clips: Path, copies: int, rounds: int, profile: str | None) -> dict:
+    """Child of ``--against-flow``: both arms, interleaved, on one core."""
+    import cProfile
+    import pstats
+
+    import cv2
+
+    from mcl_video.data import iter_frames
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cv2.setNumThreads(1)
+    settings = CacheSettings()
+    tmp = Path(tempfile.mkdtemp())
+    root = tmp / "copies"
+    root.mkdir()
+    for name in UCF_CLIPS:
+        for i in range(copies):
+            os.symlink(clips / name, root / f"{Path(name).stem}_{i}{Path(name).suffix}")
+    videos = sorted(root.iterdir())
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+
+    def flow() -> int:
+        n = 0
+        for path in videos:
+            info = read_video_info(path)
+            resize = settings.resize_short if min(info.height, info.width) > settings.resize_short else None
+            prev = None
+            for frame in iter_frames(path, resize_short=resize):
+                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+                if prev is not None:
+                    dis.calc(prev, gray, None)
+                prev, n = gray, n + 1
+        return n
+
+    def prep(out: Path) -> int:
+        return prepare(root, out, settings, progress=False).frames
+
+    cpu: dict[str, list[float]] = {"flow": [], "prepare": []}
+    wall: dict[str, list[float]] = {"flow": [], "prepare": []}
+    frames = {}
+    for r in range(rounds):
+        for arm in ("flow", "prepare"):
+            c0, w0 = time.process_time(), time.perf_counter()
+            frames[arm] = flow() if arm == "flow" else prep(tmp / f"cache_{r}")
+            cpu[arm].append(time.process_time() - c0)
+            wall[arm].append(time.perf_counter() - w0)
+    top = []
+    if profile:
+        prof = cProfile.Profile()
+        prof.runcall(prep, tmp / "cache_profile")
+        prof.dump_stats(profile)
+        stats = pstats.Stats(prof).sort_stats("tottime")
+        total = sum(v[2] for v in stats.stats.values())
+        for (file, line, fn), (_, _, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:15]:
+            top.append([f"{Path(file).name}:{line}({fn})", round(tt, 3), round(ct, 3), round(tt / total, 3)])
+    return {"frames": frames, "cpu": cpu, "wall": wall, "top": top}
+
+
+def bench_against_flow(clips: Path, copies: int, rounds: int, profile: str | None) -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    extra = ["--profile", profile] if profile else []
+    out, _, _ = _child(src, ["--against-flow-arm", "--clips", str(clips), "--copies", str(copies),
+                             "--rounds", str(rounds), *extra])
+    r = json.loads(out.strip().splitlines()[-1])
+    n = r["frames"]["prepare"]
+    rate = {arm: n / min(r["cpu"][arm]) for arm in ("flow", "prepare")}
+    wall = {arm: n / min(r["wall"][arm]) for arm in ("flow", "prepare")}
+    print(f"\none core, {2 * copies} videos ({copies} links to each 320x240 UCF101 clip), {n} frames, "
+          f"best of {rounds} interleaved rounds\n")
+    print("| arm | frames per CPU s | frames per wall s |\n| --- | --- | --- |")
+    for arm, label in (("flow", "decode + grayscale + DIS fast"), ("prepare", "prepare end to end")):
+        print(f"| {label} | {rate[arm]:.0f} | {wall[arm]:.0f} |")
+    ratio = rate["prepare"] / rate["flow"], wall["prepare"] / wall["flow"]
+    print(f"| prepare / flow | {ratio[0]:.2f} | {ratio[1]:.2f} |")
+    if r["top"]:
+        print("\none prepare round under cProfile, by own time:\n\n"
+              "| function | own s | cumulative s | share |\n| --- | --- | --- | --- |")
+        for name, tt, ct, share in r["top"]:
+            print(f"| {name} | {tt:.3f} | {ct:.3f} | {share:.1%} |")
+
+
 def run_prepare(root: str, out: str, workers: int) -> None:
     """``prepare`` with one OpenCV thread per process (the per-core comparison of ``--side-by-side``)."""
     import cv2
@@ -445,11 +536,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (speed, or read latency)")
     parser.add_argument("--copies", type=int, default=6, help="with --side-by-side: links per clip")
     parser.add_argument("--storage", action="store_true", help="compare field sizes, levels and packing")
+    parser.add_argument("--against-flow", action="store_true",
+                        help="prepare vs decode + grayscale + DIS on one core, same frames")
+    parser.add_argument("--profile", default=None, help="with --against-flow: write a cProfile here")
+    parser.add_argument("--against-flow-arm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure-arm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache-arm", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--read-latency", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-prepare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.against_flow_arm:
+        print(json.dumps(against_flow_arm(args.clips, args.copies, args.rounds, args.profile)))
+        return
+    if args.against_flow:
+        bench_against_flow(args.clips, args.copies, args.rounds, args.profile)
+        return
     if args.measure_arm:
         print(json.dumps(measure_arm(args.clips)))
         return
