@@ -202,7 +202,12 @@ _ESTIMATORS: dict[str, FlowEstimator] = {}
 
 
 def _estimator(settings: CacheSettings, threads: int | None, batch_size: int) -> FlowEstimator:
-    """One FlowEstimator per process and configuration (RAFT loads its weights and warms up once)."""
+    """RAFT: one FlowEstimator per process and configuration (weights loaded, device warmed up once).
+    The OpenCV backends get a fresh one per video: a reused DIS object does not give bit-identical
+    flow on the next video."""
+    if settings.flow_backend != "raft":
+        return FlowEstimator(settings.flow_backend, threads=threads, batch_size=batch_size,
+                             **settings.flow_options)
     key = json.dumps([settings.flow_backend, settings.flow_options, threads, batch_size], sort_keys=True,
                      default=str)
     if key not in _ESTIMATORS:
