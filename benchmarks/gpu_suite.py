@@ -32,7 +32,7 @@ Parts (each time-boxed and independent: one that fails is reported and the next 
    the CPU and (CUDA) into device memory, where torchcodec imports.
 
     python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results \
-        --parts env peaks compiled pretrain pretrain_fresh raft decode     # the throughput rows (~6 min)
+        --parts env peaks pretrain pretrain_fresh compiled raft decode --budget 500   # throughput rows
 
     python benchmarks/gpu_suite.py --clips ../shared/data/clips --out gpu_results   # parts 1-5
     python benchmarks/gpu_suite.py --device cpu --quick --clips ../shared/data/clips --out smoke
@@ -215,8 +215,9 @@ def part_pretrain(args, device, work: Path, persistent: bool = True) -> dict:
 
     bench = work / "bench"
     classes, per_class = (2, 4) if args.quick else (5, 32)
-    make_benchmark(bench, classes=classes, train_per_class=per_class, test_per_class=1, frames=64, size=128,
-                   workers=args.workers)
+    if not (bench / "meta.json").exists():  # pretrain_fresh reuses pretrain's benchmark and motion cache
+        make_benchmark(bench, classes=classes, train_per_class=per_class, test_per_class=1, frames=64,
+                       size=128, workers=args.workers)
     steps = 4 if args.quick else args.pretrain_steps
     over = [f"data={bench / 'annotations'}", f"video_root={bench / 'videos'}", f"cache={bench / 'motion'}",
             f"out={work / 'run'}", f"device={device.type}", f"max_steps={steps}", "log_every=10",
