@@ -5,11 +5,11 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
-import av
 import numpy as np
 import pytest
 
 from mcl_video.data import read_clip
+from mcl_video.data.writer import write_video
 from mcl_video.evaluation.datasets import clip_indices, native_resize, normalize_clip
 from mcl_video.evaluation.features import feature_protocol
 from mcl_video.evaluation.probes import linear_probe_svm
@@ -18,16 +18,9 @@ from mcl_video.evaluation.probes import linear_probe_svm
 def write_noise_video(path, num_frames, h, w, seed=0):
     """Random-texture frames, so a crop taken at the wrong place or scale cannot match by chance."""
     rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for _ in range(num_frames):
-            img = np.repeat(np.repeat(rng.integers(0, 256, (h // 8, w // 8, 3)), 8, 0), 8, 1).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    frames = [np.repeat(np.repeat(rng.integers(0, 256, (h // 8, w // 8, 3)), 8, 0), 8, 1).astype(np.uint8)
+              for _ in range(num_frames)]
+    return write_video(path, frames, fps=10, codec="mpeg4")
 
 
 def test_presets_differ_exactly_in_crop_geometry_and_standardisation():

@@ -3,11 +3,11 @@ check, rank split, .npz round trip) on tiny videos written with PyAV."""
 
 from types import SimpleNamespace
 
-import av
 import numpy as np
 import pytest
 import torch
 
+from mcl_video.data.writer import write_video
 from mcl_video.evaluation.datasets import (
     EvalClipDataset,
     clip_indices,
@@ -24,22 +24,12 @@ from mcl_video.evaluation.features import (
 )
 
 
-def write_video(path, num_frames=10, h=40, w=56, seed=0):
-    """A tiny MPEG-4 video; frame t is a random smooth colour field plus brightness 20*t."""
+def write_flat_video(path, num_frames=10, h=40, w=56, seed=0):
+    """A tiny MPEG-4 video; frame t is one random colour plus brightness 18*t everywhere."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 60, size=(1, 1, 3))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for t in range(num_frames):
-            img = np.broadcast_to(base + 18 * t, (h, w, 3)).astype(np.uint8)
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            ):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    frames = [np.broadcast_to(base + 18 * t, (h, w, 3)).astype(np.uint8) for t in range(num_frames)]
+    return write_video(path, frames, fps=10, codec="mpeg4")
 
 
 class MeanColour(torch.nn.Module):
@@ -61,10 +51,10 @@ class MeanColour(torch.nn.Module):
 def videos(tmp_path):
     root = tmp_path / "videos"
     (root / "a").mkdir(parents=True)
-    write_video(root / "a" / "v0.mp4", num_frames=12, seed=0)
-    write_video(root / "a" / "v1.mp4", num_frames=5, seed=1)  # shorter than one clip span
+    write_flat_video(root / "a" / "v0.mp4", num_frames=12, seed=0)
+    write_flat_video(root / "a" / "v1.mp4", num_frames=5, seed=1)  # shorter than one clip span
     (root / "a" / "broken.mp4").write_bytes(b"not a video at all" * 10)
-    write_video(root / "a" / "v3.mp4", num_frames=9, seed=3)
+    write_flat_video(root / "a" / "v3.mp4", num_frames=9, seed=3)
     records = [
         SimpleNamespace(path=f"a/{n}.mp4", label=lab)
         for n, lab in (("v0", 0), ("v1", 1), ("broken", 1), ("v3", 2))
@@ -196,7 +186,7 @@ def test_mcl_evaluate_end_to_end(tmp_path, capsys):
         (root / name).mkdir(parents=True)
         for g in range(3):
             rel = f"{name}/v_{name}_g0{g + 1}_c01.mp4"
-            write_video(root / rel, num_frames=6, h=32, w=40, seed=10 * c + g)
+            write_flat_video(root / rel, num_frames=6, h=32, w=40, seed=10 * c + g)
             (train if g < 2 else test).append((rel, c))
     (ann / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(classes)))
     (ann / "trainlist01.txt").write_text("".join(f"{r} {c + 1}\n" for r, c in train))

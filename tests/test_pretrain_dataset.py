@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import shutil
 
-import av
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from mcl_video.data import read_clip
+from mcl_video.data.writer import write_video
 from mcl_video.motion.cache import CacheSettings, MotionCache
 from mcl_video.motion.prepare import prepare
 from mcl_video.sampling import (
@@ -28,22 +28,15 @@ GRID = (2, 3, 3)
 CFG = {"clip_len": 4, "stride": 2, "size": 16}  # span 8 raw frames: videos need >= 16 frames
 
 
-def write_video(path, frames, h=48, w=64, seed=0):
-    """A textured background with a bright square moving right by 2 px per frame."""
+def write_square_video(path, frames, h=48, w=64, seed=0):
+    """A textured background with a bright square moving right by 2 px per frame (H.264)."""
     rng = np.random.default_rng(seed)
     bg = (rng.random((h, w, 3)) * 120).astype(np.uint8)
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=25)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    video = np.repeat(bg[None], frames, 0)
     for t in range(frames):
-        f = bg.copy()
         x = 5 + (2 * t) % (w - 20)
-        f[10:26, x : x + 12] = 250
-        for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+        video[t, 10:26, x : x + 12] = 250
+    write_video(path, video, codec="libx264")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +46,9 @@ def videos(tmp_path_factory):
     root, cache_dir = base / "videos", base / "cache"
     (root / "A").mkdir(parents=True)
     for i in range(4):
-        write_video(root / "A" / f"v{i}.mp4", 40, seed=i)
-    write_video(root / "A" / "short.mp4", 12, seed=9)
-    write_video(root / "A" / "bad.mp4", 40, seed=5)
+        write_square_video(root / "A" / f"v{i}.mp4", 40, seed=i)
+    write_square_video(root / "A" / "short.mp4", 12, seed=9)
+    write_square_video(root / "A" / "bad.mp4", 40, seed=5)
     settings = CacheSettings(clip_len=4, stride=2, frame_window=4, resize_short=None)
     summary = prepare(root, cache_dir, settings, progress=False)
     assert summary.prepared == 6

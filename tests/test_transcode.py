@@ -10,6 +10,7 @@ import pytest
 from mcl_video.cli import main as mcl
 from mcl_video.data import read_frames, read_video_info
 from mcl_video.data.transcode import TranscodeSettings, output_size, transcode
+from mcl_video.data.writer import write_video
 
 
 def write_long_gop(path, frames=40, hw=(96, 128), seed=0):
@@ -18,17 +19,12 @@ def write_long_gop(path, frames=40, hw=(96, 128), seed=0):
     h, w = hw
     bg = (rng.random((h // 4 + 30, w // 4 + 30, 3)) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.gop_size = 1000
-        stream.options = {"qscale": "2"}
-        for t in range(frames):
-            img = bg[t : t + h, 2 * t : 2 * t + w].copy()
-            img[10 + t : 30 + t, 5 + 2 * t : 25 + 2 * t] = (240, 20, 20)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    video = []
+    for t in range(frames):
+        img = bg[t : t + h, 2 * t : 2 * t + w].copy()
+        img[10 + t : 30 + t, 5 + 2 * t : 25 + 2 * t] = (240, 20, 20)
+        video.append(img)
+    return write_video(path, video, codec="mpeg4", options={"qscale": "2"}, gop=1000)
 
 
 def keyframes(path):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 
@@ -25,6 +23,7 @@ from mcl_video.data import (
     read_video_info,
 )
 from mcl_video.data import video as video_module
+from mcl_video.data.writer import write_video
 
 N_FRAMES = 48
 H, W = 48, 64
@@ -45,21 +44,11 @@ def level(i: int) -> int:
     return 8 + 5 * i
 
 
-def write_video(path, codec, pix_fmt, options, n=N_FRAMES, h=H, w=W):
+def grey_frames(n=N_FRAMES, h=H, w=W) -> np.ndarray:
     """Frame i is a flat grey image of level(i), with a white square marking the top-left corner."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=25, options=options)
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        for i in range(n):
-            img = np.full((h, w, 3), level(i), np.uint8)
-            img[:8, :8] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    frames = np.repeat(np.array([level(i) for i in range(n)], np.uint8), h * w * 3).reshape(n, h, w, 3)
+    frames[:, :8, :8] = 255
+    return frames
 
 
 def frame_ids(frames: np.ndarray) -> list[int]:
@@ -71,7 +60,9 @@ def frame_ids(frames: np.ndarray) -> list[int]:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
-    return {name: write_video(root / name, codec, fmt, opts) for name, codec, fmt, opts in FORMATS}
+    frames = grey_frames()
+    return {name: write_video(root / name, frames, 25, codec, fmt, opts)
+            for name, codec, fmt, opts in FORMATS}
 
 
 @pytest.mark.parametrize("name", [f[0] for f in FORMATS])
@@ -190,6 +181,7 @@ def test_find_videos_recursive_sorted(tmp_path, videos):
 # ---- real clips from ../shared/data/clips ---------------------------------------------------------
 
 
+@pytest.mark.shared
 def test_real_clip_frame_counts_match_clips_csv(shared):
     clips = shared("data", "clips")
     with open(clips / "clips.csv", newline="") as fh:
@@ -205,6 +197,7 @@ def test_real_clip_frame_counts_match_clips_csv(shared):
 @pytest.mark.parametrize(
     "name", ["v_BaseballPitch_g01_c01.avi", "v_ApplyEyeMakeup_g01_c01.avi", "mmaction2_demo.mp4",
              "v_CricketShot_g04_c01_flow.gif"])
+@pytest.mark.shared
 def test_real_clip_random_access_equals_sequential(shared, name):
     path = shared("data", "clips", name)
     full = read_frames(path, resize_short=64)
