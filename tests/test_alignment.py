@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
 from mcl_video.objective import (
     alignment_terms_from_saliency,
     motion_alignment_loss,
@@ -13,8 +12,9 @@ from mcl_video.objective import (
 )
 
 
-def test_matches_release_golden_vectors():
-    golden = np.load(shared_path("reference", "mal_golden.npz"))
+@pytest.mark.shared
+def test_matches_release_golden_vectors(shared):
+    golden = np.load(shared("reference", "mal_golden.npz"))
     grad, target = torch.from_numpy(golden["gradient"]), torch.from_numpy(golden["target"])
     terms = motion_alignment_terms(grad, target)
     for name in ("spatiotemporal", "spatial", "temporal"):

@@ -24,7 +24,6 @@ import torch
 from mcl_video.cli import main
 from mcl_video.training import list_checkpoints, load_checkpoint
 from mcl_video.training.preempt import EXIT_STOPPED
-from test_failures import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "docs" / "slurm_pretrain.sbatch"
@@ -73,9 +72,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def sbatch(bench: Path, out: Path) -> subprocess.Popen:
-    """Start the recipe as slurmstepd starts a batch script: its own session, SLURM_* set."""
-    args = [*TINY, "epochs=30", f"max_steps={STEPS}", "checkpoint_every=100",
+def sbatch(bench: Path, out: Path, tiny: list[str]) -> subprocess.Popen:
+    """Start the recipe with the overrides `tiny` as slurmstepd starts a batch script: its own session,
+    SLURM_* set."""
+    args = [*tiny, "epochs=30", f"max_steps={STEPS}", "checkpoint_every=100",
             f"data={bench / 'data' / 'annotations'}", f"cache={bench / 'motion'}", f"out={out}"]
     env = {**os.environ, "SLURM_JOB_ID": JOB_ID, "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost",
            "MCL_NPROC_PER_NODE": "2", "MCL_RDZV_PORT": str(_free_port()), "OMP_NUM_THREADS": "1",
@@ -131,9 +131,9 @@ def final_state(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, tmp_path):
+def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, tmp_path, tiny_pretrain_args):
     run = tmp_path / "run"
-    job = sbatch(bench, run)
+    job = sbatch(bench, run, tiny_pretrain_args)
     wait_for_first_step(job, run)
     os.kill(job.pid, signal.SIGUSR1)  # --signal=B:USR1@180: to the batch shell only
     status, log = finish(job)
@@ -146,13 +146,14 @@ def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, 
     assert f"stopped by SIGUSR1 after step {step} of {STEPS}" in log, log  # batch shell -> srun -> torchrun
 
     # SLURM starts the requeued job: the same script with the same arguments
-    status, log = finish(sbatch(bench, run))
+    status, log = finish(sbatch(bench, run, tiny_pretrain_args))
     assert status == 0, log
     assert requeues(bench) == [f"requeue {JOB_ID}"]  # not requeued again
     resumed = final_state(run)
     assert resumed["step"] == STEPS and resumed["env"]["resume_history"][0]["step"] == step
 
-    status, log = finish(sbatch(bench, tmp_path / "ref"))  # the same job, never interrupted
+    # the same job, never interrupted
+    status, log = finish(sbatch(bench, tmp_path / "ref", tiny_pretrain_args))
     assert status == 0, log
     reference = final_state(tmp_path / "ref")
     assert reference["model"].keys() == resumed["model"].keys()
@@ -161,10 +162,10 @@ def test_preempted_job_checkpoints_exits_75_requeues_and_resumes_exactly(bench, 
 
 
 @pytest.mark.slow
-def test_workers_stop_with_a_checkpoint_when_torchrun_is_killed(bench, tmp_path):
+def test_workers_stop_with_a_checkpoint_when_torchrun_is_killed(bench, tmp_path, tiny_pretrain_args):
     # SIGKILL cannot be forwarded: the kernel's parent-death signal (SIGTERM) stops the workers instead
     run, before = tmp_path / "run", requeues(bench)
-    job = sbatch(bench, run)
+    job = sbatch(bench, run, tiny_pretrain_args)
     wait_for_first_step(job, run)
     (launcher,) = [int(p.split(":")[0]) for p in processes_naming(str(run))
                    if "torchrun" in p and "bin/srun" not in p]
@@ -182,12 +183,12 @@ def test_workers_stop_with_a_checkpoint_when_torchrun_is_killed(bench, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_mcl_pretrain_alone_exits_75_on_a_stop_signal(bench, tmp_path, sig):
+def test_mcl_pretrain_alone_exits_75_on_a_stop_signal(bench, tmp_path, sig, tiny_pretrain_args):
     # without torchrun or SLURM: the exit status that `pretrain && evaluate` sees. The signal goes to the
     # whole process group, as torchrun sends it, so the DataLoader worker gets it too and must leave the
     # stop to the main process.
     run = tmp_path / "run"
-    args = [*TINY, "num_workers=1", "epochs=30", f"max_steps={STEPS}", "checkpoint_every=100",
+    args = [*tiny_pretrain_args, "num_workers=1", "epochs=30", f"max_steps={STEPS}", "checkpoint_every=100",
             f"data={bench / 'data' / 'annotations'}", f"cache={bench / 'motion'}", f"out={run}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     job = subprocess.Popen([sys.executable, "-m", "mcl_video", "pretrain", *args], env=env, text=True,

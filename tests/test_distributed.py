@@ -51,25 +51,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out_dir: str, toy_clips, tiny_real_config) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from mcl_video.training import pretrain
     from mcl_video.training.builders import build_model, feature_grid
-    from test_pretrain_loop import ToyClips, real_config
 
-    cfg = real_config(Path(out_dir), max_steps=3, batch_size=2, checkpoint_every=2, use_mal=True)
+    cfg = tiny_real_config(Path(out_dir), max_steps=3, batch_size=2, checkpoint_every=2, use_mal=True)
     torch.manual_seed(100 + rank)  # different initialisations on purpose: rank 0's must win
     model = build_model(cfg)
-    pretrain(cfg, model=model, dataset=ToyClips(12, 8, 32, feature_grid(cfg)))
+    pretrain(cfg, model=model, dataset=toy_clips(12, 8, 32, feature_grid(cfg)))
     torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
 
 
-def test_two_processes_gloo_end_identical(tmp_path):
+def test_two_processes_gloo_end_identical(tmp_path, toy_clips, tiny_real_config):
     # fork (as torch's own distributed tests do): the children reuse the parent's imports
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), toy_clips, tiny_real_config), nprocs=2,
+                       join=True, start_method="fork")
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name, value in states[0].items():
         if "running_" in name or "num_batches_tracked" in name:

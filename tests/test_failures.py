@@ -28,14 +28,8 @@ from mcl_video.data.video import VideoReadError, read_video_info
 from mcl_video.motion.cache import MotionCache, entry_path
 from mcl_video.training import checkpoint as ckpt
 from mcl_video.training import list_checkpoints, load_checkpoint
-from test_motion_cache import write_moving_square
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["backbone=tiny_r2plus1d", "backbone_options={widths: [4, 8, 8, 16]}", "clip_len=8", "stride=2",
-        "size=32", "queue_size=32", "feat_dim=16", "batch_size=2", "num_workers=0", "epochs=1",
-        "max_steps=2", "optimizer=adamw", "lr=0.001", "warmup_steps=1", "schedule=constant",
-        "checkpoint_every=1", "keep_checkpoints=3", "log_every=1", "progress=false", "tensorboard=false",
-        "device=cpu", "sampling_options={colour: false}"]
 
 
 def cli(capsys, args, code: int, *names: str) -> str:
@@ -57,20 +51,21 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """A tiny UCF101-format benchmark, its motion cache and one finished 2-step run (checkpoints 1, 2)."""
+def bench(tmp_path_factory, tiny_pretrain_args):
+    """A tiny UCF101-format benchmark, its motion cache and one finished 2-step run (checkpoints 1, 2);
+    returns the folder and the `mcl pretrain` overrides of that run (less `out=`)."""
     base = tmp_path_factory.mktemp("bench")
     assert main(["synth", str(base / "data"), "--classes", "2", "--train-per-class", "4", "--test-per-class",
                  "2", "--frames", "40", "--workers", "1"]) == 0
     assert main(["prepare", str(base / "data" / "videos"), "--out", str(base / "motion"), "--clip-len", "8",
                  "--stride", "2", "--no-progress"]) == 0
-    paths = [f"data={base / 'data' / 'annotations'}", f"cache={base / 'motion'}"]
-    assert main(["pretrain", *TINY, *paths, f"out={base / 'run'}"]) == 0
-    return base, paths
+    args = [*tiny_pretrain_args, f"data={base / 'data' / 'annotations'}", f"cache={base / 'motion'}"]
+    assert main(["pretrain", *args, f"out={base / 'run'}"]) == 0
+    return base, args
 
 
 def pretrain_args(bench, out: Path, *extra: str) -> list[str]:
-    return ["pretrain", *TINY, *bench[1], f"out={out}", *extra]
+    return ["pretrain", *bench[1], f"out={out}", *extra]
 
 
 def copy_run(bench, tmp_path: Path) -> Path:
@@ -303,7 +298,7 @@ def test_empty_input_folder_is_an_error(tmp_path, capsys):
         "no videos")
 
 
-def test_video_id_collision_lists_both_files(tmp_path, capsys):
+def test_video_id_collision_lists_both_files(tmp_path, capsys, write_moving_square):
     (tmp_path / "v").mkdir()
     write_moving_square(tmp_path / "v" / "clip.mp4", frames=12)
     write_moving_square(tmp_path / "v" / "clip.avi", frames=12)
@@ -311,7 +306,7 @@ def test_video_id_collision_lists_both_files(tmp_path, capsys):
         tmp_path / "v" / "clip.mp4", "differ only by extension")
 
 
-def test_unreadable_video_is_reported_as_a_permission_error(tmp_path, monkeypatch):
+def test_unreadable_video_is_reported_as_a_permission_error(tmp_path, monkeypatch, write_moving_square):
     path = tmp_path / "v.avi"
     write_moving_square(path, frames=12)
     if os.geteuid() == 0:  # root reads any file: simulate what a user without read permission gets
@@ -480,7 +475,7 @@ def test_deterministic_runs_agree_exactly_and_are_recorded(bench, tmp_path):
     assert env["deterministic"] is True and env["torch_threads"] == 2
 
 
-def test_find_videos_is_unchanged_for_distinct_names(tmp_path):
+def test_find_videos_is_unchanged_for_distinct_names(tmp_path, write_moving_square):
     (tmp_path / "a").mkdir()
     write_moving_square(tmp_path / "a" / "clip.mp4", frames=8)
     write_moving_square(tmp_path / "a" / "clip2.avi", frames=8)

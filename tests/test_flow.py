@@ -184,6 +184,7 @@ def test_read_flo_and_endpoint_error(tmp_path):
     assert endpoint_error(off, gt, mask) == pytest.approx(10.0)
 
 
+@pytest.mark.shared
 def test_dis_epe_on_flyingchairs(shared):
     root = shared("data", "flow-flyingchairs")
     img0 = cv2.cvtColor(cv2.imread(str(root / "0000001-img0.ppm")), cv2.COLOR_BGR2RGB)

@@ -13,7 +13,6 @@ from mcl_video.data.rawframes import dequantise_flow, quantise_flow
 from mcl_video.motion.cache import CacheSettings, MotionCache
 from mcl_video.motion.flow import compute_flow, read_flow_folder
 from mcl_video.motion.prepare import FLOW_JPEG, _MotionAccumulator, prepare
-from test_rawframes import make_frames, write_rawframes
 
 BOUND = 20.0
 STEP = 2 * BOUND / 255  # one quantisation step, pixels
@@ -107,7 +106,7 @@ def _entry(cache_dir: Path, vid: str):
 
 
 @pytest.fixture
-def dataset(tmp_path):
+def dataset(tmp_path, make_frames, write_rawframes):
     """Rawframes ``Run/v1`` (9 frames) and ``Run/v2`` (7), with flow JPEGs in the same folders."""
     root = tmp_path / "rawframes"
     flows = {}
@@ -158,7 +157,7 @@ def test_prepare_from_rawframes_computes_flow_on_the_frames(dataset, tmp_path):
     np.testing.assert_array_equal(got["clip_scores"], want["clip_scores"])
 
 
-def test_cli_flow_from_and_its_usage_errors(dataset, tmp_path, capsys):
+def test_cli_flow_from_and_its_usage_errors(dataset, tmp_path, capsys, make_frames, write_rawframes):
     root, _ = dataset
     (root / "Run" / "v3").mkdir()
     write_rawframes(root / "Run" / "v3", make_frames(4, h=30, w=40))  # frames, but no flow
@@ -181,7 +180,8 @@ def test_cli_flow_from_and_its_usage_errors(dataset, tmp_path, capsys):
                  *args]) == 2
 
 
-def test_mmaction2_rawframes_dataset_prepares_pretrains_and_evaluates(tmp_path, capsys):
+def test_mmaction2_rawframes_dataset_prepares_pretrains_and_evaluates(tmp_path, capsys, make_frames,
+                                                                      write_rawframes):
     """An mmaction2-style dataset end to end: list files, rawframes with flow JPEGs, `mcl prepare
     --dataset mmaction2_rawframes --flow-from`, a pretraining item, `mcl evaluate`."""
     import json

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import zlib
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -29,33 +28,11 @@ from mcl_video.motion.fields import inflate_fields, pack_fields
 from mcl_video.motion.maps import block_means, boundary_derivatives, boundary_magnitude, segment_sums
 from mcl_video.motion.prepare import compute_video_motion
 
-
-def write_moving_square(path, frames=40, hw=(48, 64), seed=0, speed=(1, 2)):
-    """A textured background panning slowly with a square moving over it; mpeg4 in the given container."""
-    rng = np.random.default_rng(seed)
-    h, w = hw
-    bg = (rng.random((h + 80, w + 80, 3)) * 255).astype(np.uint8)
-    bg = np.repeat(np.repeat(bg[::4, ::4], 4, 0), 4, 1)[: h + 80, : w + 80]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"qscale": "2"}
-        for t in range(frames):
-            img = bg[t // 2 : t // 2 + h, 10 : 10 + w].copy()
-            y, x = (5 + speed[0] * t) % (h - 14), (5 + speed[1] * t) % (w - 14)
-            img[y : y + 14, x : x + 14] = (250, 30, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 SETTINGS = CacheSettings(clip_len=4, stride=2, frame_window=8, border=2, resize_short=None, field_short=24)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, write_moving_square):
     path = write_moving_square(tmp_path_factory.mktemp("vid") / "a.avi")
     arrays, info = compute_video_motion(path, SETTINGS)
     u, v = compute_flow(read_frames(path), "dis")
@@ -187,6 +164,7 @@ def test_six_bit_fields_keep_the_target_of_the_unrounded_fields(tiny):
         assert np.corrcoef(exact.ravel(), cached.ravel())[0, 1] > 0.95
 
 
+@pytest.mark.shared
 def test_real_clip_target_correlation(shared, tmp_path):
     """A real 340x256 clip at the default settings: cached targets vs exact full-resolution ones."""
     path = shared("data", "clips", "mmaction2_part_0.mp4")

@@ -23,12 +23,14 @@ def golden(shared):
     return np.load(shared("reference", "motion_golden.npz"))
 
 
+@pytest.mark.shared
 def test_reference_alignment_target(golden):
     st = alignment_target(golden["flow_u"], golden["flow_v"], (4, 7, 7))
     assert st.shape == (4, 7, 7) and st.dtype == np.float32
     np.testing.assert_allclose(st, golden["st_target"], rtol=1e-4, atol=1e-4 * golden["st_target"].max())
 
 
+@pytest.mark.shared
 def test_reference_window_map_and_clip_score(golden):
     # border=8 on the 112 px reference field reproduces the release (it does not rescale the 8 px)
     wm = window_map(golden["flow_u"], golden["flow_v"], (7, 7), border=8)
@@ -39,6 +41,7 @@ def test_reference_window_map_and_clip_score(golden):
     assert clip_score(golden["flow_u"], golden["flow_v"], border=4) != pytest.approx(score, rel=1e-3)
 
 
+@pytest.mark.shared
 def test_reference_motion_box(golden):
     rows, cols, cov = motion_box(golden["window_map"], (112, 112))
     np.testing.assert_array_equal(rows, golden["motion_box_rows"])

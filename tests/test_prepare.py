@@ -17,13 +17,12 @@ from mcl_video.cli import main
 from mcl_video.motion import clip_score, window_map
 from mcl_video.motion.cache import CacheSettings, MotionCache, entry_path
 from mcl_video.motion.prepare import _MotionAccumulator, parse_shard, prepare, select_shard
-from test_motion_cache import write_moving_square
 
 SETTINGS = CacheSettings(clip_len=4, stride=2, border=2, field_short=12)
 
 
 @pytest.fixture(scope="module")
-def videos(tmp_path_factory):
+def videos(tmp_path_factory, write_moving_square):
     root = tmp_path_factory.mktemp("videos")
     (root / "walk").mkdir()
     (root / "run").mkdir()
@@ -103,6 +102,7 @@ def test_workers_pool_matches_in_process(videos, tmp_path):
         np.testing.assert_array_equal(a, _arrays(tmp_path / "pool", vid)[k])
 
 
+@pytest.mark.shared
 def test_real_clip_via_cli(shared, tmp_path, capsys):
     root = tmp_path / "clips"
     root.mkdir()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -14,35 +12,12 @@ from mcl_video.data.splits import AnnotationError
 from mcl_video.data.video import resized_hw
 
 
-def make_frames(n: int, h: int = 36, w: int = 48, seed: int = 0) -> np.ndarray:
-    """``n x h x w x 3`` uint8 RGB frames: smooth colour ramps that move (JPEG keeps them within a few
-    levels), with different content per channel so an RGB/BGR swap shows."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    frames = []
-    for t in range(n):
-        r = 128 + 100 * np.sin((x + 2 * t) / 7.0)
-        g = 128 + 90 * np.cos((y - t) / 5.0)
-        b = np.full((h, w), 40.0 + 5 * t + rng.uniform(0, 1))
-        frames.append(np.stack([r, g, b], axis=-1))
-    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
-
-
-def write_rawframes(folder: Path, frames: np.ndarray, start: int = 1) -> Path:
-    """Write ``img_00001.jpg``, ... (mmaction2 layout) with cv2.imwrite (BGR on disk)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"img_{i + start:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 100])
-    return folder
-
-
 def _close(a: np.ndarray, b: np.ndarray, mean: float = 1.5, peak: int = 12) -> None:
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
     assert diff.mean() < mean and diff.max() <= peak, (diff.mean(), diff.max())
 
 
-def test_frame_folder_reads_the_frames_written(tmp_path):
+def test_frame_folder_reads_the_frames_written(tmp_path, make_frames, write_rawframes):
     frames = make_frames(9)
     folder = write_rawframes(tmp_path / "v_a", frames)
     info = read_video_info(folder)
@@ -57,7 +32,7 @@ def test_frame_folder_reads_the_frames_written(tmp_path):
     np.testing.assert_array_equal(seq[[4, 0, 4, 8, 8]], clip.numpy())  # one reader, one answer
 
 
-def test_frame_folder_resize_short_keeps_aspect_and_area_averages(tmp_path):
+def test_frame_folder_resize_short_keeps_aspect_and_area_averages(tmp_path, make_frames, write_rawframes):
     frames = make_frames(3, h=40, w=60)
     folder = write_rawframes(tmp_path / "v", frames, start=0)  # numbering from 0 is accepted too
     clip = read_clip(folder, [1], resize_short=20).numpy()
@@ -69,7 +44,7 @@ def test_frame_folder_resize_short_keeps_aspect_and_area_averages(tmp_path):
     _close(clip[0], cv2.resize(frames[1], (30, 20), interpolation=cv2.INTER_AREA))
 
 
-def test_frame_folder_errors_name_the_folder(tmp_path):
+def test_frame_folder_errors_name_the_folder(tmp_path, make_frames, write_rawframes):
     frames = make_frames(5)
     gap = write_rawframes(tmp_path / "gap", frames)
     (gap / "img_00003.jpg").unlink()
@@ -93,7 +68,7 @@ def test_frame_folder_errors_name_the_folder(tmp_path):
         read_clip(odd, [2])
 
 
-def test_find_videos_counts_a_frame_folder_as_one_video(tmp_path):
+def test_find_videos_counts_a_frame_folder_as_one_video(tmp_path, make_frames, write_rawframes):
     write_rawframes(tmp_path / "Run" / "v_run_1", make_frames(2))
     (tmp_path / "Run" / "clip.mp4").write_bytes(b"x")
     (tmp_path / "Run" / "notes").mkdir()
@@ -109,7 +84,7 @@ def test_find_videos_counts_a_frame_folder_as_one_video(tmp_path):
 
 
 @pytest.fixture
-def rawframes_dataset(tmp_path):
+def rawframes_dataset(tmp_path, make_frames, write_rawframes):
     root = tmp_path / "rawframes"
     for rel in ("Jump/v_Jump_g01_c01", "Jump/v_Jump_g02_c01", "Wave/v_Wave_g01_c01"):
         write_rawframes(root / rel, make_frames(3))

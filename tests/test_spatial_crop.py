@@ -150,6 +150,7 @@ def test_center_fallback_without_constraint():
     assert box == central_crop((20, 400), (3 / 4, 4 / 3))
 
 
+@pytest.mark.shared
 def test_default_box_matches_motion_golden(shared):
     golden = np.load(shared("reference", "motion_golden.npz"))
     rows, cols, r = MotionFocusedCrop().motion_box((112, 112), golden["window_map"])

@@ -11,6 +11,7 @@ from mcl_video.data import VideoRecord, read_split
 # ---- official files in ../shared/data/splits -----------------------------------------------------------
 
 
+@pytest.mark.shared
 def test_ucf101_official_split1_counts(shared):
     root = shared("data", "splits", "ucf101")
     train = read_split("ucf101", root, split=1, subset="train")
@@ -26,6 +27,7 @@ def test_ucf101_official_split1_counts(shared):
     assert not {r.path for r in train} & {r.path for r in test}
 
 
+@pytest.mark.shared
 def test_hmdb51_official_three_splits(shared):
     root = shared("data", "splits", "hmdb51")
     for split in (1, 2, 3):
@@ -40,6 +42,7 @@ def test_hmdb51_official_three_splits(shared):
     assert train[0].path.startswith("brush_hair/") and train[0].path.endswith(".avi")
 
 
+@pytest.mark.shared
 def test_kinetics400_official_val_and_unlabelled_test(shared):
     root = shared("data", "splits", "kinetics400")
     val = read_split("kinetics400", root, subset="val")

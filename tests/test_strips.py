@@ -86,6 +86,7 @@ def test_convert_strips_grayscale(tmp_path):
     assert np.abs(decoded[..., 1] - decoded[..., 2]).max() <= 2
 
 
+@pytest.mark.shared
 def test_weizmann_strips_convert_with_true_frame_counts(shared, tmp_path):
     src = shared("data", "actions-weizmann-mocogan")
     report = convert_strips(src, tmp_path / "weizmann")
