@@ -1,12 +1,14 @@
 """EvalClipDataset (clip tables, crops, unreadable videos) and extract_features (averaging, frozen
 check, rank split, .npz round trip) on tiny videos written with PyAV."""
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from mcl_video.data import read_clip
 from mcl_video.data.writer import write_video
 from mcl_video.evaluation.datasets import (
     EvalClipDataset,
@@ -105,14 +107,41 @@ def test_dataset_items_views_and_unreadable(videos, caplog):
     assert collate_videos([None]) is None
 
 
-def test_random_crop_mode_for_finetuning(videos):
-    root, records = videos
-    ds = EvalClipDataset(
-        root, records, clip_len=4, stride=1, num_clips=5, size=24, crop="random", short_side=32
-    )
-    torch.manual_seed(0)
-    item = ds[3]
-    assert item["clips"].shape == (1, 3, 4, 24, 24)
+def test_random_crop_mode_is_a_window_of_the_source_frames(tmp_path):
+    # a blocky random texture, so each (start, top, left, flip) of the crop shows different pixels
+    rng = np.random.default_rng(0)
+    frames = [np.repeat(np.repeat(rng.integers(0, 256, (10, 14, 3)), 4, 0), 4, 1).astype(np.uint8)
+              for _ in range(12)]
+    (tmp_path / "a").mkdir()
+    write_video(tmp_path / "a" / "tex.mp4", frames, fps=10, codec="mpeg4")
+    records = [SimpleNamespace(path="a/tex.mp4", label=4)]
+    ds = EvalClipDataset(tmp_path, records, clip_len=4, stride=2, num_clips=5, size=24, crop="random",
+                         short_side=32)
+    source = normalize_clip(read_clip(tmp_path / "a" / "tex.mp4", list(range(12)), resize_short=32))
+    _, n, h, w = source.shape  # 3 x 12 x 32 x 45: the short side resized to 32
+    assert (n, h) == (12, 32)
+
+    def window(t0, top, left, flip):
+        crop = source[:, t0 : t0 + 7 : 2, top : top + 24, left : left + 24]  # frames t0, t0 + 2, ..., t0 + 6
+        return crop.flip(-1) if flip else crop
+
+    def where(view):
+        """Every (start, top, left, flipped) whose window of the source equals the view exactly."""
+        places = itertools.product(range(n - 6), range(h - 23), range(w - 23), (False, True))
+        return [place for place in places if torch.equal(view, window(*place))]
+
+    seen = []
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        assert item["clips"].shape == (1, 3, 4, 24, 24) and item["label"] == 4
+        assert torch.equal(ds[0]["clips"], item["clips"])  # the same draw for the same (seed, epoch, index)
+        found = where(item["clips"][0])
+        assert len(found) == 1, found  # one window of the source, maybe mirrored
+        seen.append(found[0])
+    # the draws move: several starts and crop positions, both flips, over 8 epochs
+    assert len({s[0] for s in seen}) > 1 and len({s[1:3] for s in seen}) > 1
+    assert {s[3] for s in seen} == {False, True}
 
 
 def test_extract_features_averages_views_and_keeps_backbone_frozen(videos):

@@ -1,5 +1,7 @@
 """The MCL module: terms, queue, masking, gradients, saliency capture and its pitfalls."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -47,12 +49,23 @@ def test_all_terms_forward_backward_finite_gradients_everywhere():
 
 
 def test_mal_flat_loss_is_the_loss_of_a_constant_map():
+    # a constant saliency map on the 2 x 3 x 3 grid against targets whose MAL loss is known by hand
+    # (n = 9 positions per step; loss = (1 - cos_st) + (1 - cos_t) + (1 - cos_s)):
+    #   one position lit, a different one in each step: cos_st = 1/3, cos_t = 1, cos_s = sqrt(2)/3
+    #   one position lit, the same in both steps:      cos_st = 1/3, cos_t = 1, cos_s = 1/3
+    #   uniform everywhere:                             every cosine 1, loss 0
+    #   step 0 uniform, step 1 zero: cos_st = softmax weight of step 0 = sigmoid(9), cos_t = 1/sqrt(2),
+    #                                cos_s = 1
     batch = make_batch()
+    target = torch.zeros(4, 2, 3, 3)
+    target[0, 0, 0, 0] = target[0, 1, 2, 1] = 1.0
+    target[1, :, 1, 2] = 1.0
+    target[2] = 0.5
+    target[3, 0] = 1.0
+    batch["target"] = target
     _, out = make_model()(batch)
-    ones = torch.ones_like(batch["target"])
-    assert out["mal_flat_loss"].item() == pytest.approx(
-        loss_from_terms(alignment_terms_from_saliency(ones, batch["target"])).item(), abs=1e-6
-    )
+    expected = [(5 - math.sqrt(2)) / 3, 4 / 3, 0.0, 2 - 1 / (1 + math.exp(-9)) - 1 / math.sqrt(2)]
+    assert out["mal_flat_loss"].item() == pytest.approx(sum(expected) / 4, abs=1e-6)
 
 
 def test_mal_dead_counts_all_zero_saliency_maps(monkeypatch):
