@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and models/ + objective/ import at module top only."""
+"""The package's import graph: no cycles, the stage order of docs/ARCHITECTURE.md (no module imports a
+later stage), and models/ + objective/ import at module top only."""
 
 import ast
 from pathlib import Path
@@ -59,3 +60,49 @@ def test_models_and_objective_import_at_module_top():
                     late += [f"{path.name}:{n.lineno}" for n in ast.walk(node)
                              if isinstance(n, ast.Import | ast.ImportFrom)]
     assert not late, late
+
+
+# the stage order docs/ARCHITECTURE.md states: a module may import its own stage and earlier ones only
+STAGES = (
+    ("errors", "atomic", "figures", "allocator"),  # the base every stage may use
+    ("data",),
+    ("motion",),
+    ("sampling",),
+    ("objective",),
+    ("models",),
+    ("training",),
+    ("evaluation",),
+    ("demo",),
+    ("cli", "__main__"),
+)
+
+
+def _stage(module: str) -> int | None:
+    """Index in ``STAGES`` of ``mcl_video.<part>...``; ``None`` for the package itself."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    return next(i for i, names in enumerate(STAGES) if parts[1] in names)
+
+
+def test_every_module_belongs_to_a_stage():
+    unknown = [m for m in _modules() if m != "mcl_video" and not any(m.split(".")[1] in s for s in STAGES)]
+    assert not unknown, f"add these to STAGES and to docs/ARCHITECTURE.md's import order: {unknown}"
+
+
+def test_no_stage_imports_a_later_stage():
+    modules = _modules()
+    backwards = []
+    for name, path in sorted(modules.items()):
+        here = _stage(name)
+        for dep in sorted(_imports(ast.parse(path.read_text()), modules)):
+            there = _stage(dep)
+            if here is not None and there is not None and there > here:
+                backwards.append(f"{name} -> {dep}")
+    assert not backwards, backwards
+
+
+def test_architecture_doc_states_this_order():
+    doc = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    order = " -> ".join(", ".join(f"`{n}`" for n in names if n != "__main__") for names in STAGES)
+    assert order in " ".join(doc.split()), order

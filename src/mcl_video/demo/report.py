@@ -12,15 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from mcl_video.figures import pyplot
+from mcl_video.figures import saliency_grid
+from mcl_video.figures import training_curves as draw_training_curves
 from mcl_video.objective.alignment import alignment_terms_from_saliency
 from mcl_video.sampling.augment import IMAGENET_MEAN, IMAGENET_STD
 from mcl_video.sampling.photometric import augment_batch
 from mcl_video.training import load_checkpoint
 from mcl_video.training.builders import build_dataset, build_model
 from mcl_video.training.config import config_from_dict
-
-plt = pyplot()
 
 CURVE_PANELS = (  # (title, metrics.jsonl keys)
     ("InfoNCE inter-video loss", ("loss_inter",)),
@@ -43,31 +42,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def training_curves(run_dirs: dict[str, Path], supervised_history: list[dict], out: Path) -> Path:
     """One panel per loss term / monitor of the pretraining arms, plus the supervised loss -> PNG."""
     logs = {arm: read_metrics(d) for arm, d in run_dirs.items()}
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    styles = {"mcl": "-", "moco": "--"}
-    for ax, (title, keys) in zip(axes.flat, CURVE_PANELS):
-        for arm, rows in logs.items():
-            for key in keys:
-                pts = [(r["step"], r[key]) for r in rows if key in r]
-                if pts and not (arm != "mcl" and key.startswith("mal")) and any(v for _, v in pts):
-                    x, y = zip(*pts)
-                    style = ":" if key == "mal_flat_loss" else styles.get(arm, "-")
-                    ax.plot(x, y, style, marker=".", label=f"{arm}: {key}")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        if ax.lines:
-            ax.legend(fontsize=7)
-    ax = axes.flat[len(CURVE_PANELS)]
-    if supervised_history:
-        ax.plot([h["step"] for h in supervised_history], [h["loss"] for h in supervised_history], lw=0.8)
-    ax.set_title("supervised upper bound: cross-entropy", fontsize=10)
-    ax.set_xlabel("step")
-    axes.flat[-1].axis("off")
-    fig.suptitle("pretraining curves (metrics.jsonl); MoCo has no MAL terms", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return draw_training_curves(logs, CURVE_PANELS, supervised_history, out)
 
 
 def _load_mcl(checkpoint: Path) -> torch.nn.Module:
@@ -110,31 +85,16 @@ def saliency_figure(config, arms: dict, test_records: list, work: Path, n: int) 
         sal[arm] = model.saliency_maps(batch)
         terms = alignment_terms_from_saliency(sal[arm], target)
         cos[arm] = [round(float(c), 4) for c in terms["spatiotemporal"]]
-    b = target.shape[0]
-    fig, axes = plt.subplots(b, 4, figsize=(10, 2.6 * b), squeeze=False)
-    for i in range(b):
-        frame = _frame(batch["q"][i])
-        h, w = frame.shape[:2]
-        name = batch["video_id"][i].split("/")[0]  # the class folder
-        panels = [("query clip (middle frame)", None), ("motion target (cache)", target[i]),
-                  (f"MCL saliency, cos {cos['mcl'][i]:.2f}", sal["mcl"][i]),
-                  (f"MoCo saliency, cos {cos['moco'][i]:.2f}", sal["moco"][i])]
-        for ax, (title, m) in zip(axes[i], panels):
-            ax.imshow(frame)
-            if m is not None:
-                ax.imshow(m.mean(0).numpy(), cmap="magma", alpha=0.65, extent=(0, w, h, 0),
-                          interpolation="bilinear")
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[i][0].set_ylabel(name, fontsize=8)
-    fig.suptitle("saliency of the query encoder at the alignment layer vs the motion target "
-                 "(averaged over T'; cos = spatio-temporal cosine)", fontsize=9)
-    fig.tight_layout()
-    out = work / "saliency.png"
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return {"png": out, "cosines": cos}
+    rows = []
+    for i in range(target.shape[0]):
+        panels = [("query clip (middle frame)", None), ("motion target (cache)", target[i].mean(0).numpy()),
+                  (f"MCL saliency, cos {cos['mcl'][i]:.2f}", sal["mcl"][i].mean(0).numpy()),
+                  (f"MoCo saliency, cos {cos['moco'][i]:.2f}", sal["moco"][i].mean(0).numpy())]
+        label = batch["video_id"][i].split("/")[0]  # the class folder
+        rows.append((label, _frame(batch["q"][i]), panels))
+    title = ("saliency of the query encoder at the alignment layer vs the motion target "
+             "(averaged over T'; cos = spatio-temporal cosine)")
+    return {"png": saliency_grid(rows, title, work / "saliency.png"), "cosines": cos}
 
 
 def write_html(path: Path, results: dict, table: str, curves: Path, saliency: Path) -> Path:

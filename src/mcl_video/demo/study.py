@@ -14,12 +14,11 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from scipy import stats
 
 from mcl_video.atomic import atomic_path
 from mcl_video.errors import UsageError
-from mcl_video.figures import pyplot
+from mcl_video.figures import gain_plot
 
 BASE = ["motion_sampling=false", "motion_crop=false", "use_mal=false", "motion_broken_negatives=false"]
 MCL = ["motion_sampling=true", "motion_crop=true", "use_mal=true", "saliency=gradient",
@@ -190,29 +189,14 @@ def plot_gain(summary: dict, path: str) -> dict:
     """PNG of each arm's paired motion-probe gain vs the moving-region fraction (log axis), with its 95%
     t-interval; regimes with fewer than two paired seeds have no interval and are left out. Returns the
     plotted points: arm -> [(fraction, mean, half-width)]."""
-    plt = pyplot()
     plotted = {}
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     arms = sorted({a for arms in summary.values() for a in arms if "motion_acc_gain" in arms[a]})
-    for i, arm in enumerate(arms):
+    for arm in arms:
         pts = sorted((REGIMES[r], summary[r][arm]["motion_acc_gain"]) for r in summary if arm in summary[r]
                      and "motion_acc_gain" in summary[r][arm]
                      and len(summary[r][arm]["motion_acc_gain"]["seeds"]) >= 2)  # only with an interval
-        if not pts:
-            continue
-        x = np.array([p[0] for p in pts]) * (1 + 0.03 * (i - len(arms) / 2))
-        y = [p[1]["mean"] for p in pts]
-        err = [p[1]["ci95"] for p in pts]
-        plotted[arm] = [(p[0], p[1]["mean"], p[1]["ci95"]) for p in pts]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm)
-    ax.axhline(0, color="0.5", lw=1, ls=":")
-    ax.set_xscale("log")
-    ax.set_xlabel("moving-region fraction of the frame area")
-    ax.set_ylabel("motion-probe gain over baseline (points)")
-    ax.set_title("paired by seed, 95% t-interval (regimes with >= 2 paired seeds)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        if pts:
+            plotted[arm] = [(p[0], p[1]["mean"], p[1]["ci95"]) for p in pts]
+    gain_plot(plotted, path)
     return plotted
 

@@ -21,7 +21,6 @@ from mcl_video.evaluation.probes import (
     leave_one_out_svm,
     linear_probe_fc,
     linear_probe_svm,
-    plot_confusion,
 )
 from mcl_video.evaluation.protocols import (
     PROTOCOLS,
@@ -37,6 +36,7 @@ from mcl_video.evaluation.retrieval import (
     leave_one_out_knn,
     retrieval_recall,
 )
+from mcl_video.figures import plot_confusion  # the confusion-matrix PNG, public here too
 
 __all__ = [
     "PROTOCOLS",

@@ -11,14 +11,14 @@ Both return :func:`classification_metrics` of the test scores.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from mcl_video.figures import pyplot
+# `plot_confusion` moved to mcl_video.figures; the name stays importable from here for existing callers
+from mcl_video.figures import plot_confusion  # noqa: F401
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> dict:
@@ -194,32 +194,3 @@ def linear_probe_fc(
     out = classification_metrics(logits, test_y, k)
     out["train_loss"] = epoch_loss
     return out
-
-
-def plot_confusion(
-    matrix: np.ndarray, class_names: list[str] | None, path: str | Path, title: str = ""
-) -> Path:
-    """Write the confusion matrix (rows true, columns predicted) as a PNG, rows normalised to 1."""
-    plt = pyplot()
-    matrix = np.asarray(matrix, dtype=np.float64)
-    k = len(matrix)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-    if len(names) != k:
-        raise ValueError(f"plot_confusion: {len(names)} class names for a {k} x {k} confusion matrix")
-    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    side = min(4 + 0.25 * k, 30)
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
-    if k <= 60:
-        ax.set_xticks(range(k), names, rotation=90, fontsize=max(4, 10 - k // 10))
-        ax.set_yticks(range(k), names, fontsize=max(4, 10 - k // 10))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion (row-normalised)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl_video.evaluation.probes import linear_probe_fc, linear_probe_svm, plot_confusion
+from mcl_video.evaluation.probes import linear_probe_fc, linear_probe_svm
 from mcl_video.evaluation.retrieval import knn_accuracy, retrieval_recall
+from mcl_video.figures import plot_confusion
 
 PROTOCOLS = ("svm", "fc", "knn", "retrieval")
 
