@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import shutil
 
+import av
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ from mcl_video.data import (
     read_video_info,
 )
 from mcl_video.data import video as video_module
-from mcl_video.data.writer import write_video
+from mcl_video.data.writer import write_mp4, write_video
 
 N_FRAMES = 48
 H, W = 48, 64
@@ -163,6 +164,22 @@ def test_text_file_and_missing_file_raise(tmp_path):
         assert str(fake) in str(err.value)
     with pytest.raises(VideoReadError, match="no such file"):
         read_video_info(tmp_path / "absent.avi")
+
+
+def test_writer_picks_the_container_by_extension_and_is_deterministic(tmp_path):
+    frames = grey_frames(n=6)
+    for name, codec in (("a.mkv", "h264"), ("a.avi", "mpeg4"), ("a.webm", "vp9")):
+        path = write_video(tmp_path / name, frames)
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].codec_context.name == codec, name
+        assert read_video_info(path) == VideoInfo(num_frames=6, fps=25.0, height=H, width=W), name
+    # one encoder thread: the same frames give the same bytes (write_mp4 to a name without .mp4 too)
+    write_mp4(tmp_path / "x.tmp", frames)
+    write_mp4(tmp_path / "y.tmp", frames)
+    assert (tmp_path / "x.tmp").read_bytes() == (tmp_path / "y.tmp").read_bytes()
+    assert read_video_info(tmp_path / "x.tmp").num_frames == 6
+    with pytest.raises(ValueError, match="no default codec"):
+        write_video(tmp_path / "a.xyz", frames)
 
 
 def test_find_videos_recursive_sorted(tmp_path, videos):
