@@ -102,7 +102,9 @@ def test_no_stage_imports_a_later_stage():
     assert not backwards, backwards
 
 
-def test_architecture_doc_states_this_order():
+def test_architecture_doc_and_package_docstring_state_this_order():
     doc = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
     order = " -> ".join(", ".join(f"`{n}`" for n in names if n != "__main__") for names in STAGES)
     assert order in " ".join(doc.split()), order
+    stages = " -> ".join(names[0] for names in STAGES[1:])  # the package docstring names the stages only
+    assert stages in mcl_video.__doc__, stages

@@ -1,10 +1,10 @@
 """mcl-video: Motion-Focused Contrastive Learning (MCL) of video representations.
 
-The package follows the data flow of the method:
+The package follows the data flow of the method; each stage imports only the ones before it:
 
-    data -> motion -> sampling -> models -> objective -> training -> evaluation
+    data -> motion -> sampling -> objective -> models -> training -> evaluation -> demo -> cli
 
-Every stage is importable; the ``mcl`` command line is a thin layer over it.
+Every stage is importable; ``demo`` is the application on top, the ``mcl`` command line a thin layer.
 """
 
 __version__ = "0.1.0"
