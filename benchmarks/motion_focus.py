@@ -8,9 +8,9 @@ every arm is ``configs/demo_cpu.yaml`` plus the budget below plus these override
 
     baseline     motion sampling, motion crop, MAL and motion-broken negatives off (MoCo-style)
     mcl          full MCL: motion sampling + motion crop + MAL (gradient saliency)
-    temporal     baseline + motion-focused temporal sampling (METHOD §2)
-    crop         baseline + motion-focused spatial cropping (§3)
-    mal          baseline + MAL, gradient saliency (§4)
+    temporal     baseline + motion-focused temporal sampling (clip starts)
+    crop         baseline + motion-focused spatial cropping
+    mal          baseline + MAL, gradient saliency (the release's)
     mcl_mlp      full MCL with the MLP order head (needs the ``order_head`` config key)
     supervised   the same backbone trained with labels (calibration bound)
     random       the randomly initialised backbone (calibration floor)

@@ -1,5 +1,5 @@
 """The release's linear-probe protocol against ours: they differ exactly in crop geometry and in
-standardisation (METHOD §6), and nowhere else."""
+standardisation, and nowhere else."""
 
 import dataclasses
 import json

@@ -171,7 +171,7 @@ def test_capture_after_bn_or_relu_is_refused(layer):
 
 
 def test_gradient_of_the_pooled_block_output_is_flat():
-    """Why the refusal: d l / d (block output) is constant over positions once pooled (METHOD §4)."""
+    """Why the refusal: d l / d (block output) is constant over positions once pooled."""
     torch.manual_seed(0)
     backbone = build_backbone("tiny_r2plus1d")
     x = backbone.forward_features(torch.randn(2, 3, CLIP, SIZE, SIZE))

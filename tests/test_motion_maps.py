@@ -1,4 +1,4 @@
-"""Motion-boundary maps against the release's reference vectors and analytic cases (METHOD §1, §3, §4)."""
+"""Motion-boundary maps against the release's reference vectors and analytic cases."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def test_item_contract_and_short_video_filter(videos, caplog):
     assert item["index"].dtype == torch.long and int(item["index"]) == 0
     assert item["video_id"] == "A/v0"
     kept = MCLPretrainDataset(root, records, cache, {**CFG, "drop_short": False}, GRID)
-    assert len(kept) == 6 and kept.plan(4).draw.motion_focused is False  # §2 fall-back
+    assert len(kept) == 6 and kept.plan(4).draw.motion_focused is False  # short video: uniform
 
 
 def test_plan_matches_item_exactly(videos):

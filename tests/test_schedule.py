@@ -1,4 +1,4 @@
-"""Per-step schedules against their closed forms (METHOD §4, §7)."""
+"""Per-step schedules against their closed forms (the release's lr, MAL and order weights)."""
 
 import math
 

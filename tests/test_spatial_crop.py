@@ -1,4 +1,4 @@
-"""Spatial cropping (METHOD §3): coverage, every fall-back, the plain crop's draws, statistics."""
+"""Spatial cropping: coverage, every fall-back, the plain crop's draws, statistics."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mcl_video.sampling.spatial import (
 
 
 def reference_box(window_map, frame_hw):
-    """Hand-written §3 box: top 10% cells (int(4.9) = 4), bounding box, r from its area."""
+    """Hand-written motion box: top 10% cells (int(4.9) = 4), bounding box, r from its area."""
     flat = np.argsort(-np.asarray(window_map).ravel(), kind="stable")[:4]
     rr, cc = np.unravel_index(flat, (7, 7))
     r0, r1, c0, c1 = rr.min(), rr.max() + 1, cc.min(), cc.max() + 1

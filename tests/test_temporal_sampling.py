@@ -1,4 +1,4 @@
-"""Temporal sampling (METHOD §2): exact tables, the short-video fall-back, statistics."""
+"""Temporal sampling of clip starts: exact tables, the short-video fall-back, statistics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``mcl evaluate``: frozen-feature evaluation of an encoder on a dataset split (METHOD §6).
+"""``mcl evaluate``: frozen-feature evaluation of an encoder on a dataset split (linear probes, retrieval).
 
 Extracts train/test features (N uniformly spaced centre-cropped clips per video, averaged), runs the
 linear SVM / FC probes, kNN and retrieval, prints a table and writes ``results.json``,

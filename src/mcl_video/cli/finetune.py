@@ -1,5 +1,5 @@
 """``mcl finetune --config FILE [key=value ...]``: fine-tune a pretrained encoder + FC on a labelled
-split and test it with several clips x 3 crops per video (METHOD §6); one process or under torchrun.
+split and test it with several clips x 3 crops per video (scores averaged); one process or under torchrun.
 
     mcl finetune --config finetune_ucf101_r2plus1d18 data=ucf101/lists \\
         checkpoint=runs/r21d/ckpt-00010000.pt split=2 out=runs/ft_ucf101_s2

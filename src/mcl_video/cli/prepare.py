@@ -1,4 +1,4 @@
-"""``mcl prepare ROOT --out CACHE``: compute flow and motion maps once per video (METHOD §1)."""
+"""``mcl prepare ROOT --out CACHE``: compute flow and motion maps once per video."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "show-tubelets",
         help="draw the motion-focused clips and crops of one training sample (PNG + GIF)",
         description=(
-            "Sample one MCL training item from VIDEO as pretraining would (METHOD §2-§3) and write "
+            "Sample one MCL training item from VIDEO as pretraining would (clip starts and crops) and write "
             "DIR/tubelets.png (clip-score curve with the three clip starts; frames of each clip with the "
             "motion map, the motion box B and the crop boxes; the augmented views; the query's alignment "
             "target) and DIR/query.gif (the query tubelet as the network sees it)."

@@ -5,9 +5,9 @@ Every arm is the demo config with the demo profile's budget plus these overrides
 demo's MoCo arm and every "+" arm adds one component to it:
 
     baseline         motion sampling, motion crop and MAL off
-    tsamp            + motion-focused temporal sampling (METHOD §2)
-    crop             + motion-focused spatial cropping (§3)
-    mal_grad         + MAL with gradient saliency (§4)
+    tsamp            + motion-focused temporal sampling (clip starts)
+    crop             + motion-focused spatial cropping
+    mal_grad         + MAL with gradient saliency (the release's)
     mal_gradcam      + MAL with Grad-CAM saliency
     mcl              full MCL (sampling + crop + MAL, gradient saliency) = the demo's MCL arm
     mcl_broken       full MCL + motion-broken same-video negatives (frame-shuffled and static copies)

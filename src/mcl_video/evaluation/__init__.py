@@ -1,4 +1,5 @@
-"""mcl_video.evaluation: the protocols of METHOD §6 on frozen or fine-tuned backbones.
+"""mcl_video.evaluation: linear probes (SVM / FC on pooled features), fine-tuning and retrieval on frozen or
+fine-tuned backbones.
 
 load_encoder -> EvalClipDataset -> extract_features -> linear_probe_svm / linear_probe_fc /
 knn_accuracy / retrieval_recall;   extract_stacked + probe_table for several encoders at once;

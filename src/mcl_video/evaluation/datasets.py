@@ -1,4 +1,5 @@
-"""Clips for evaluation: N uniformly spaced clips per video, centre or three spatial crops (METHOD §6).
+"""Clips for evaluation: N uniformly spaced clips per video, centre or three spatial crops (the release's
+linear probe averages the features of 20 uniformly spaced centre-cropped clips per video).
 
 Items are dicts ``{"clips": V x 3 x T x S x S float, "label": int, "index": int, "video_id": str}``
 with ``V = num_clips x num_crops`` views, clip-major (all crops of clip 0, then clip 1, ...).

@@ -1,4 +1,4 @@
-"""Frozen-backbone feature extraction (METHOD §6): pooled features averaged over each video's clips.
+"""Frozen-backbone feature extraction: pooled features averaged over each video's clips (the release: 20).
 
 Under torchrun every rank extracts a strided share of the videos (rank r takes r, r + W, r + 2W, ...);
 the shares are gathered to every rank and rank 0 writes the ``.npz``. Without a process group it is a
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureProtocol:
-    """How frozen features are taken and fed to the SVM probe (METHOD §6).
+    """How frozen features are taken and fed to the SVM probe (clips, crop, resize, standardisation).
 
     ``release``: the authors' UCF101/HMDB51 linear-probe protocol: 20 uniformly spaced clips per video,
     a 224 x 224 centre crop of frames with short side 240-256 taken without resizing the crop

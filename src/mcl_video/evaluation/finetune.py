@@ -1,4 +1,4 @@
-"""Fine-tuning (METHOD §6): the whole backbone plus an FC layer behind dropout, SGD with a cosine
+"""Fine-tuning (the release's protocol): the whole backbone plus an FC layer behind dropout, SGD with a cosine
 schedule, weight decay 1e-4, gradient clipping at 40; the test scores of each video are the softmax
 probabilities averaged over all its views (several clips x 3 spatial crops).
 """

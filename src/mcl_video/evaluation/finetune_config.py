@@ -21,7 +21,7 @@ from mcl_video.training.config import ConfigError, coerce_value, resolve_config_
 
 @dataclass
 class FinetuneRunConfig:
-    """Every setting of one fine-tuning run (METHOD §6). Defaults are the release's protocol: 32-frame
+    """Every setting of one fine-tuning run. Defaults are the release's protocol: 32-frame
     clips at stride 2, 224 crops, dropout 0.9, SGD lr 0.01 with a cosine over 150 epochs, weight decay
     1e-4, gradient clipping at 40; test = ``test_clips`` clips x 3 crops, softmax scores averaged."""
 

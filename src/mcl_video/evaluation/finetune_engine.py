@@ -1,4 +1,4 @@
-"""``run_finetune(config) -> run folder``: fine-tuning (METHOD §6) on the pretraining engine.
+"""``run_finetune(config) -> run folder``: fine-tuning (whole network + FC) on the pretraining engine.
 
 One process or torchrun DDP (:mod:`mcl_video.training.distributed`), AMP (bf16/fp16 autocast, a grad
 scaler for fp16), the strict config saved with the run (``config.yaml``, ``env.json``), atomic

@@ -1,7 +1,7 @@
 """Nearest-neighbour evaluation of frozen video features: retrieval recall and kNN accuracy.
 
 Both use cosine similarity between L2-normalised features; test videos query the training videos
-(METHOD §6, "also expected by users of the field").
+(test videos query the training set by cosine similarity; R@1/5/10/20 and kNN accuracy).
 
 Neighbours come from :func:`nearest_neighbours`: chunked matmuls with a running top-k (on the GPU when
 present), so a Kinetics-size val x train comparison never holds the full similarity matrix.

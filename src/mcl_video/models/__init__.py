@@ -1,4 +1,4 @@
-"""mcl_video.models: backbones (METHOD §5) and the MCL encoder pair with its queue (METHOD §4).
+"""mcl_video.models: backbones (P3D ResNet-50, R(2+1)D-18, R3D-18, tiny), the MCL encoder pair and queue.
 
 Import order inside the package (no cycles): base <- p3d_resnet, tiny <- backbones; capture <-
 motion_alignment (with objective/) <- mcl; dist is standalone.

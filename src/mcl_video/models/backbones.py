@@ -1,4 +1,4 @@
-"""Video backbones by name (METHOD §5): torchvision's R(2+1)D-18 / R3D-18 here, the release's P3D
+"""Video backbones by name: torchvision's R(2+1)D-18 / R3D-18 here, the release's P3D
 ResNet-50 in ``p3d_resnet.py``, a CPU-sized (2+1)D ResNet in ``tiny.py``; all follow the interface of
 ``base.Backbone``.
 

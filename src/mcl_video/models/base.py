@@ -1,4 +1,4 @@
-"""The backbone interface the rest of the package relies on (METHOD §5).
+"""The backbone interface the rest of the package relies on (every backbone, release or small).
 
 Every backbone is a :class:`Backbone`:
 
@@ -6,7 +6,8 @@ Every backbone is a :class:`Backbone`:
 - ``forward(x)``: ``B x C``, the global average pool of the features;
 - ``num_features``: ``C``;
 - ``alignment_layer``: dotted name of the convolution whose output the motion alignment loss reads
-  (inside the last residual block, before its final BN, residual addition and ReLU, METHOD §4);
+  (inside the last residual block, before its final BN, residual addition and ReLU: after them the
+  gradient is the same at every position);
 - ``feature_grid(clip_len, size)``: ``(T', H', W')`` for a ``clip_len x size x size`` input.
 
 The backbones themselves live in ``backbones.py`` (torchvision's), ``p3d_resnet.py`` and ``tiny.py``;

@@ -1,4 +1,4 @@
-"""Capture of the feature map ``X`` that the motion alignment loss differentiates (METHOD §4).
+"""Capture of the feature map ``X`` that the motion alignment loss differentiates (a convolution output).
 
 ``X`` must be the output of a *convolution* inside the last residual block, before the block's final
 BN, residual addition and ReLU. Two pitfalls are guarded here:
@@ -34,7 +34,7 @@ def check_alignment_layer(model: nn.Module, name: str) -> nn.Module:
         raise ValueError(
             f"alignment layer {name!r} ({type(module).__name__}, last op {type(leaf).__name__}) is not a "
             "convolution output: the motion alignment loss needs a conv inside the last residual block, "
-            "before its BN, residual addition and ReLU (METHOD §4). After the ReLU/pooling the gradient "
+            "before its BN, residual addition and ReLU. After the ReLU/pooling the gradient "
             "is the same at every position, so the saliency map would be flat and teach nothing. "
             "Use the backbone's default, e.g. 'layer4.1.conv2.0' (R(2+1)D-18) or 'layer4.2.conv3' (P3D)."
         )

@@ -1,4 +1,4 @@
-"""MCL: Motion-Focused Contrastive Learning, the whole method in one module (METHOD §4).
+"""MCL: Motion-Focused Contrastive Learning, the whole method in one module.
 
 A query encoder f_q and a momentum key encoder f_k (backbone -> global average pool -> 2-layer MLP
 heads -> 128-d, L2-normalised; one head per term: inter, intra, order), a queue of keys with the

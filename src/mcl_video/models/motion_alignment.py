@@ -1,4 +1,4 @@
-"""The motion alignment part of MCL (METHOD §4): capture, saliency and the three cosine terms.
+"""The motion alignment part of MCL: capture, saliency and the three cosine terms.
 
     mal = MotionAlignment(encoder_q.backbone, saliency="gradient")
     with mal.capturing():                       # the query forward keeps X of the alignment layer

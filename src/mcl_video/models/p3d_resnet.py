@@ -1,4 +1,4 @@
-"""The release's backbone: a P3D-A ResNet-50 inflated from 2D ImageNet / MoCo v2 weights (METHOD §5).
+"""The release's backbone: a P3D-A ResNet-50 inflated from 2D ImageNet / MoCo v2 weights.
 
 Each bottleneck's 3x3 conv is factorised into ``conv2`` (1x3x3, spatial stride) followed directly by
 ``conv2_t`` (3x1x1, temporal padding 1) and then ``bn2`` and ReLU. There is deliberately NO BN or ReLU
@@ -143,7 +143,7 @@ def load_2d_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def inflate_2d_state_dict(
     state_2d: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str = "2D weights"
 ) -> dict[str, torch.Tensor]:
-    """Map torchvision ResNet-50 tensors onto the P3D state dict ``target`` (METHOD §5).
+    """Map torchvision ResNet-50 tensors onto the P3D state dict ``target`` (3x3 -> 1x3x3; 3x1x1 = identity).
 
     3x3 kernels -> 1x3x3; 1x1 -> 1x1x1; the 7x7 stem -> temporal index 1 of 4; ``conv2_t`` keeps its
     identity initialisation; BN tensors copy. Raises :class:`DataError` naming missing/unexpected keys

@@ -1,4 +1,4 @@
-"""mcl_video.motion: optical flow, motion-boundary maps (METHOD §1, §3, §4), the motion cache."""
+"""mcl_video.motion: optical flow, motion-boundary maps (crops, clip scores, MAL target), the cache."""
 
 from mcl_video.motion.cache import CacheSettings, MotionCache, VideoMotion
 from mcl_video.motion.flow import FLOW_BACKENDS, FlowEstimator, compute_flow, read_flo

@@ -24,7 +24,7 @@ have the shapes, dtypes and finite non-negative values below raises :class:`Data
 
 Per video (``N`` raw frames, ``F = N - 1`` flow frames):
 
-- ``frame_maps`` ``N x 7 x 7``: the zeroed map (METHOD §1) of the window of ``frame_window``
+- ``frame_maps`` ``N x 7 x 7``: the zeroed map ``(M_u + M_v) / 2`` of the window of ``frame_window``
   flow frames ``[t - w/2, t + w/2)`` around frame t, truncated at the video's ends; stored as float16
   (relative rounding below 1e-3: they only rank crop positions), read as float32;
 - ``clip_scores`` float32 ``(num_starts,)``, ``num_starts = max(1, N - clip_len * stride + 1)``: the
@@ -282,7 +282,7 @@ class VideoMotion:
 
     def alignment_target(self, frame_indices, crop: tuple[float, float, float, float],
                          grid: tuple[int, int, int]) -> np.ndarray:
-        """The §4 target for the flow at ``frame_indices`` inside ``crop``: float32 ``T' x H' x W'``.
+        """The MAL target for the flow at ``frame_indices`` inside ``crop``: float32 ``T' x H' x W'``.
 
         Args:
             frame_indices: raw frame indices of the clip (flow frame i is i -> i+1; indices past the

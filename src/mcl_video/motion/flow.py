@@ -1,4 +1,4 @@
-"""Optical-flow backends behind one interface (METHOD §1: flow ``F_t`` from frame t to t+1).
+"""Optical-flow backends behind one interface (flow ``F_t`` from frame t to t+1).
 
     flow_u, flow_v = compute_flow(frames, backend="dis")        # whole clip in memory
     est = FlowEstimator("tvl1", threads=1)                       # streaming, for long videos

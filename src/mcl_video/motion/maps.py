@@ -1,4 +1,5 @@
-"""Motion-boundary maps (METHOD §1), the motion box of the crop (§3) and the alignment target (§4).
+"""Motion-boundary maps (Prewitt derivatives of u and v summed over a window, then their magnitudes), the
+motion box of the crop and the alignment target.
 
 Motion boundaries remove camera motion: each flow component is differentiated with the 3x3 Prewitt
 kernels ``Kx = [[-1, 0, 1]] * 3`` and ``Ky = Kx^T`` (``scipy.ndimage.convolve`` semantics: the kernel is
@@ -256,7 +257,7 @@ def segment_sums(derivatives: np.ndarray, segments: int) -> np.ndarray:
 
 
 def alignment_target(flow_u: np.ndarray, flow_v: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
-    """The motion-alignment target of METHOD §4 for a (cropped, resized) flow clip.
+    """The motion-alignment target (block means of ``M_u + M_v`` per segment) of a cropped flow clip.
 
     Args:
         flow_u, flow_v: ``N x H x W`` flow in pixels (N flow frames, one per sampled frame).
@@ -293,14 +294,14 @@ def _window_sum(flow_u: np.ndarray, flow_v: np.ndarray) -> np.ndarray:
 
 def window_map(flow_u: np.ndarray, flow_v: np.ndarray, grid_hw: tuple[int, int] = (7, 7),
                border: int | None = None) -> np.ndarray:
-    """The window's zeroed spatial map reduced by block means: float32 ``gh x gw`` (frame maps, §1)."""
+    """The window's zeroed spatial map reduced by block means: float32 ``gh x gw`` (frame maps)."""
     sums = _window_sum(flow_u, flow_v)
     mapper = WindowMapper(sums.shape[-2:], border, grid_hw)
     return mapper.grid_map(mapper.magnitude(sums))
 
 
 def clip_score(flow_u: np.ndarray, flow_v: np.ndarray, border: int | None = None) -> float:
-    """Clip score of a window of flow frames: the mean of the zeroed map over the whole frame (§1)."""
+    """Clip score of a window of flow frames: the mean of the zeroed map over the whole frame."""
     sums = _window_sum(flow_u, flow_v)
     mapper = WindowMapper(sums.shape[-2:], border)
     return float(mapper.score(mapper.magnitude(sums)))
@@ -310,7 +311,7 @@ _COVERAGE_BY_AREA = ((4, 0.9), (8, 0.8), (12, 0.7))
 
 
 def required_coverage(area_cells: int) -> float:
-    """Coverage the crop must reach for a motion box of ``area_cells`` grid cells (§3); 0 = none."""
+    """Coverage a crop must reach for a box of ``area_cells`` cells (<= 4, 8, 12: 0.9, 0.8, 0.7), else 0."""
     for limit, coverage in _COVERAGE_BY_AREA:
         if area_cells <= limit:
             return coverage
@@ -319,7 +320,7 @@ def required_coverage(area_cells: int) -> float:
 
 def motion_box(window_map: np.ndarray, frame_hw: tuple[int, int],
                top_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray, float]:
-    """Bounding box of the top cells of a grid map and the crop coverage it requires (METHOD §3).
+    """Bounding box of the top cells of a grid map and the crop coverage it requires.
 
     The top ``floor(top_fraction * cells)`` cells (at least 1; 4 of 49 for 7x7) by value are boxed;
     ties are broken by the first cell in row-major order.

@@ -1,4 +1,4 @@
-"""mcl_video.objective: the MCL losses as pure functions (METHOD §4).
+"""mcl_video.objective: the MCL losses as pure functions (inter-video InfoNCE, intra, order, MAL).
 
 ``saliency`` is the submodule holding :func:`saliency_map`.
 """

@@ -1,4 +1,4 @@
-"""Motion alignment loss (MAL, METHOD §4): saliency of a late conv vs. the optical-flow motion map.
+"""Motion alignment loss (MAL): saliency of a late conv vs. the optical-flow motion map.
 
 With saliency ``P`` and target ``S`` (both ``B x T' x H' x W'``):
 

@@ -1,4 +1,4 @@
-"""Contrastive terms of MCL (METHOD §4) as small pure functions.
+"""Contrastive terms of MCL (InfoNCE with three positives, the intra-video and order terms) as pure functions.
 
 Shapes: ``B`` batch, ``D`` embedding size, ``P`` positives per query, ``K`` queue length, ``N`` extra
 per-query negatives. Embeddings are expected L2-normalised (not enforced: the math holds anyway).

@@ -1,4 +1,4 @@
-"""Gradient-based saliency maps of a feature map (METHOD §4).
+"""Gradient-based saliency maps of a feature map (the release: ``ReLU(sum_c mean_hw(G) * G)``, G = d l / d X).
 
 ``grad`` is ``G = d l_pos / d X`` for the captured feature map ``X`` (``B x C x T' x H' x W'``).
 

@@ -1,4 +1,4 @@
-"""mcl_video.sampling: motion-focused tubelets (METHOD §2, §3) and the pretraining dataset."""
+"""mcl_video.sampling: motion-focused tubelets (clip starts, crops) and the pretraining dataset."""
 
 from mcl_video.sampling.augment import AugmentParams, ClipAugment
 from mcl_video.sampling.dataset import MCLPretrainDataset, PretrainSamplingConfig, SamplePlan

@@ -1,4 +1,4 @@
-"""Clip-consistent augmentation (METHOD §3): one parameter draw, applied identically to every frame.
+"""Clip-consistent augmentation: one parameter draw, applied identically to every frame.
 
 The draw (:meth:`ClipAugment.draw`, numpy ``Generator``) is separate from the application, so the
 dataset can flip the query's alignment target with the query and tests can check that all frames got

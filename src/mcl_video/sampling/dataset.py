@@ -1,6 +1,6 @@
 """The MCL pretraining dataset: three motion-focused tubelets per video, four augmented views.
 
-One item (METHOD §2-§4): clips c0, c1, c2 from :class:`MotionFocusedSampler` (or uniform), c0
+One item: clips c0, c1, c2 from :class:`MotionFocusedSampler` (or uniform), c0
 augmented twice (``q``, ``k0``), c1 and c2 once (``k1``, ``k2``), each view with its own
 motion-focused crop, plus the query's motion-alignment target (cropped and flipped like ``q``).
 
@@ -50,7 +50,7 @@ VIEW_CLIP = (0, 0, 1, 2)  # which clip each view augments
 
 @dataclass
 class PretrainSamplingConfig:
-    """Settings of :class:`MCLPretrainDataset` (defaults: METHOD §2-§3, 112 px input)."""
+    """Settings of :class:`MCLPretrainDataset` (defaults: the release's sampling, 112 px input)."""
 
     clip_len: int = 16
     stride: int = 2
@@ -180,7 +180,7 @@ class MCLPretrainDataset(Dataset):
             log.warning("%d video(s) are not in the motion cache and are skipped (first: %s); run "
                         "`mcl prepare` on %s", len(missing), missing[0], self.root)
         if short:
-            log.warning("%d video(s) shorter than %d raw frames are dropped for training (METHOD §2)",
+            log.warning("%d video(s) shorter than %d raw frames are dropped for training (two clip spans)",
                         short, self.sampler.min_frames)
         self.num_missing, self.num_short = len(missing), short
         return keep

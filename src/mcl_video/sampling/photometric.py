@@ -1,4 +1,4 @@
-"""Batched photometric augmentation (METHOD §3) on the training device, after the batch's transfer.
+"""Batched photometric augmentation (colour, blur) on the training device, after the batch's transfer.
 
 The dataset draws every parameter and applies the geometric part on its worker (crop, resize, flip:
 uint8 views); this module applies the rest to a whole batch at once, each sample with its own drawn

@@ -1,4 +1,4 @@
-"""Motion-focused spatial cropping (METHOD §3) as strategy objects returning a :class:`CropBox`.
+"""Motion-focused spatial cropping as strategy objects returning a :class:`CropBox`.
 
 The plain and the motion-focused crop consume the random stream identically up to the first crop
 position, so with the same generator state the motion-focused crop differs from the plain one exactly
@@ -140,7 +140,7 @@ def _axis_candidates(size: int, crop: int, span: tuple[float, float], required: 
 
 
 class MotionFocusedCrop(RandomResizedCropBox):
-    """Random resized crop that covers the clip's motion box B (METHOD §3).
+    """Random resized crop that covers the clip's motion box B (the top 10% cells) by the required r.
 
     ``sample(frame_hw, motion_map_7x7, rng)``: ``motion_map_7x7`` is the mean of the clip's frames'
     ``(7, 7)`` maps. B and the required coverage r come from ``box_fn`` (default

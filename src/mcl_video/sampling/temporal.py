@@ -1,4 +1,4 @@
-"""Motion-focused temporal sampling (METHOD §2) as strategy objects.
+"""Motion-focused temporal sampling (with p = 0.7 the starts come from the top-scored ones of each half).
 
 A sampler decides *which* clips of a video form one training sample, without decoding anything. It
 returns a :class:`ClipDraw`: the start frames of the query clip ``c0`` and of the two other clips

@@ -20,7 +20,7 @@ INIT_BACKBONES = ("p3d_resnet50", "r2plus1d_18", "r3d_18")
 
 
 def model_config(config: PretrainConfig) -> MCLConfig:
-    """The `MCLConfig` of a pretraining config (METHOD §4, §5)."""
+    """The `MCLConfig` (backbone, heads, queue, loss terms) of a pretraining config."""
     return MCLConfig(
         backbone=config.backbone,
         backbone_options=backbone_options(config),
@@ -76,7 +76,7 @@ def _video_root(config: PretrainConfig) -> Path:
 
 
 def dataset_options(config: PretrainConfig) -> dict:
-    """Sampling settings handed to the dataset's config (METHOD §2, §3); `sampling_options` adds more."""
+    """Sampling settings (clips, crops) handed to the dataset's config; `sampling_options` adds more."""
     return {
         "clip_len": config.clip_len,
         "stride": config.stride,

@@ -41,7 +41,7 @@ class ConfigError(UsageError, ValueError):
 
 @dataclass
 class PretrainConfig:
-    """Every setting of one pretraining run (METHOD §4, §7). Defaults are the release's UCF101 run."""
+    """Every setting of one pretraining run. Defaults: the release's UCF101 run (SGD, lr 0.01)."""
 
     # data
     dataset: str = "ucf101"  # ucf101 | hmdb51 | kinetics400 | folder (read_split's dataset names)
@@ -69,7 +69,7 @@ class PretrainConfig:
     motion_broken_negatives: list | bool = field(default_factory=list)
     shuffle_bn: bool = True
     sync_bn: bool = False
-    # sampling (METHOD §2, §3)
+    # sampling: motion-focused clip starts and crops
     clip_len: int = 16
     stride: int = 2
     size: int = 224
@@ -95,7 +95,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     channels_last: bool = False  # NDHWC weights and clips (channels_last_3d); same math, other speed
-    # loss weights (METHOD §4)
+    # loss weights: L = L_inter + L_intra + w_order * L_order + lambda * L_MAL
     mal_weight_warmup: float = 2.0
     mal_weight: float = 1.0
     order_ramp: bool = True  # order weight 0 -> 1 linearly over training; False: constant 1

@@ -3,7 +3,7 @@
 - learning rate: linear warm-up from `lr * start_factor` (lr/100) at step 0 to `lr` at step `warmup`,
   then cosine from `lr` (first step after warm-up) to `final_lr` (last step; the config's `min_lr`, 1e-6 in
   the release presets as in the release), or constant `lr`;
-- MAL weight lambda (METHOD §4): `mal_weight_warmup` (2) during the warm-up steps, `mal_weight` (1) after;
+- MAL weight lambda (of L_MAL): `mal_weight_warmup` (2) during the warm-up steps, `mal_weight` (1) after;
 - order weight: linear 0 -> 1 over training (`step / total`), or constant 1.
 """
 
@@ -41,7 +41,7 @@ def lr_schedule(base_lr: float, total_steps: int, warmup_steps: int, kind: str =
 
 def mal_weight_schedule(total_steps: int, warmup_steps: int, warmup_weight: float = 2.0,
                         weight: float = 1.0) -> np.ndarray:
-    """`(total_steps,)`: lambda of METHOD §4 (2 during warm-up, 1 after)."""
+    """`(total_steps,)`: the MAL weight lambda (2 during warm-up, 1 after)."""
     out = np.full(total_steps, weight, dtype=np.float64)
     out[: max(0, warmup_steps)] = warmup_weight
     return out
