@@ -103,11 +103,8 @@ class FinetuneConfig(TrainConfig):
     ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay",
                                          "drop_out": "dropout", "workers": "num_workers", "arch": "backbone",
                                          "output_dir": "out", "amp": "precision"}
-    FREE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({
-        "run.resume", "run.resume_override", "run.overwrite", "optim.max_steps", "run.out",
-        "data.num_workers", "run.progress", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
-        "run.tensorboard", "data.annotations", "data.video_root", "run.device", "run.deterministic",
-        "run.num_threads", "run.channels_last", "test.enabled", "test.videos_per_batch", "model.checkpoint"})
+    FREE_ON_RESUME: ClassVar[frozenset[str]] = TrainConfig.FREE_ON_RESUME | {
+        "test.enabled", "test.videos_per_batch", "model.checkpoint"}
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"model.backbone"})
 
     def check(self) -> None:

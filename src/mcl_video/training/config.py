@@ -223,6 +223,12 @@ class TrainConfig(Config):
     """What the training engine reads of any training config (pretraining, fine-tuning)."""
 
     KIND: ClassVar[str] = "train"
+    # where a run reads its data, how it logs, how far it goes and how fast it runs: free on resume
+    FREE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({
+        "run.resume", "run.resume_override", "run.overwrite", "optim.max_steps", "run.out",
+        "data.num_workers", "run.progress", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
+        "run.tensorboard", "data.annotations", "data.video_root", "run.device", "run.deterministic",
+        "run.num_threads", "run.channels_last"})
 
     def check(self) -> None:
         run = self.run
@@ -256,11 +262,7 @@ class PretrainConfig(TrainConfig):
         "workers": "num_workers", "arch": "backbone", "moco_k": "queue_size", "moco_t": "temperature",
         "tau": "temperature", "moco_m": "ema", "output_dir": "out", "warmup": "warmup_epochs",
         "amp": "precision", "accum_iter": "grad_accum"}
-    FREE_ON_RESUME: ClassVar[frozenset[str]] = frozenset({
-        "run.resume", "run.resume_override", "run.overwrite", "optim.max_steps", "run.out",
-        "data.num_workers", "run.progress", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
-        "run.tensorboard", "data.annotations", "data.video_root", "data.cache", "run.device",
-        "run.deterministic", "run.num_threads", "run.channels_last"})
+    FREE_ON_RESUME: ClassVar[frozenset[str]] = TrainConfig.FREE_ON_RESUME | {"data.cache"}
     FIXED_ON_RESUME: ClassVar[frozenset[str]] = frozenset({"model.backbone", "model.feat_dim",
                                                            "model.queue_size"})
 

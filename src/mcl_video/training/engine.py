@@ -97,6 +97,10 @@ class Task:
     def find_unused_parameters(self, config) -> bool:
         return False
 
+    def wrap(self, run: Run) -> torch.nn.Module:
+        """The DDP wrapper of ``run.model`` (called only under torchrun)."""
+        return wrap_ddp(run.model, run.env, self.find_unused_parameters(run.config))
+
     def step(self, run: Run, batches: Iterator) -> dict[str, float]:
         """One optimizer step over ``micro_batches`` batches of the iterator -> its metrics."""
         raise NotImplementedError
@@ -236,8 +240,7 @@ def _setup(config: TrainConfig, task: Task, env: DistEnv) -> Run:
     if env.is_main:  # only now: a start that fails or a refused resume leaves the folder as it was
         run.run_env = save_run_config(config, run_dir, run.run_env)
     if env.distributed:
-        run.net = task.wrap(run) if hasattr(task, "wrap") else wrap_ddp(
-            model, env, task.find_unused_parameters(config))
+        run.net = task.wrap(run)
     return run
 
 

@@ -57,17 +57,23 @@ def _used(run_dir: Path) -> list[str]:
     return used
 
 
-def lock_run_folder(config, what: str = "pretrain") -> RunLock:
-    """Take the run folder's lock (main rank, before :func:`check_run_folder`): a context manager
-    (``with lock_run_folder(config): ...``) or ``.acquire()`` / ``.release()``. ``config.run.out`` is the
-    folder (created when missing); another live writer is a :class:`~mcl_video.runlock.FolderLockedError`
-    naming it."""
+def _make_run_dir(config) -> Path:
+    """``run.out``, created when missing; a folder that cannot be made is a one-line ConfigError."""
     run_dir = Path(config.run.out)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"run.out={run_dir}: cannot create the run folder ({err.strerror}); choose a "
                           "folder you can write to") from None
+    return run_dir
+
+
+def lock_run_folder(config, what: str = "pretrain") -> RunLock:
+    """Take the run folder's lock (main rank, before :func:`check_run_folder`): a context manager
+    (``with lock_run_folder(config): ...``) or ``.acquire()`` / ``.release()``. ``config.run.out`` is the
+    folder (created when missing); another live writer is a :class:`~mcl_video.runlock.FolderLockedError`
+    naming it."""
+    run_dir = _make_run_dir(config)
     return RunLock(run_dir, f"{what} run.out={run_dir}").acquire()
 
 
@@ -85,12 +91,7 @@ def check_run_folder(config: TrainConfig) -> None:
 
 def prepare_run_folder(config: TrainConfig) -> Path:
     """Create the run folder (main rank); with overwrite=true delete the old run's files first."""
-    run_dir = Path(config.run.out)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"run.out={run_dir}: cannot create the run folder ({err.strerror}); choose a "
-                          "folder you can write to") from None
+    run_dir = _make_run_dir(config)
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run.out={run_dir}: the run folder is not writable; choose a folder you can "
                           "write to")
